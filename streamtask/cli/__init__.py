@@ -1,0 +1,33 @@
+"""The ``streamtask`` command line.
+
+Every option can also be set from an environment variable (shown in ``--help``); this is the
+only place that reads the environment. streamtask's own errors end the command with a
+one-line message and exit code 1 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from streamtask.cli.kafka import kafka_app
+from streamtask.errors import StreamtaskError
+
+app = typer.Typer(
+    name="streamtask",
+    help="A Kafka-native task processor: send Avro tasks, run stage workers, manage topics.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(kafka_app, name="kafka")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except StreamtaskError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

@@ -1,0 +1,62 @@
+"""``streamtask kafka up|down|status``: the local development broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streamtask.broker import DEFAULT_DATA_DIR, DEFAULT_PORT, KAFKA_VERSION, LocalBroker
+
+kafka_app = typer.Typer(
+    help=f"Run a local single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) with plain java.",
+    no_args_is_help=True,
+)
+
+DataDir = Annotated[Path, typer.Option(
+    "--data-dir", envvar="STREAMTASK_DATA_DIR",
+    help="Where the broker keeps its data, log and PID; it persists across down/up.")]
+
+
+@kafka_app.command()
+def up(
+    port: Annotated[int, typer.Option(
+        "--port", envvar="STREAMTASK_KAFKA_PORT", min=1, max=65534,
+        help="Client port on 127.0.0.1 (the controller listens on port + 1).")] = DEFAULT_PORT,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+) -> None:
+    """Start the broker (fetching its jars from Maven Central on first use); print its address."""
+    broker = LocalBroker(data_dir, port=port)
+    before = broker.status()
+    if before.running:
+        typer.echo(f"already running: {before.bootstrap} (pid {before.pid}, data {before.data_dir})",
+                   err=True)
+        typer.echo(before.bootstrap)
+        return
+    typer.echo(f"starting Kafka {KAFKA_VERSION} on {broker.bootstrap} (data {broker.data_dir})...",
+               err=True)
+    status = broker.up(timeout=timeout)
+    typer.echo(f"ready (pid {status.pid})", err=True)
+    typer.echo(status.bootstrap)
+
+
+@kafka_app.command()
+def down(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Stop the broker this data dir started, with a controlled shutdown."""
+    if LocalBroker(data_dir).down():
+        typer.echo("stopped")
+    else:
+        typer.echo(f"no broker running for {Path(data_dir).expanduser()}")
+
+
+@kafka_app.command()
+def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Say whether the broker runs, where it listens, and where its data is."""
+    state = LocalBroker(data_dir).status()
+    if state.running:
+        typer.echo(f"running: {state.bootstrap} (pid {state.pid}, data {state.data_dir})")
+    else:
+        typer.echo(f"stopped (data {state.data_dir})")
+        raise typer.Exit(3)

@@ -1,0 +1,106 @@
+"""The one place that talks to confluent-kafka.
+
+Other modules ask for clients here, so defaults that make delivery safe (idempotence,
+``acks=all``, no auto-commit, no automatic offset store) live in one spot, and librdkafka's
+errors are mapped into :mod:`streamtask.errors`. librdkafka's own log lines go to the
+``streamtask.kafka`` logger instead of stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import admin as kafka_admin
+
+from streamtask.config import KafkaSettings
+from streamtask.errors import BrokerUnavailable, DeliveryFailed, KafkaError
+
+log = logging.getLogger("streamtask.kafka")
+
+Message = confluent_kafka.Message
+TopicPartition = confluent_kafka.TopicPartition
+OFFSET_INVALID = confluent_kafka.OFFSET_INVALID
+
+PRODUCER_DEFAULTS: Mapping[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "compression.type": "lz4",
+    "message.timeout.ms": 300_000,
+}
+
+CONSUMER_DEFAULTS: Mapping[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "queued.max.messages.kbytes": 16_384,
+    "fetch.max.bytes": 16 * 1024 * 1024,
+}
+
+
+def _base(settings: KafkaSettings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.bootstrap, "logger": log}
+
+
+def producer(settings: KafkaSettings, **overrides: Any) -> confluent_kafka.Producer:
+    """A producer that either delivers each record exactly once to the log or reports failure."""
+    config = {**_base(settings), **PRODUCER_DEFAULTS, **settings.extra, **overrides}
+    return confluent_kafka.Producer(config)
+
+
+def consumer(settings: KafkaSettings, group: str, **overrides: Any) -> confluent_kafka.Consumer:
+    """A consumer whose offsets move only when streamtask stores and commits them."""
+    config = {**_base(settings), **CONSUMER_DEFAULTS, "group.id": group,
+              **settings.extra, **overrides}
+    return confluent_kafka.Consumer(config)
+
+
+def admin(settings: KafkaSettings) -> kafka_admin.AdminClient:
+    return kafka_admin.AdminClient({**_base(settings), **settings.extra})
+
+
+def cluster_is_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request within ``timeout``."""
+    client = kafka_admin.AdminClient({"bootstrap.servers": bootstrap, "logger": log})
+    try:
+        client.list_topics(timeout=timeout)
+    except confluent_kafka.KafkaException:
+        return False
+    return True
+
+
+def wait_for_cluster(settings: KafkaSettings, timeout: float | None = None) -> None:
+    """Fail fast with a clear message instead of hanging when no broker answers."""
+    limit = settings.connect_timeout if timeout is None else timeout
+    try:
+        admin(settings).list_topics(timeout=limit)
+    except confluent_kafka.KafkaException as exc:
+        raise BrokerUnavailable(
+            f"no Kafka broker answered at {settings.bootstrap} within {limit:.0f}s "
+            f"({exc.args[0].str() if exc.args else exc}). Start one with `streamtask kafka up` "
+            "or set --bootstrap / STREAMTASK_BOOTSTRAP."
+        ) from exc
+
+
+def raise_for(error: confluent_kafka.KafkaError | None, what: str) -> None:
+    """Map a librdkafka error into streamtask's hierarchy (no-op for ``None``)."""
+    if error is None:
+        return
+    if error.code() == confluent_kafka.KafkaError._TRANSPORT:  # noqa: SLF001
+        raise BrokerUnavailable(f"{what}: {error.str()}")
+    raise KafkaError(f"{what}: {error.str()}")
+
+
+def delivery_error(error: confluent_kafka.KafkaError, topic: str) -> DeliveryFailed:
+    return DeliveryFailed(f"record to {topic} was not acknowledged: {error.str()}")
+
+
+def mapped(exc: confluent_kafka.KafkaException, what: str) -> KafkaError:
+    """Wrap a raised librdkafka exception into streamtask's own type."""
+    error = exc.args[0] if exc.args else None
+    text = error.str() if isinstance(error, confluent_kafka.KafkaError) else str(exc)
+    return KafkaError(f"{what}: {text}")
