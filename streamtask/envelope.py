@@ -1,0 +1,243 @@
+"""Tasks and their wire format: an Avro envelope around a separately encoded payload.
+
+A record on a task topic is the ``streamtask.Envelope`` schema in single-object encoding.
+Its ``payload`` field holds the payload, itself single-object encoded with the schema its
+task type declares, or with ``streamtask.JsonPayload`` (orjson text) when it declares none.
+Both layers carry their writer's fingerprint, so envelope and payload schemas evolve
+independently: a reader resolves whatever version was written into the version it knows.
+
+Timestamps stay epoch-millisecond ints end to end. The envelope declares them as
+``timestamp-millis`` for other readers, but the codec reads and writes the envelope through a
+copy of its schema with logical types removed: the bytes and the fingerprint are identical
+(logical types are not part of the canonical form), while fastavro's conversion to and from
+``datetime`` would cost about a third of the envelope's decode time. Mutating fastavro's
+global ``LOGICAL_READERS`` table would achieve the same but would change every other fastavro
+user in the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from functools import cache
+from typing import Any
+
+import orjson
+from fastavro import parse_schema, schemaless_writer
+
+from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError
+from streamtask.schema_registry import (
+    BUNDLED_SCHEMAS_DIR,
+    HEADER_SIZE,
+    MARKER,
+    Schema,
+    SchemaRegistry,
+    decode_body,
+)
+
+__all__ = ["ENVELOPE_SCHEMA", "JSON_PAYLOAD_SCHEMA", "EnvelopeCodec", "Task"]
+
+ENVELOPE_SCHEMA = "streamtask.Envelope"
+JSON_PAYLOAD_SCHEMA = "streamtask.JsonPayload"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of work: which stage runs it (``type``), on what (``payload``), and its history.
+
+    Times are epoch milliseconds. ``attempt`` is 1 on the first execution and grows with each
+    retry; ``run_id`` ties every task descended from one original send together (it defaults
+    to the task's own id). Treat ``headers`` and ``payload`` as read-only: tasks are shared
+    between the worker, handlers and retry logic.
+    """
+
+    id: str
+    type: str
+    payload: Any
+    _: KW_ONLY
+    key: str | None = None
+    attempt: int = 1
+    created_at: int = field(default_factory=_now_ms)
+    not_before: int | None = None
+    run_id: str = ""
+    parent_id: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    pipeline_version: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            object.__setattr__(self, "run_id", self.id)
+
+    @classmethod
+    def new(cls, type: str, payload: Any, *, key: str | None = None, id: str | None = None,
+            run_id: str | None = None, parent_id: str | None = None,
+            headers: Mapping[str, str] | None = None) -> Task:
+        """A first-attempt task created now, with a fresh random id unless one is given.
+
+        ``headers`` is copied, so later changes to the caller's mapping do not leak in.
+        """
+        return cls(id or uuid.uuid4().hex, type, payload, key=key, run_id=run_id or "",
+                   parent_id=parent_id, headers=dict(headers) if headers else {})
+
+    def with_(self, **changes: Any) -> Task:
+        """A copy with some fields changed, e.g. ``task.with_(attempt=task.attempt + 1)``."""
+        return dataclasses.replace(self, **changes)
+
+
+@cache
+def _bundled(name: str) -> Schema:
+    """A schema shipped with streamtask, parsed once per process."""
+    path = BUNDLED_SCHEMAS_DIR / f"{name}.avsc"
+    return Schema.from_definition(path.read_text(encoding="utf-8"))
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """The same Avro type with every ``logicalType`` annotation removed (same wire format)."""
+    if isinstance(schema, list):
+        return [_without_logical_types(branch) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    plain = {k: v for k, v in schema.items() if k != "logicalType"}
+    kind = plain.get("type")
+    if kind in ("record", "error"):
+        plain["fields"] = [{**f, "type": _without_logical_types(f["type"])}
+                           for f in plain["fields"]]
+    elif kind == "array":
+        plain["items"] = _without_logical_types(plain["items"])
+    elif kind == "map":
+        plain["values"] = _without_logical_types(plain["values"])
+    elif isinstance(kind, dict | list):
+        plain["type"] = _without_logical_types(kind)
+    return plain
+
+
+def _plain_parse(schema: Schema) -> Any:
+    return parse_schema(_without_logical_types(schema.definition))
+
+
+def _registered(registry: SchemaRegistry, schema: Schema, what: str) -> Schema:
+    held = registry.by_fingerprint(schema.fingerprint)
+    if held is None:
+        raise ConfigurationError(
+            f"{what} {schema.name} ({schema.fingerprint_hex}) is not in the schema registry; "
+            "build the registry with streamtask.schema_registry.default_registry() and "
+            "register payload schemas before creating the codec")
+    return held
+
+
+class EnvelopeCodec:
+    """Encodes tasks to envelope bytes and back, knowing each task type's payload schema.
+
+    Task types missing from ``payload_schemas`` carry JSON payloads. Every schema is parsed
+    when the codec is built; encoding and decoding then do no schema work unless a record
+    was written with a different schema version than this process's. The codec is safe to
+    share between threads.
+    """
+
+    __slots__ = ("_envelope", "_json", "_payload_schemas", "_plain_envelope", "_readers",
+                 "_registry", "_validate")
+
+    def __init__(self, registry: SchemaRegistry,
+                 payload_schemas: Mapping[str, Schema] | None = None, *,
+                 validate: bool = True) -> None:
+        """Build a codec; ``validate=False`` skips the full payload check on encode.
+
+        Without it, fastavro's writer still rejects missing, extra and wrongly typed fields,
+        but silently truncates a float or bool given for an ``int`` and writes an
+        out-of-range int; skip validation only for payloads built by trusted code.
+        """
+        self._registry = registry
+        self._envelope = _registered(registry, _bundled(ENVELOPE_SCHEMA), "the envelope schema")
+        self._json = _registered(registry, _bundled(JSON_PAYLOAD_SCHEMA), "the JSON schema")
+        self._payload_schemas = {
+            task_type: _registered(registry, schema, f"payload schema of {task_type!r}")
+            for task_type, schema in (payload_schemas or {}).items()}
+        self._plain_envelope = _plain_parse(self._envelope)
+        # writer fingerprint -> (plain writer schema, plain reader schema or None)
+        self._readers: dict[bytes, tuple[Any, Any]] = {
+            self._envelope.fingerprint: (self._plain_envelope, None)}
+        self._validate = validate
+
+    def payload_schema(self, task_type: str) -> Schema:
+        """The schema payloads of ``task_type`` are written with (JsonPayload if undeclared)."""
+        return self._payload_schemas.get(task_type, self._json)
+
+    def encode_payload(self, task_type: str, payload: Any) -> bytes:
+        """The payload as single-object bytes; raises PayloadSchemaError if it does not fit."""
+        schema = self._payload_schemas.get(task_type)
+        if schema is not None:
+            return self._registry.encode(schema, payload, validate=self._validate)
+        try:
+            text = orjson.dumps(payload).decode()
+        except orjson.JSONEncodeError as exc:
+            raise PayloadSchemaError(
+                f"task type {task_type!r} declares no payload schema, so its payload must be "
+                f"JSON-serialisable: {exc}") from exc
+        return self._registry.encode(self._json, {"json": text}, validate=False)
+
+    def encode(self, task: Task) -> bytes:
+        """The task as envelope bytes; raises PayloadSchemaError if a field does not fit."""
+        record = {
+            "task_id": task.id, "task_type": task.type,
+            "payload": self.encode_payload(task.type, task.payload),
+            "key": task.key, "attempt": task.attempt, "created_at": task.created_at,
+            "not_before": task.not_before, "run_id": task.run_id,
+            "parent_id": task.parent_id, "headers": task.headers,
+            "pipeline_version": task.pipeline_version,
+        }
+        buf = io.BytesIO()
+        buf.write(self._envelope.header)
+        try:
+            schemaless_writer(buf, self._plain_envelope, record)
+        except Exception as exc:
+            raise PayloadSchemaError(
+                f"task {task.id!r} cannot be encoded, a field has the wrong type: "
+                f"{type(exc).__name__}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes | memoryview) -> Task:
+        """The task in ``data``; any bad input raises DecodeError, and nothing else does."""
+        fp = bytes(data[2:HEADER_SIZE])
+        entry = self._readers.get(fp) if data[:2] == MARKER else None
+        if entry is None:
+            entry = self._envelope_reader(data)
+        env = decode_body(data, entry[0], entry[1], ENVELOPE_SCHEMA)
+        return Task(
+            env["task_id"], env["task_type"], self._decode_payload(env),
+            key=env["key"], attempt=env["attempt"], created_at=env["created_at"],
+            not_before=env["not_before"], run_id=env["run_id"], parent_id=env["parent_id"],
+            headers=env["headers"], pipeline_version=env["pipeline_version"])
+
+    def _envelope_reader(self, data: bytes | memoryview) -> tuple[Any, Any]:
+        """Plain schemas to read an envelope written with another envelope version."""
+        writer = self._registry.writer_of(data)
+        if writer.name != ENVELOPE_SCHEMA:
+            raise DecodeError(f"expected a {ENVELOPE_SCHEMA} record, got a {writer.name} "
+                              f"record ({writer.fingerprint_hex})")
+        entry = (_plain_parse(writer), self._plain_envelope)
+        self._readers[writer.fingerprint] = entry
+        return entry
+
+    def _decode_payload(self, env: dict[str, Any]) -> Any:
+        task_type = env["task_type"]
+        reader = self._payload_schemas.get(task_type)
+        try:
+            record, writer = self._registry.decode(env["payload"], reader)
+        except DecodeError as exc:
+            raise DecodeError(f"task {env['task_id']!r} ({task_type}): payload: {exc}") from exc
+        if (reader or writer).fingerprint != self._json.fingerprint:
+            return record
+        try:
+            return orjson.loads(record["json"])
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(
+                f"task {env['task_id']!r} ({task_type}): JSON payload is not valid JSON: {exc}"
+            ) from exc
