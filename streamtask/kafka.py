@@ -22,6 +22,7 @@ log = logging.getLogger("streamtask.kafka")
 
 Message = confluent_kafka.Message
 TopicPartition = confluent_kafka.TopicPartition
+KafkaException = confluent_kafka.KafkaException
 OFFSET_INVALID = confluent_kafka.OFFSET_INVALID
 
 PRODUCER_DEFAULTS: Mapping[str, Any] = {
@@ -43,7 +44,8 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
 
 
 def _base(settings: KafkaSettings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap, "logger": log}
+    base: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "logger": log}
+    return base
 
 
 def producer(settings: KafkaSettings, **overrides: Any) -> confluent_kafka.Producer:
@@ -65,7 +67,8 @@ def admin(settings: KafkaSettings) -> kafka_admin.AdminClient:
 
 def cluster_is_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request within ``timeout``."""
-    client = kafka_admin.AdminClient({"bootstrap.servers": bootstrap, "logger": log})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": log}
+    client = kafka_admin.AdminClient(config)
     try:
         client.list_topics(timeout=timeout)
     except confluent_kafka.KafkaException:
@@ -90,7 +93,7 @@ def raise_for(error: confluent_kafka.KafkaError | None, what: str) -> None:
     """Map a librdkafka error into streamtask's hierarchy (no-op for ``None``)."""
     if error is None:
         return
-    if error.code() == confluent_kafka.KafkaError._TRANSPORT:  # noqa: SLF001
+    if error.code() == confluent_kafka.KafkaError._TRANSPORT:
         raise BrokerUnavailable(f"{what}: {error.str()}")
     raise KafkaError(f"{what}: {error.str()}")
 

@@ -12,6 +12,8 @@ import sys
 import typer
 
 from streamtask.cli.kafka import kafka_app
+from streamtask.cli.tasks import send, topics_app
+from streamtask.cli.worker import worker
 from streamtask.errors import StreamtaskError
 
 app = typer.Typer(
@@ -22,6 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+app.command()(worker)
+app.command()(send)
 
 
 def main() -> None:

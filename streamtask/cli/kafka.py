@@ -31,8 +31,8 @@ def up(
     broker = LocalBroker(data_dir, port=port)
     before = broker.status()
     if before.running:
-        typer.echo(f"already running: {before.bootstrap} (pid {before.pid}, data {before.data_dir})",
-                   err=True)
+        typer.echo(f"already running: {before.bootstrap} (pid {before.pid}, "
+                   f"data {before.data_dir})", err=True)
         typer.echo(before.bootstrap)
         return
     typer.echo(f"starting Kafka {KAFKA_VERSION} on {broker.bootstrap} (data {broker.data_dir})...",

@@ -1,0 +1,3 @@
+from streamtask.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""Apps and stages: what work exists, where its tasks live, how it runs.
+
+An :class:`App` is a namespace (``photos``) whose stages (``resize``) each own an input topic
+(``photos.resize``) and a consumer group. Definitions are validated when declared, so a bad
+one fails at import time with a message that says how to fix it, not in production.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamtask.config import KafkaSettings
+from streamtask.envelope import EnvelopeCodec, Task
+from streamtask.errors import ConfigurationError
+from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
+
+if TYPE_CHECKING:
+    from streamtask.producer import TaskProducer
+
+Handler = Callable[[Task], Any]
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+DEFAULT_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One kind of work: a handler, its input topic and group, and how it runs."""
+
+    app: str
+    name: str
+    handler: Handler
+    topic: str
+    group: str
+    partitions: int
+    concurrency: int | None
+    timeout: float | None
+    payload: Schema | None
+    then: str | None
+    is_async: bool
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.app}.{self.name}"
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not _NAME.match(value):
+        raise ConfigurationError(
+            f"{kind} name {value!r} is not valid: use 1-100 letters, digits, '_' or '-' "
+            "(dots separate app, stage and retry level in topic names)")
+
+
+def _check_stage_options(name: str, partitions: int, concurrency: int | None,
+                         timeout: float | None) -> None:
+    if not 1 <= partitions <= 10_000:
+        raise ConfigurationError(
+            f"stage {name!r}: partitions={partitions} is out of range; give 1 to 10000")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigurationError(
+            f"stage {name!r}: concurrency={concurrency} must be at least 1 (or None to use "
+            "the worker's --concurrency)")
+    if timeout is not None and timeout <= 0:
+        raise ConfigurationError(
+            f"stage {name!r}: timeout={timeout} must be a positive number of seconds, "
+            "or None for no limit")
+
+
+class App:
+    """A namespace of stages sharing a schema registry and Kafka settings."""
+
+    def __init__(self, name: str, *, kafka: KafkaSettings | None = None,
+                 schema_dir: str | Path | None = None) -> None:
+        _check_name("app", name)
+        self.name = name
+        self.kafka = kafka or KafkaSettings()
+        self.registry: SchemaRegistry = default_registry()
+        if schema_dir is not None:
+            self.registry.load_dir(Path(schema_dir))
+        self.stages: dict[str, Stage] = {}
+        self._codec: EnvelopeCodec | None = None
+        self._producer: TaskProducer | None = None
+
+    def stage(self, name: str, *, payload: Schema | Mapping[str, Any] | str | None = None,
+              topic: str | None = None, group: str | None = None, partitions: int = 6,
+              concurrency: int | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+              then: str | None = None) -> Callable[[Handler], Handler]:
+        """Declare a stage; decorates its handler (a plain or ``async`` function of a Task).
+
+        ``payload`` is the task's Avro schema: a name from ``schemas/``, a schema dict, or
+        None for free-form JSON. ``then`` names the stage that receives the handler's
+        return value as its next task.
+        """
+        _check_name("stage", name)
+        _check_stage_options(name, partitions, concurrency, timeout)
+        if name in self.stages:
+            raise ConfigurationError(f"stage {name!r} is declared twice in app {self.name!r}")
+        topic = topic or f"{self.name}.{name}"
+        if not _TOPIC.match(topic):
+            raise ConfigurationError(f"stage {name!r}: topic {topic!r} is not a valid Kafka "
+                                     "topic name (letters, digits, '.', '_', '-')")
+        schema = self._resolve_schema(name, payload)
+
+        def register(handler: Handler) -> Handler:
+            if not callable(handler):
+                raise ConfigurationError(f"stage {name!r}: the handler must be callable")
+            self.stages[name] = Stage(
+                app=self.name, name=name, handler=handler, topic=topic,
+                group=group or f"{self.name}.{name}", partitions=partitions,
+                concurrency=concurrency, timeout=timeout, payload=schema, then=then,
+                is_async=inspect.iscoroutinefunction(handler))
+            self._codec = None
+            return handler
+
+        return register
+
+    def _resolve_schema(self, stage: str,
+                        payload: Schema | Mapping[str, Any] | str | None) -> Schema | None:
+        if payload is None or isinstance(payload, Schema):
+            return payload
+        if isinstance(payload, str):
+            return self.registry.get(payload)
+        if isinstance(payload, Mapping):
+            return self.registry.register(dict(payload))
+        raise ConfigurationError(
+            f"stage {stage!r}: payload must be a schema name, an Avro schema dict or None, "
+            f"not {type(payload).__name__}")
+
+    def get_stage(self, name: str) -> Stage:
+        try:
+            return self.stages[name]
+        except KeyError:
+            known = ", ".join(sorted(self.stages)) or "none"
+            raise ConfigurationError(
+                f"app {self.name!r} has no stage {name!r} (stages: {known})") from None
+
+    def validate(self) -> None:
+        """Check cross-stage references; called before workers start."""
+        for stage in self.stages.values():
+            if stage.then is not None and stage.then not in self.stages:
+                raise ConfigurationError(
+                    f"stage {stage.name!r} sends its results to {stage.then!r}, which is not "
+                    f"a stage of app {self.name!r}; declare it or fix `then=`")
+
+    @property
+    def codec(self) -> EnvelopeCodec:
+        """The envelope codec knowing every stage's payload schema (built once)."""
+        if self._codec is None:
+            schemas = {s.name: s.payload for s in self.stages.values() if s.payload is not None}
+            self._codec = EnvelopeCodec(self.registry, schemas)
+        return self._codec
+
+    def producer(self) -> TaskProducer:
+        """A new producer for this app's stages (the caller closes it)."""
+        from streamtask.producer import TaskProducer
+
+        return TaskProducer(self)
+
+    def send(self, stage: str, payload: Any, *, key: str | None = None,
+             task_id: str | None = None, headers: Mapping[str, str] | None = None) -> Any:
+        """Send one task through the app's shared producer; see :meth:`TaskProducer.send`."""
+        if self._producer is None:
+            self._producer = self.producer()
+        return self._producer.send(stage, payload, key=key, task_id=task_id, headers=headers)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every task sent with :meth:`send` is acknowledged (or raise)."""
+        if self._producer is not None:
+            self._producer.flush(timeout)
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, stages={list(self.stages)})"

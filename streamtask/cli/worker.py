@@ -1,0 +1,87 @@
+"""``streamtask worker``: run stage workers in this process or under a supervisor."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from streamtask.cli.options import AppRef, Bootstrap, open_app
+from streamtask.config import WorkerSettings
+from streamtask.supervisor import Supervisor
+from streamtask.topics import ensure
+from streamtask.worker import Worker
+
+
+def _on_signals(stop: Any) -> None:
+    """First SIGTERM/Ctrl-C drains; a second one exits at once (uncommitted tasks rerun)."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            os._exit(128 + signum)
+        received.append(signum)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def worker(
+    app_ref: AppRef,
+    stage: Annotated[list[str] | None, typer.Option(
+        "--stage", "-s", help="Run only this stage (repeatable); default: all stages.")] = None,
+    concurrency: Annotated[int, typer.Option(
+        min=1, envvar="STREAMTASK_CONCURRENCY", help="Tasks in flight per process.")] = 8,
+    processes: Annotated[int, typer.Option(
+        min=1, envvar="STREAMTASK_PROCESSES",
+        help="Worker processes under a supervisor that restarts crashed ones.")] = 1,
+    drain_timeout: Annotated[float, typer.Option(
+        min=0, help="Seconds running tasks may take to finish on shutdown/revoke.")] = 30.0,
+    commit_interval: Annotated[float, typer.Option(
+        min=0.01, help="Seconds between offset commits.")] = 1.0,
+    max_tasks: Annotated[int | None, typer.Option(
+        min=1, help="Exit after this many tasks (batch jobs, tests).")] = None,
+    idle_timeout: Annotated[float | None, typer.Option(
+        min=0, help="Exit after this many seconds without work.")] = None,
+    create_topics: Annotated[bool, typer.Option(
+        help="Create missing topics instead of refusing to start.")] = False,
+    bootstrap: Bootstrap = None,
+    log_level: Annotated[str, typer.Option(envvar="STREAMTASK_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Run stage workers: consume, execute, and commit each offset only after its task ran."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if processes > 1:
+        child = [sys.executable, "-m", "streamtask", *_child_args(sys.argv[1:])]
+        supervisor = Supervisor(child, processes, grace=drain_timeout + 10)
+        _on_signals(supervisor.stop)
+        raise typer.Exit(supervisor.run())
+    app = open_app(app_ref, bootstrap)
+    if create_topics:
+        ensure(app)
+    settings = WorkerSettings(concurrency=concurrency, drain_timeout=drain_timeout,
+                              commit_interval=commit_interval)
+    runner = Worker(app, stage, settings)
+    _on_signals(runner.stop)
+    stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
+    typer.echo(" ".join(f"{name}={count}" for name, count in sorted(stats.counts.items())),
+               err=True)
+
+
+def _child_args(argv: list[str]) -> list[str]:
+    """The same command line with --processes removed, for one supervised child."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            out.append(arg)
+    return out

@@ -1,0 +1,84 @@
+"""The closed catalogue of things a worker reports, and the bus subscribers listen on.
+
+Logs, counters and (later) metrics and the execution trail are all subscribers: the worker
+loop only emits. Emitting with no subscriber costs one attribute lookup and a loop over an
+empty list, so the per-task events stay cheap on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+
+class Event(StrEnum):
+    WORKER_STARTED = "worker.started"
+    WORKER_STOPPING = "worker.stopping"
+    WORKER_STOPPED = "worker.stopped"
+    PARTITIONS_ASSIGNED = "partitions.assigned"
+    PARTITIONS_REVOKED = "partitions.revoked"
+    PARTITIONS_LOST = "partitions.lost"
+    OFFSETS_COMMITTED = "offsets.committed"
+    TASK_SUCCEEDED = "task.succeeded"
+    TASK_FAILED = "task.failed"
+    TASK_TIMED_OUT = "task.timed_out"
+    TASK_ABANDONED = "task.abandoned"
+    RECORD_UNDECODABLE = "record.undecodable"
+    TASK_TYPE_UNKNOWN = "record.unknown_task_type"
+
+
+Subscriber = Callable[[Event, dict[str, Any]], None]
+
+
+class EventBus:
+    """Fan each emitted event out to every subscriber, in subscription order."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def emit(self, event: Event, **fields: Any) -> None:
+        for subscriber in self._subscribers:
+            subscriber(event, fields)
+
+
+class EventCounter:
+    """Counts events by kind; the worker's run summary and the tests read it."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[Event] = Counter()
+
+    def __call__(self, event: Event, fields: dict[str, Any]) -> None:
+        self.counts[event] += 1
+
+
+_LEVELS = {
+    Event.TASK_SUCCEEDED: logging.DEBUG,
+    Event.OFFSETS_COMMITTED: logging.DEBUG,
+    Event.TASK_FAILED: logging.WARNING,
+    Event.TASK_TIMED_OUT: logging.WARNING,
+    Event.TASK_ABANDONED: logging.WARNING,
+    Event.RECORD_UNDECODABLE: logging.ERROR,
+    Event.TASK_TYPE_UNKNOWN: logging.ERROR,
+}
+
+
+class EventLogger:
+    """Writes events as structured log records (``extra={"event": ..., **fields}``)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("streamtask.worker")
+
+    def __call__(self, event: Event, fields: dict[str, Any]) -> None:
+        level = _LEVELS.get(event, logging.INFO)
+        if not self.logger.isEnabledFor(level):
+            return
+        detail = " ".join(f"{name}={value}" for name, value in fields.items()
+                          if name != "traceback")
+        self.logger.log(level, "%s %s", event.value, detail,
+                        extra={"event": event.value, "fields": fields})

@@ -1,0 +1,66 @@
+"""Runs P worker processes, restarts any that crash, and stops them all cleanly.
+
+Children are plain ``streamtask worker`` processes (one each), so a child behaves exactly as a
+worker started by hand; the supervisor only forwards stop signals and restarts the dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+
+log = logging.getLogger("streamtask.supervisor")
+
+
+class Supervisor:
+    def __init__(self, command: Sequence[str], processes: int, *, grace: float = 40.0,
+                 restart_delay: float = 1.0) -> None:
+        self.command = list(command)
+        self.processes = processes
+        self.grace = grace
+        self.restart_delay = restart_delay
+        self.restarts = 0
+        self._children: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
+
+    def stop(self) -> None:
+        """First call: ask children to drain; second call: kill them at once."""
+        if self._stopping:
+            for child in self._children:
+                child.kill()
+        self._stopping = True
+        for child in self._children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the worst exit code of the final children."""
+        self._children = [self._spawn() for _ in range(self.processes)]
+        while not self._stopping:
+            for index, child in enumerate(self._children):
+                code = child.poll()
+                if code is not None and not self._stopping:
+                    self.restarts += 1
+                    log.warning("worker pid %s exited with %s; restarting", child.pid, code)
+                    time.sleep(self.restart_delay)
+                    self._children[index] = self._spawn()
+            time.sleep(0.2)
+        return self._wait_all()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(self.command)
+        log.info("started worker pid %s", child.pid)
+        return child
+
+    def _wait_all(self) -> int:
+        deadline = time.monotonic() + self.grace
+        for child in self._children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        return max((child.returncode or 0 for child in self._children), default=0)

@@ -1,0 +1,467 @@
+"""The worker loop: poll -> decode -> run -> route the outcome -> store the offset -> commit.
+
+One thread (the loop) owns every Kafka client and all offset state; handlers run in a
+:mod:`runner`. An offset becomes committable only when its task's handler finished *and*
+every record the task produced was acknowledged, and the commit position of a partition is
+its lowest unfinished offset (:mod:`offsets`). The loop keeps polling while tasks run, pausing
+partitions when too much work is held, so a long task never costs a rebalance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamtask import kafka
+from streamtask.app import App, Stage
+from streamtask.config import KafkaSettings, WorkerSettings
+from streamtask.envelope import Task
+from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, StreamtaskError
+from streamtask.events import Event, EventBus, EventCounter, EventLogger
+from streamtask.offsets import PartitionOffsets
+from streamtask.ordering import KeyLanes
+from streamtask.runner import AsyncRunner, Completion, ThreadRunner
+
+log = logging.getLogger("streamtask.worker")
+TP = tuple[str, int]
+
+
+class TaskTimeout(StreamtaskError):
+    """A task ran past its stage's per-task timeout."""
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One received record on its way from poll to a committable offset."""
+
+    tp: TP
+    offset: int
+    lane: object
+    task: Task
+    stage: Stage
+    partition: PartitionOffsets
+    deadline: float = float("inf")
+    pending_acks: int = 0
+    running: bool = False
+    started: float = 0.0
+
+
+@dataclass
+class WorkerStats:
+    """What one ``run`` did; the CLI prints it and tests assert on it."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs the stages of one app in this process until stopped."""
+
+    def __init__(self, app: App, stages: Sequence[str] | None = None,
+                 settings: WorkerSettings | None = None,
+                 kafka_settings: KafkaSettings | None = None,
+                 events: EventBus | None = None) -> None:
+        app.validate()
+        self.app = app
+        self.stages = [app.get_stage(name) for name in (stages or list(app.stages))]
+        if not self.stages:
+            raise ConfigurationError(f"app {app.name!r} declares no stages to run")
+        self.settings = settings or WorkerSettings()
+        self.kafka = kafka_settings or app.kafka
+        self.events = events or EventBus()
+        self.counter = EventCounter()
+        self.events.subscribe(self.counter)
+        self.events.subscribe(EventLogger())
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self._by_topic = {stage.topic: stage for stage in self.stages}
+        self._stop = threading.Event()
+        self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._partitions: dict[TP, PartitionOffsets] = {}
+        self._live: set[Job] = set()
+        self._lanes: KeyLanes[Job] = KeyLanes()
+        self._ready: deque[Job] = deque()
+        self._running = 0
+        self._paused = False
+        self._finished_since_commit = 0
+        self._delivery_error: DeliveryFailed | None = None
+        self._next_deadline_check = 0.0
+
+    def stop(self) -> None:
+        """Ask the loop to drain and exit; safe to call from a signal handler or thread."""
+        self._stop.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self, *, max_tasks: int | None = None,
+            idle_timeout: float | None = None) -> WorkerStats:
+        """Consume until stopped; ``max_tasks``/``idle_timeout`` end the run early (tests, batch).
+
+        Raises :class:`DeliveryFailed` when a produced record is never acknowledged: the
+        affected offsets stay uncommitted, so the tasks run again after a restart.
+        """
+        kafka.wait_for_cluster(self.kafka)
+        self._check_topics_exist()
+        self._open_clients()
+        self.events.emit(Event.WORKER_STARTED, worker=self.worker_id,
+                         stages=[s.name for s in self.stages])
+        try:
+            self._loop(max_tasks, idle_timeout)
+        finally:
+            self._shutdown()
+        return WorkerStats({event.value: n for event, n in self.counter.counts.items()})
+
+    def _open_clients(self) -> None:
+        self._threads = ThreadRunner(self._concurrency, self._completions)
+        self._coroutines = AsyncRunner(self._completions) if any(
+            s.is_async for s in self.stages) else None
+        self._producer = kafka.producer(self.kafka)
+        self._consumer = kafka.consumer(
+            self.kafka, self._group(),
+            **{"session.timeout.ms": self.settings.session_timeout_ms,
+               "max.poll.interval.ms": self.settings.max_poll_interval_ms,
+               "on_commit": self._on_commit,
+               "client.id": self.worker_id})
+        self._consumer.subscribe(list(self._by_topic), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    @property
+    def _concurrency(self) -> int:
+        declared = [s.concurrency for s in self.stages if s.concurrency is not None]
+        return max(declared) if declared else self.settings.concurrency
+
+    def _group(self) -> str:
+        groups = {stage.group for stage in self.stages}
+        if len(groups) != 1:
+            raise ConfigurationError(
+                "stages with different consumer groups must run in separate workers; "
+                f"pass --stage for one of {sorted(groups)}")
+        return groups.pop()
+
+    def _check_topics_exist(self) -> None:
+        existing = kafka.admin(self.kafka).list_topics(timeout=self.kafka.connect_timeout).topics
+        missing = sorted(topic for topic in self._by_topic if topic not in existing)
+        if missing:
+            raise ConfigurationError(
+                f"topic(s) {', '.join(missing)} do not exist; create them with "
+                f"`streamtask topics ensure <module>:{self.app.name}` (or run the worker with "
+                "--create-topics)")
+
+    def _loop(self, max_tasks: int | None, idle_timeout: float | None) -> None:
+        next_commit = time.monotonic() + self.settings.commit_interval
+        last_activity = time.monotonic()
+        while not self._stop.is_set():
+            received = self._poll()
+            self._start_ready()
+            completed = self._collect_outcomes(wait=0.005 if self._running and not received
+                                               else 0.0)
+            self._producer.poll(0)
+            self._raise_delivery_error()
+            self._expire_deadlines()
+            self._apply_backpressure()
+            now = time.monotonic()
+            if now >= next_commit or self._finished_since_commit >= self.settings.commit_every:
+                self._commit()
+                next_commit = now + self.settings.commit_interval
+            if received or completed or self._live:
+                last_activity = now
+            if max_tasks is not None and self._ended_tasks() >= max_tasks:
+                break
+            if idle_timeout is not None and now - last_activity >= idle_timeout:
+                break
+
+    def _ended_tasks(self) -> int:
+        counts = self.counter.counts
+        return (counts[Event.TASK_SUCCEEDED] + counts[Event.TASK_FAILED]
+                + counts[Event.TASK_TIMED_OUT] + counts[Event.RECORD_UNDECODABLE]
+                + counts[Event.TASK_TYPE_UNKNOWN])
+
+    def _shutdown(self) -> None:
+        """Stop fetching, let running tasks finish (bounded), commit, leave the group."""
+        self.events.emit(Event.WORKER_STOPPING, worker=self.worker_id, in_flight=self._running)
+        consumer = getattr(self, "_consumer", None)
+        if consumer is None:
+            return
+        try:
+            assignment = consumer.assignment()
+            if assignment:
+                consumer.pause(assignment)
+            self._drop_waiting(lambda job: True)
+            self._drain(lambda: self._running > 0 or any(j.pending_acks for j in self._live))
+            self._commit(asynchronous=False)
+            consumer.close()
+        finally:
+            self._producer.flush(5.0)
+            self._threads.shutdown()
+            if self._coroutines is not None:
+                self._coroutines.shutdown()
+            self.events.emit(Event.WORKER_STOPPED, worker=self.worker_id)
+
+    # -- poll and decode -------------------------------------------------------------------
+
+    def _poll(self) -> int:
+        # consume() waits for a *full* batch until its timeout, so take what is queued without
+        # waiting, and block (briefly) only in poll(), which returns on the first record.
+        # With handlers running, the loop waits on their completions instead.
+        messages = self._consumer.consume(self.settings.poll_batch, 0)
+        wait = 0.0 if self._running or self._ready else 0.005 if self._live else 0.1
+        if not messages and wait:
+            first = self._consumer.poll(wait)
+            if first is not None:
+                messages = [first, *self._consumer.consume(self.settings.poll_batch - 1, 0)]
+        for message in messages:
+            if message.error() is not None:
+                self._on_consumer_error(message.error())
+                continue
+            self._receive(message)
+        return len(messages)
+
+    def _on_consumer_error(self, error: Any) -> None:
+        if error.fatal():
+            kafka.raise_for(error, "consumer failed")
+        log.warning("consumer error: %s", error.str())
+
+    def _receive(self, message: Any) -> None:
+        tp = (message.topic(), message.partition())
+        offsets = self._partitions.get(tp)
+        if offsets is None:  # a record of a partition we no longer own
+            return
+        if not offsets.received(message.offset()):
+            return  # redelivered after pause/resume: we already hold it
+        stage = self._by_topic[tp[0]]
+        where = f"{tp[0]}[{tp[1]}]@{message.offset()}"
+        try:
+            task = self.app.codec.decode(message.value() or b"")
+        except DecodeError as error:
+            self._reject(tp, message.offset(), Event.RECORD_UNDECODABLE, where, error)
+            return
+        if task.type != stage.name:
+            self._reject(tp, message.offset(), Event.TASK_TYPE_UNKNOWN, where,
+                         f"task type {task.type!r} is not handled on {tp[0]}")
+            return
+        job = Job(tp, message.offset(), message.key() or task.id, task, stage, offsets)
+        self._live.add(job)
+        if self._lanes.admit(job.lane, job):
+            self._ready.append(job)
+
+    def _reject(self, tp: TP, offset: int, event: Event, where: str, error: object) -> None:
+        self.events.emit(event, where=where, error=str(error))
+        self._partitions[tp].finished(offset)
+        self._finished_since_commit += 1
+
+    # -- run -------------------------------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        limit = self._concurrency
+        ready = self._ready
+        while ready and self._running < limit:
+            job = ready.popleft()
+            job.running = True
+            job.started = time.monotonic()
+            if job.stage.timeout is not None:
+                job.deadline = job.started + job.stage.timeout
+            self._running += 1
+            runner: Any = self._coroutines if job.stage.is_async else self._threads
+            runner.submit(job, job.stage.handler, job.task)
+
+    def _collect_outcomes(self, wait: float = 0.0) -> int:
+        completions = self._completions
+        handled = 0
+        try:
+            item = completions.get(timeout=wait) if wait else completions.get_nowait()
+        except queue.Empty:
+            return 0
+        while True:
+            job, result, error = item
+            if isinstance(job, Job) and job.running:
+                self._route(job, result, error)
+                handled += 1
+            try:
+                item = completions.get_nowait()
+            except queue.Empty:
+                return handled
+
+    def _expire_deadlines(self) -> None:
+        now = time.monotonic()
+        if not self._running or now < self._next_deadline_check:
+            return
+        self._next_deadline_check = now + 0.05
+        for job in [j for j in self._live if j.running and j.deadline <= now]:
+            runner: Any = self._coroutines if job.stage.is_async else self._threads
+            runner.abandon(job)
+            self._route(job, None, TaskTimeout(
+                f"task {job.task.id} of stage {job.stage.name!r} exceeded its "
+                f"{job.stage.timeout}s timeout"))
+
+    # -- route the outcome -----------------------------------------------------------------
+
+    def _route(self, job: Job, result: Any, error: BaseException | None) -> None:
+        """Map a handler's outcome to what must become durable before its offset moves."""
+        job.running = False
+        self._running -= 1
+        self._release_lane(job)
+        if self._partitions.get(job.tp) is not job.partition:  # revoked: the new owner reruns it
+            self._end(job)
+            return
+        if error is not None:
+            event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
+            self.events.emit(event, task_id=job.task.id, stage=job.stage.name,
+                             where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
+                             error=f"{type(error).__name__}: {error}")
+            self._finish(job)
+            return
+        self.events.emit(Event.TASK_SUCCEEDED, task_id=job.task.id, stage=job.stage.name)
+        if job.stage.then is not None and result is not None:
+            self._produce_results(job, [result])
+        else:
+            self._finish(job)
+
+    def _produce_results(self, job: Job, results: Iterable[Any]) -> None:
+        next_stage = self.app.get_stage(job.stage.then or "")
+        parent = job.task
+        for payload in results:
+            child = Task.new(next_stage.name, payload, key=parent.key, run_id=parent.run_id,
+                             parent_id=parent.id, headers=parent.headers)
+            value = self.app.codec.encode(child)
+            job.pending_acks += 1
+            self._produce(next_stage.topic, value, child.key or child.id, job)
+
+    def _produce(self, topic: str, value: bytes, key: str, job: Job) -> None:
+        def acknowledged(error: Any, _message: Any) -> None:
+            if error is not None:
+                self._delivery_error = kafka.delivery_error(error, topic)
+                return
+            job.pending_acks -= 1
+            if job.pending_acks == 0:
+                self._finish(job)
+
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=acknowledged)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _raise_delivery_error(self) -> None:
+        if self._delivery_error is not None:
+            raise self._delivery_error
+
+    def _finish(self, job: Job) -> None:
+        """The task's outcome is durable: its offset may be committed."""
+        if self._partitions.get(job.tp) is job.partition:
+            job.partition.finished(job.offset)
+            self._finished_since_commit += 1
+        self._end(job)
+
+    def _end(self, job: Job) -> None:
+        self._live.discard(job)
+
+    def _release_lane(self, job: Job) -> None:
+        """The job no longer runs: the next task of its key may start (results may be in flight)."""
+        following = self._lanes.release(job.lane)
+        if following is not None:
+            self._ready.append(following)
+
+    # -- flow control and commits ----------------------------------------------------------
+
+    def _apply_backpressure(self) -> None:
+        held = len(self._live)
+        limit = self.settings.max_buffered
+        if not self._paused and held >= limit:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+        elif self._paused and held <= limit // 2:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+
+    def _commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
+        offsets = []
+        for tp, tracker in self._partitions.items():
+            position = tracker.to_commit()
+            if position is not None and (only is None or tp in only):
+                offsets.append(kafka.TopicPartition(tp[0], tp[1], position))
+                tracker.committed = position
+        self._finished_since_commit = 0
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+        except kafka.KafkaException as exc:
+            log.warning("commit failed (the tasks may run again): %s", exc)
+            for failed in offsets:
+                retry = self._partitions.get((failed.topic, failed.partition))
+                if retry is not None:
+                    retry.committed = None
+            return
+        self.events.emit(Event.OFFSETS_COMMITTED, count=len(offsets),
+                         offsets={f"{o.topic}[{o.partition}]": o.offset for o in offsets})
+
+    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        if error is None:
+            return
+        log.warning("asynchronous commit failed, will retry: %s", error)
+        for tp in partitions:
+            tracker = self._partitions.get((tp.topic, tp.partition))
+            if tracker is not None:
+                tracker.committed = None
+
+    # -- rebalance ---------------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self._partitions.setdefault((tp.topic, tp.partition), PartitionOffsets())
+        if self._paused:
+            self._consumer.pause(partitions)
+        self.events.emit(Event.PARTITIONS_ASSIGNED,
+                         partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        """Finish (bounded) the revoked partitions' running tasks and commit before they go."""
+        revoked = {(p.topic, p.partition) for p in partitions}
+        self._drop_waiting(lambda job: job.tp in revoked)
+        self._drain(lambda: any(j.tp in revoked and (j.running or j.pending_acks)
+                                for j in self._live))
+        self._commit(asynchronous=False, only=revoked)
+        self._forget(revoked)
+        self.events.emit(Event.PARTITIONS_REVOKED, partitions=sorted(map(str, revoked)))
+
+    def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
+        lost = {(p.topic, p.partition) for p in partitions}
+        self._drop_waiting(lambda job: job.tp in lost)
+        self._forget(lost)
+        self.events.emit(Event.PARTITIONS_LOST, partitions=sorted(map(str, lost)))
+
+    def _forget(self, tps: set[TP]) -> None:
+        for tp in tps:
+            self._partitions.pop(tp, None)
+        for job in [j for j in self._live if j.tp in tps and not j.running]:
+            self.events.emit(Event.TASK_ABANDONED, task_id=job.task.id,
+                             where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}")
+            self._end(job)
+
+    def _drop_waiting(self, drop: Any) -> None:
+        """Forget tasks that have not started: they stay uncommitted and will be redelivered."""
+        for job in self._lanes.discard_waiting(lambda job: not drop(job)):
+            self._live.discard(job)
+        for job in [j for j in self._ready if drop(j)]:
+            self._ready.remove(job)
+            self._release_lane(job)
+            self._end(job)
+
+    def _drain(self, busy: Any) -> None:
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while busy() and time.monotonic() < deadline:
+            self._collect_outcomes(wait=0.02)
+            self._producer.poll(0)
+            self._expire_deadlines()
+            if self._delivery_error is not None:
+                return
