@@ -1,0 +1,38 @@
+"""streamtask: a Kafka-native task processor for Python.
+
+Declare stages on an :class:`App`, send tasks with :meth:`App.send` or a
+:class:`TaskProducer`, and run them with ``streamtask worker module:app``.
+"""
+
+from streamtask.app import App, Stage
+from streamtask.config import KafkaSettings, WorkerSettings
+from streamtask.envelope import Task
+from streamtask.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    DecodeError,
+    DeliveryFailed,
+    PayloadSchemaError,
+    StreamtaskError,
+    UnknownTaskType,
+)
+from streamtask.producer import TaskProducer
+from streamtask.worker import TaskTimeout, Worker
+
+__all__ = [
+    "App",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "DecodeError",
+    "DeliveryFailed",
+    "KafkaSettings",
+    "PayloadSchemaError",
+    "Stage",
+    "StreamtaskError",
+    "Task",
+    "TaskProducer",
+    "TaskTimeout",
+    "Worker",
+    "WorkerSettings",
+]
+__version__ = "0.1.0"

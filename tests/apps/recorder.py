@@ -1,0 +1,44 @@
+"""A test app whose one stage records every execution in a file.
+
+Worker subprocesses import it as ``tests.apps.recorder:app``; the environment names the app
+(unique per test), the log file and how long each task takes. Each execution appends one
+line ``<n> <pid>`` with a single O_APPEND write, which survives ``kill -9`` of the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from streamtask import App, KafkaSettings, Task
+
+APP_NAME = os.environ.get("RECORDER_APP", "recorder")
+LOG = os.environ.get("RECORDER_LOG", "/tmp/streamtask-recorder.log")
+SLEEP = float(os.environ.get("RECORDER_SLEEP", "0"))
+PARTITIONS = int(os.environ.get("RECORDER_PARTITIONS", "8"))
+
+app = App(APP_NAME, kafka=KafkaSettings(os.environ.get("STREAMTASK_BOOTSTRAP", "127.0.0.1:9092")))
+
+
+@app.stage("work", partitions=PARTITIONS)
+def work(task: Task) -> None:
+    if SLEEP:
+        time.sleep(SLEEP)
+    record(task.payload["n"])
+
+
+def record(n: int) -> None:
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{n} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def executions(log: str) -> list[int]:
+    """Every recorded execution, in order (a task id may appear more than once)."""
+    try:
+        with open(log) as lines:
+            return [int(line.split()[0]) for line in lines if line.strip()]
+    except FileNotFoundError:
+        return []
