@@ -165,6 +165,8 @@ class LocalBroker:
         self.controller_port = controller_port or int(
             saved.get("controller_port", 0)) or self.port + 1
         self.version = version
+        self._process: subprocess.Popen[bytes] | None = None
+        """The broker process when this object started it (so it can be reaped)."""
 
     @property
     def bootstrap(self) -> str:
@@ -190,6 +192,8 @@ class LocalBroker:
         pid = self._read_state().get("pid")
         if not pid:
             return None
+        if self._process is not None and self._process.poll() is not None:
+            return None  # our child exited (reaped now, so it is no zombie)
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
@@ -237,6 +241,9 @@ class LocalBroker:
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
+        if self._process is not None:
+            self._process.wait()
+            self._process = None
         self._forget_pid()
         return True
 
@@ -270,6 +277,7 @@ class LocalBroker:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
+        self._process = process
         self._state_file.write_text(json.dumps({
             "pid": process.pid, "port": self.port, "controller_port": self.controller_port}))
         return process

@@ -125,6 +125,7 @@ class Worker:
         self._consumer = kafka.consumer(
             self.kafka, self._group(),
             **{"session.timeout.ms": self.settings.session_timeout_ms,
+               "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
                "max.poll.interval.ms": self.settings.max_poll_interval_ms,
                "on_commit": self._on_commit,
                "client.id": self.worker_id})
