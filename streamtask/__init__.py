@@ -32,6 +32,7 @@ __all__ = [
     "Task",
     "TaskProducer",
     "TaskTimeout",
+    "UnknownTaskType",
     "Worker",
     "WorkerSettings",
 ]

@@ -136,8 +136,11 @@ def _require_java() -> str:
 def port_is_free(port: int) -> bool:
     """True when nothing listens on 127.0.0.1:port (checked by binding it briefly)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the broker's own socket: connections in TIME_WAIT do not make a port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen()
         except OSError:
             return False
     return True
@@ -192,7 +195,8 @@ class LocalBroker:
         pid = self._read_state().get("pid")
         if not pid:
             return None
-        if self._process is not None and self._process.poll() is not None:
+        if self._process is not None and self._process.pid == pid and \
+                self._process.poll() is not None:
             return None  # our child exited (reaped now, so it is no zombie)
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -210,6 +214,9 @@ class LocalBroker:
         current = self.status()
         if current.running:
             return current
+        if self._process is not None:  # stopped by someone else: reap it
+            self._process.wait()
+            self._process = None
         java = _require_java()
         for port in (self.port, self.controller_port):
             if not port_is_free(port):
@@ -260,7 +267,8 @@ class LocalBroker:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         done = subprocess.run(
-            [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format",
+             f"--cluster-id={cluster_id}",  # an id may start with '-', so never a separate arg
              "-c", str(properties), "--ignore-formatted"],
             capture_output=True, text=True, check=False)
         if done.returncode != 0:

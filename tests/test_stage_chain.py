@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tests.inprocess import new_app, run_worker, send_all
-
 from streamtask import Task
+from tests.inprocess import new_app, run_worker, send_all
 
 
 def test_result_is_sent_to_the_next_stage(kafka, unique) -> None:

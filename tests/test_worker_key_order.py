@@ -6,9 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.inprocess import new_app, run_worker, send_all
-
 from streamtask import Task
+from tests.inprocess import new_app, run_worker, send_all
 
 
 def test_same_key_serial_in_order_other_keys_parallel(kafka, unique) -> None:

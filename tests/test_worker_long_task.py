@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.inprocess import new_app, run_worker, send_all
-
 from streamtask import Task
+from tests.inprocess import new_app, run_worker, send_all
 
 
 def test_task_twice_as_long_as_max_poll_interval_runs_once(kafka, unique) -> None:

@@ -4,9 +4,9 @@ their offsets move on so they are not retried forever."""
 from __future__ import annotations
 
 import confluent_kafka
-from tests.inprocess import new_app, run_worker, send_all
 
 from streamtask import Task
+from tests.inprocess import new_app, run_worker, send_all
 
 
 def test_bad_records_are_counted_and_skipped(kafka, unique) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from tests.inprocess import new_app, run_worker, send_all
-
 from streamtask import Task
+from tests.inprocess import new_app, run_worker, send_all
 
 
 def test_sync_task_past_deadline_times_out_and_others_complete(kafka, unique) -> None:

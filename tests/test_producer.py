@@ -1,0 +1,68 @@
+"""The producer library: acknowledged futures, schema checks at send, failures surfaced."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamtask import DeliveryFailed, PayloadSchemaError
+from streamtask.producer import Delivered, TaskProducer
+from streamtask.topics import ensure
+from tests.inprocess import new_app
+
+
+def _photos(kafka, unique):
+    app = new_app(kafka.bootstrap, unique)
+
+    @app.stage("resize", payload="photos.ResizeRequest", partitions=3)
+    def resize(task):
+        return None
+
+    ensure(app)
+    return app
+
+
+def test_send_resolves_to_the_written_position_and_keys_pick_partitions(kafka, unique) -> None:
+    app = _photos(kafka, unique)
+    with app.producer() as producer:
+        first = producer.send("resize", {"photo_id": "p1", "width": 10, "height": 20},
+                              key="p1", task_id="task-1")
+        same_key = producer.send("resize", {"photo_id": "p1", "width": 1, "height": 2},
+                                 key="p1")
+    sent = first.result(10)
+    assert isinstance(sent, Delivered)
+    assert sent.task_id == "task-1"
+    assert sent.topic == f"t{unique}.resize"
+    assert same_key.result(10).partition == sent.partition
+    assert same_key.result(10).offset > sent.offset
+
+
+def test_payload_not_matching_schema_is_rejected_at_send(kafka, unique) -> None:
+    app = _photos(kafka, unique)
+    with app.producer() as producer, pytest.raises(PayloadSchemaError, match="width"):
+        producer.send("resize", {"photo_id": "p1", "width": "wide", "height": 20})
+
+
+def test_app_send_and_batch_send(kafka, unique) -> None:
+    app = _photos(kafka, unique)
+    app.send("resize", {"photo_id": "a", "width": 1, "height": 1})
+    app.flush(10)
+    with app.producer() as producer:
+        futures = producer.send_many(
+            "resize", [{"photo_id": str(n), "width": n, "height": n} for n in range(100)],
+            key=lambda payload: payload["photo_id"])
+    assert len({f.result(10).offset for f in futures}) >= 34  # 3 partitions, distinct offsets
+
+
+def test_undeliverable_task_fails_its_future_and_flush(kafka, unique) -> None:
+    app = new_app(kafka.bootstrap, unique)
+
+    @app.stage("nowhere", topic=f"t{unique}.missing-topic")
+    def nowhere(task):
+        return None
+
+    producer = TaskProducer(app, **{"message.timeout.ms": 1500})
+    future = producer.send("nowhere", {"x": 1})
+    with pytest.raises(DeliveryFailed, match="not delivered"):
+        producer.flush(15)
+    with pytest.raises(DeliveryFailed):
+        future.result(1)
