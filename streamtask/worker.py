@@ -75,10 +75,14 @@ class Worker:
             raise ConfigurationError(f"app {app.name!r} declares no stages to run")
         self.settings = settings or WorkerSettings()
         self.kafka = kafka_settings or app.kafka
-        self.events = events or EventBus()
+        # Each worker counts on a bus of its own; a caller's bus (shared by several workers,
+        # say) receives every event as a subscriber.
+        self.events = EventBus()
         self.counter = EventCounter()
         self.events.subscribe(self.counter)
         self.events.subscribe(EventLogger())
+        if events is not None:
+            self.events.subscribe(lambda event, fields: events.emit(event, **fields))
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self._by_topic = {stage.topic: stage for stage in self.stages}
         self._stop = threading.Event()

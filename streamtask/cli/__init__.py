@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from streamtask.cli.demo import demo
 from streamtask.cli.kafka import kafka_app
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.worker import worker
@@ -27,6 +28,7 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.command()(worker)
 app.command()(send)
+app.command()(demo)
 
 
 def main() -> None:

@@ -1,0 +1,46 @@
+"""``streamtask demo``: the main job, end to end on a local broker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from streamtask.broker import DEFAULT_DATA_DIR, DEFAULT_PORT, LocalBroker
+from streamtask.demo import run_demo, summary_line, summary_table
+from streamtask.kafka import cluster_is_reachable
+
+
+def demo(
+    uploads: Annotated[int, typer.Option(min=1, help="Photos the service uploads.")] = 2000,
+    bootstrap: Annotated[str | None, typer.Option(
+        "--bootstrap", "-b", envvar="STREAMTASK_BOOTSTRAP",
+        help="Use this broker instead of starting the local one.")] = None,
+    keep_broker: Annotated[bool, typer.Option(
+        help="Leave the local broker running afterwards.")] = False,
+) -> None:
+    """Run the photo pipeline (resize -> filter -> scan) with live progress and a summary."""
+    console = Console(stderr=True)
+    logging.getLogger("streamtask.kafka").setLevel(logging.ERROR)  # transient client chatter
+    broker = None
+    if bootstrap is None:
+        local = LocalBroker(DEFAULT_DATA_DIR, port=DEFAULT_PORT)
+        bootstrap = local.bootstrap
+        if not local.status().running and not cluster_is_reachable(bootstrap, 2.0):
+            console.print(f"starting a local Kafka broker on {bootstrap} "
+                          "(first run fetches its jars from Maven Central)...")
+            local.up()
+            broker = local
+    console.print(f"broker {bootstrap}: sending {uploads} uploads through 3 stages")
+    try:
+        result = run_demo(bootstrap, uploads, console)
+    finally:
+        if broker is not None and not keep_broker:
+            broker.down()
+    out = Console()
+    out.print(summary_table(result))
+    out.print(summary_line(result))
+    if sum(result.succeeded.values()) != 3 * uploads:
+        raise typer.Exit(1)
