@@ -1,0 +1,341 @@
+"""Helpers for tests that run ``streamtask worker`` subprocesses on the recorder app.
+
+A :class:`RecorderRun` is one test's setup: a unique app name, an execution log, the
+environment the worker subprocesses import ``tests.apps.recorder`` with, and every process
+it started. Use it as a context manager: on exit every process it started (and every process
+in their process groups, e.g. a supervisor's children) is killed, even when the test failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+from streamtask import App, kafka
+from streamtask.config import WorkerSettings
+from streamtask.topics import ensure
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RECORDER_SOURCE = REPO_ROOT / "tests" / "apps" / "recorder.py"
+RECORDER_REF = "tests.apps.recorder:app"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One line of the recorder's log: task ``n`` ran in process ``pid``."""
+
+    n: int
+    pid: int
+
+
+def read_log(log: Path) -> list[Execution]:
+    """Every execution recorded so far, in order (a partial last line is skipped)."""
+    try:
+        text = log.read_text()
+    except FileNotFoundError:
+        return []
+    executions = []
+    for line in text.splitlines(keepends=True):
+        fields = line.split()
+        if line.endswith("\n") and len(fields) == 2:
+            executions.append(Execution(int(fields[0]), int(fields[1])))
+    return executions
+
+
+def duplicates(executions: list[Execution]) -> int:
+    """How many executions repeated a task that had already run."""
+    return len(executions) - len({e.n for e in executions})
+
+
+def missing(executions: list[Execution], total: int) -> list[int]:
+    """Task numbers in ``range(total)`` that never ran."""
+    seen = {e.n for e in executions}
+    return [n for n in range(total) if n not in seen]
+
+
+def summary(executions: list[Execution], total: int) -> str:
+    """A short description of a log for assertion messages."""
+    lost = missing(executions, total)
+    repeated = {n: c for n, c in Counter(e.n for e in executions).items() if c > 1}
+    by_pid = Counter(e.pid for e in executions)
+    return (f"{len(executions)} executions of {total} tasks; {len(lost)} never ran "
+            f"(first: {lost[:10]}); {len(repeated)} ran more than once "
+            f"(e.g. {dict(list(repeated.items())[:5])}); executions per pid: {dict(by_pid)}")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc, all of its threads)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children.extend(int(c) for c in (task / "children").read_text().split())
+    return sorted(set(children))
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str,
+               diagnose: Callable[[], str] = lambda: "", interval: float = 0.02) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` and ``diagnose()`` after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting until {what}\n"
+                                 f"{diagnose()}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """One ``streamtask worker`` subprocess (its own process group), output kept in a file."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], output: Path) -> None:
+        self.output_path = output
+        self.args = args
+        with output.open("wb") as out:
+            self.process = subprocess.Popen(
+                args, cwd=REPO_ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        try:
+            return self.output_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def describe(self) -> str:
+        code = self.process.poll()
+        state = "running" if code is None else f"exited with {code}"
+        return f"--- worker pid {self.pid} ({state}), output:\n{self.output()}--- end"
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signum)
+
+    def kill9(self) -> int:
+        """SIGKILL the process (not its children) and reap it; returns its exit code."""
+        self.signal(signal.SIGKILL)
+        return self.process.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker pid {self.pid} did not exit within {timeout}s\n"
+                                 f"{self.describe()}") from None
+
+    def kill_group(self) -> None:
+        """SIGKILL every process of this worker's process group and reap the leader."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+class RecorderRun:
+    """One test's recorder app: its topics, its tasks, its worker subprocesses and its log."""
+
+    def __init__(self, bootstrap: str, name: str, tmp_path: Path, *, sleep: float = 0.0,
+                 partitions: int = 8) -> None:
+        self.bootstrap = bootstrap
+        self.name = name
+        self.tmp_path = tmp_path
+        self.log = tmp_path / "executions.log"
+        self.env = {**os.environ,
+                    "RECORDER_APP": name,
+                    "RECORDER_LOG": str(self.log),
+                    "RECORDER_SLEEP": repr(sleep),
+                    "RECORDER_PARTITIONS": str(partitions),
+                    "STREAMTASK_BOOTSTRAP": bootstrap,
+                    "PYTHONUNBUFFERED": "1"}
+        self.workers: list[WorkerProcess] = []
+        self.app = self._load_app()
+        self.stage = self.app.get_stage("work")
+        self._offsets_reader: Any = None
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _load_app(self) -> App:
+        """The recorder module imported afresh with this run's environment (not cached)."""
+        spec = importlib.util.spec_from_file_location(f"recorder_{self.name}", RECORDER_SOURCE)
+        assert spec is not None and spec.loader is not None
+        module: ModuleType = importlib.util.module_from_spec(spec)
+        keys = [k for k in self.env if k.startswith("RECORDER_") or k == "STREAMTASK_BOOTSTRAP"]
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ.update({k: self.env[k] for k in keys})
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        app = module.app
+        assert isinstance(app, App) and app.name == self.name
+        return app
+
+    def ensure_topics(self) -> None:
+        ensure(self.app)
+
+    def send(self, count: int, start: int = 0) -> None:
+        """Send tasks ``{"n": i}`` for i in ``start .. start+count-1`` and wait for their acks."""
+        with self.app.producer() as producer:
+            producer.send_many("work", ({"n": i} for i in range(start, start + count)))
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def start_worker(self, *options: str) -> WorkerProcess:
+        """Start ``streamtask worker tests.apps.recorder:app OPTIONS``."""
+        index = len(self.workers)
+        args = [sys.executable, "-m", "streamtask", "worker", RECORDER_REF,
+                "--bootstrap", self.bootstrap, *options]
+        worker = WorkerProcess(args, self.env, self.tmp_path / f"worker-{index}.out")
+        self.workers.append(worker)
+        return worker
+
+    def describe_workers(self) -> str:
+        return "\n".join(worker.describe() for worker in self.workers)
+
+    def kill_all(self) -> None:
+        for worker in self.workers:
+            worker.kill_group()
+        if self._offsets_reader is not None:
+            self._offsets_reader.close()
+            self._offsets_reader = None
+
+    def __enter__(self) -> RecorderRun:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.kill_all()
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def committed(self) -> int:
+        """Sum of the offsets the workers' group committed on the stage's topic (0 if none).
+
+        Read with a consumer of the same group that never subscribes, so it does not join.
+        """
+        if self._offsets_reader is None:
+            self._offsets_reader = kafka.consumer(self.app.kafka, self.stage.group)
+        partitions = [kafka.TopicPartition(self.stage.topic, p)
+                      for p in range(self.stage.partitions)]
+        committed = self._offsets_reader.committed(partitions, timeout=10)
+        return sum(tp.offset for tp in committed if tp.offset >= 0)
+
+    def wait_for_commit_beyond(self, offsets: int, timeout: float = 60.0, *,
+                               watch: list[WorkerProcess] | None = None) -> int:
+        """Wait until the group's committed offsets sum to more than ``offsets``; return it."""
+        latest = offsets
+
+        def advanced() -> bool:
+            nonlocal latest
+            for worker in watch or ():
+                if not worker.running():
+                    raise AssertionError(f"worker pid {worker.pid} exited unexpectedly\n"
+                                         f"{worker.describe()}")
+            latest = self.committed()
+            return latest > offsets
+
+        wait_until(advanced, timeout, f"the group commits more than {offsets} offsets",
+                   self.describe_workers, interval=0.05)
+        return latest
+
+    # -- the log -----------------------------------------------------------------------------
+
+    def executions(self) -> list[Execution]:
+        return read_log(self.log)
+
+    def wait_for_executions(self, count: int, timeout: float = 60.0, *,
+                            watch: list[WorkerProcess] | None = None,
+                            pid: int | None = None) -> None:
+        """Wait until the log holds ``count`` executions (only those by ``pid`` if given).
+
+        Fails at once with the worker's output when a process in ``watch`` exits meanwhile.
+        """
+        def done() -> bool:
+            for worker in watch or ():
+                if not worker.running():
+                    raise AssertionError(f"worker pid {worker.pid} exited unexpectedly\n"
+                                         f"{worker.describe()}")
+            executions = self.executions()
+            if pid is not None:
+                executions = [e for e in executions if e.pid == pid]
+            return len(executions) >= count
+
+        who = f" by pid {pid}" if pid is not None else ""
+        wait_until(done, timeout, f"{count} executions{who} are logged",
+                   lambda: f"log has {len(self.executions())} lines\n{self.describe_workers()}")
+
+    def wait_until_all_ran(self, total: int, timeout: float = 60.0, *,
+                           watch: list[WorkerProcess] | None = None) -> None:
+        """Wait until every task of ``range(total)`` ran at least once."""
+        def done() -> bool:
+            for worker in watch or ():
+                if not worker.running():
+                    raise AssertionError(f"worker pid {worker.pid} exited unexpectedly\n"
+                                         f"{worker.describe()}")
+            return len({e.n for e in self.executions()}) >= total
+
+        wait_until(done, timeout, f"all {total} tasks ran",
+                   lambda: f"{summary(self.executions(), total)}\n{self.describe_workers()}",
+                   interval=0.1)
+
+
+@contextlib.contextmanager
+def recorder_run(bootstrap: str, unique: str, tmp_path: Path, *, sleep: float = 0.0,
+                 partitions: int = 8) -> Iterator[RecorderRun]:
+    """A :class:`RecorderRun` named ``t<unique>`` with its topics created."""
+    with RecorderRun(bootstrap, f"t{unique}", tmp_path, sleep=sleep,
+                     partitions=partitions) as run:
+        run.ensure_topics()
+        yield run
+
+
+def wait_for_assignment(worker: WorkerProcess, timeout: float = 30.0) -> None:
+    """Wait until the worker logged a non-empty partition assignment (it joined the group)."""
+    def assigned() -> bool:
+        if not worker.running():
+            raise AssertionError(f"worker pid {worker.pid} exited\n{worker.describe()}")
+        return any("partitions.assigned" in line and "[]" not in line
+                   for line in worker.output().splitlines())
+
+    wait_until(assigned, timeout, f"worker pid {worker.pid} is assigned partitions",
+               worker.describe, interval=0.05)
+
+
+def duplicate_bound(kills: int, settings: WorkerSettings) -> tuple[int, str]:
+    """Most duplicates ``kills`` hard kills may cause, with the formula for messages.
+
+    Each kill may lose the record of (at most) the tasks held in memory
+    (``max_buffered``) plus those finished since the last commit (``commit_every``).
+    """
+    per_kill = settings.max_buffered + settings.commit_every
+    return kills * per_kill, (f"{kills} kills x (max_buffered {settings.max_buffered} + "
+                              f"commit_every {settings.commit_every}) = {kills * per_kill}")

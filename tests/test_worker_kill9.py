@@ -1,0 +1,51 @@
+"""``kill -9`` of a worker mid-run, three times, then a restart: no task is lost, and the
+tasks run twice are bounded by what a worker holds uncommitted when it dies.
+
+Each doomed worker is killed once the group's committed offsets moved and it ran some more
+tasks, so every kill lands mid-run with committed progress behind it and executed but
+uncommitted tasks. The recorder logs each execution with one O_APPEND write, so executions of
+killed workers are all counted.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from streamtask.config import WorkerSettings
+from tests.helpers import duplicate_bound, duplicates, missing, recorder_run, summary
+
+TASKS = 6000
+KILLS = 3
+CONCURRENCY = 8
+RUN_ON_AFTER_COMMIT = 100
+"""Executions a doomed worker logs after a commit was seen, before it is killed."""
+
+
+@pytest.mark.timeout(180)
+def test_kill9_mid_run_loses_no_task_and_duplicates_are_bounded(
+        kafka, unique: str, tmp_path: Path) -> None:
+    with recorder_run(kafka.bootstrap, unique, tmp_path, sleep=0.002) as run:
+        run.send(TASKS)
+        committed = 0
+        for kill in range(1, KILLS + 1):
+            doomed = run.start_worker("--concurrency", str(CONCURRENCY))
+            committed = run.wait_for_commit_beyond(committed, timeout=60, watch=[doomed])
+            run.wait_for_executions(len(run.executions()) + RUN_ON_AFTER_COMMIT, timeout=30,
+                                    watch=[doomed])
+            assert doomed.kill9() == -signal.SIGKILL
+            assert committed < TASKS, f"kill {kill} came after the last commit: not mid-run"
+
+        last = run.start_worker("--concurrency", str(CONCURRENCY))
+        run.wait_until_all_ran(TASKS, timeout=90, watch=[last])
+        last.signal(signal.SIGTERM)
+        assert last.wait(timeout=30) == 0, last.describe()
+
+        executions = run.executions()
+        assert not missing(executions, TASKS), summary(executions, TASKS)
+        bound, formula = duplicate_bound(KILLS, WorkerSettings(concurrency=CONCURRENCY))
+        assert duplicates(executions) <= bound, (
+            f"{duplicates(executions)} duplicates exceed the bound {formula}; "
+            f"{summary(executions, TASKS)}")
