@@ -1,0 +1,144 @@
+"""``streamtask bench``: the worker against the raw confluent-kafka loop, on a real broker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streamtask import bench as benchmarks
+from streamtask.broker import LocalBroker, free_port
+
+
+class Scenario(StrEnum):
+    drain = "drain"
+    latency = "latency"
+    memory = "memory"
+    all = "all"
+
+
+@contextmanager
+def _broker(bootstrap: str | None, console: Console) -> Iterator[str]:
+    """The given cluster, or a throwaway local broker on free ports stopped at the end."""
+    if bootstrap:
+        yield bootstrap
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="streamtask-bench-broker-"))
+    broker = LocalBroker(data_dir, port=free_port(), controller_port=free_port())
+    console.print(f"starting a local Kafka broker on {broker.bootstrap} ({data_dir})")
+    try:
+        broker.up(timeout=120)
+        yield broker.bootstrap
+    finally:
+        broker.down()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+class _Bar:
+    """Adapts ``progress(description, completed, total)`` callbacks to one rich bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = progress.add_task("starting", total=None)
+
+    def __call__(self, description: str, completed: int, total: int) -> None:
+        self._progress.update(self._task, description=description, completed=completed,
+                              total=total)
+
+
+def _drain_table(report: benchmarks.DrainReport) -> Table:
+    table = Table(title=f"drain: {report.tasks:,} tasks, {report.pairs} pairs, "
+                        f"concurrency {report.concurrency}")
+    for column in ("side", "median tasks/s", "runs (tasks/s)", "CPU µs/task", "join s"):
+        table.add_column(column)
+    for name, side in (("streamtask", report.streamtask), ("raw confluent-kafka", report.raw)):
+        table.add_row(name, f"{side.median_rate:,.0f}",
+                      " ".join(f"{rate:,.0f}" for rate in side.rates),
+                      f"{side.median_cpu_us_per_task:.1f}", f"{side.median_join_seconds:.2f}")
+    return table
+
+
+def _print_human(console: Console, results: dict[str, Any]) -> None:
+    console.print(" ".join(f"{k}={v}" for k, v in results["machine"].items()))
+    drain = results.get("drain")
+    if isinstance(drain, benchmarks.DrainReport):
+        console.print(_drain_table(drain))
+        console.print(f"ratio streamtask/raw (median of per-pair ratios): {drain.ratio:.3f} "
+                      f"(pairs: {', '.join(f'{r:.3f}' for r in drain.ratios)}); "
+                      f"CPU per task ratio: {drain.cpu_ratio:.2f}")
+    lat = results.get("latency")
+    if isinstance(lat, benchmarks.LatencyReport):
+        console.print(
+            f"latency (enqueue -> handler start) at {lat.target_rate:,.0f} tasks/s "
+            f"(sent at {lat.achieved_send_rate:,.0f}/s, worst send lag {lat.max_send_lag_ms} ms),"
+            f" {lat.measured:,} tasks: p50 {lat.p50_ms} ms, p99 {lat.p99_ms} ms, "
+            f"p99.9 {lat.p999_ms} ms, max {lat.max_ms} ms")
+    mem = results.get("memory")
+    if isinstance(mem, benchmarks.MemoryReport):
+        table = Table(title=f"memory: RSS (MiB) while draining {mem.tasks:,} tasks")
+        for column in ("side", "baseline", "10%", "50%", "90%", "peak", "VmHWM", "tasks/s"):
+            table.add_column(column)
+        for side, row in mem.sides.items():
+            table.add_row(side, *(f"{row[k]}" for k in (
+                "baseline_mib", "at_10_mib", "at_50_mib", "at_90_mib", "peak_mib",
+                "hwm_mib")), f"{row['rate']:,.0f}")
+        console.print(table)
+
+
+def _jsonable(results: dict[str, Any]) -> dict[str, Any]:
+    return {name: asdict(value) if hasattr(value, "__dataclass_fields__") else value
+            for name, value in results.items()}
+
+
+def bench(
+    bootstrap: Annotated[str | None, typer.Option(
+        "--bootstrap", "-b", envvar="STREAMTASK_BOOTSTRAP",
+        help="Kafka bootstrap servers (default: start a throwaway local broker).")] = None,
+    tasks: Annotated[int | None, typer.Option(
+        min=1, help=f"Tasks per run (default {benchmarks.DEFAULT_TASKS:,}; the memory "
+                    f"scenario drains {benchmarks.DEFAULT_MEMORY_TASKS:,}).")] = None,
+    pairs: Annotated[int, typer.Option(
+        min=1, help="Interleaved streamtask/raw pairs of the drain scenario.")] = 5,
+    scenario: Annotated[Scenario, typer.Option(
+        help="drain: throughput vs the raw loop; latency: open-loop enqueue-to-start; "
+             "memory: RSS while draining a large backlog; all: the three.")] = Scenario.drain,
+    concurrency: Annotated[int, typer.Option(
+        min=1, help="The worker's --concurrency (tasks in flight).")] = 8,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print the results as JSON on stdout.")] = False,
+) -> None:
+    """Measure the worker against the raw confluent-kafka loop doing the same work."""
+    console = Console(stderr=True)
+    runs = [scenario.value] if scenario is not Scenario.all else ["drain", "latency", "memory"]
+    results: dict[str, Any] = {}
+    with _broker(bootstrap, console) as servers, Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, refresh_per_second=4) as progress:
+        results["machine"] = benchmarks.machine()
+        bar = _Bar(progress)
+        if "drain" in runs:
+            results["drain"] = benchmarks.drain(
+                servers, tasks or benchmarks.DEFAULT_TASKS, pairs, concurrency, bar)
+        if "latency" in runs:
+            measured = results.get("drain")
+            rate = measured.streamtask.median_rate / 2 if measured is not None else None
+            results["latency"] = benchmarks.latency(
+                servers, tasks or benchmarks.DEFAULT_TASKS, rate, concurrency, bar)
+        if "memory" in runs:
+            results["memory"] = benchmarks.memory(
+                servers, tasks or benchmarks.DEFAULT_MEMORY_TASKS, concurrency, bar)
+    if json_output:
+        typer.echo(json.dumps(_jsonable(results), indent=2))
+    else:
+        _print_human(Console(), results)
