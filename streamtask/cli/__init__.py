@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from streamtask.cli.bench import bench
 from streamtask.cli.demo import demo
 from streamtask.cli.kafka import kafka_app
 from streamtask.cli.tasks import send, topics_app
@@ -29,6 +30,7 @@ app.add_typer(topics_app, name="topics")
 app.command()(worker)
 app.command()(send)
 app.command()(demo)
+app.command()(bench)
 
 
 def main() -> None:
