@@ -40,6 +40,8 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "partition.assignment.strategy": "cooperative-sticky",
     "queued.max.messages.kbytes": 16_384,
     "fetch.max.bytes": 16 * 1024 * 1024,
+    # A resumed partition otherwise waits up to the 500 ms default for its next fetch.
+    "fetch.wait.max.ms": 50,
 }
 
 

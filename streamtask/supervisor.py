@@ -40,15 +40,21 @@ class Supervisor:
         """Supervise until stopped; returns the worst exit code of the final children."""
         self._children = [self._spawn() for _ in range(self.processes)]
         while not self._stopping:
-            for index, child in enumerate(self._children):
-                code = child.poll()
-                if code is not None and not self._stopping:
-                    self.restarts += 1
-                    log.warning("worker pid %s exited with %s; restarting", child.pid, code)
-                    time.sleep(self.restart_delay)
-                    self._children[index] = self._spawn()
+            codes = [child.poll() for child in self._children]
+            if all(code == 0 for code in codes):
+                break  # every child finished on purpose (--max-tasks, --idle-timeout)
+            for index, code in enumerate(codes):
+                if code not in (None, 0):
+                    self._restart(index, code)
             time.sleep(0.2)
         return self._wait_all()
+
+    def _restart(self, index: int, code: int) -> None:
+        log.warning("worker pid %s exited with %s; restarting", self._children[index].pid, code)
+        time.sleep(self.restart_delay)
+        if not self._stopping:  # a stop may have come in while we waited
+            self.restarts += 1
+            self._children[index] = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         child = subprocess.Popen(self.command)
@@ -63,4 +69,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        return max((child.returncode or 0 for child in self._children), default=0)
+        codes = [child.returncode for child in self._children]
+        failed = [code if code > 0 else 128 - code for code in codes if code]
+        return max(failed, default=0)

@@ -214,12 +214,16 @@ class Worker:
         # consume() waits for a *full* batch until its timeout, so take what is queued without
         # waiting, and block (briefly) only in poll(), which returns on the first record.
         # With handlers running, the loop waits on their completions instead.
-        messages = self._consumer.consume(self.settings.poll_batch, 0)
+        # Never take more than the held-work limit leaves room for.
+        room = max(1, min(self.settings.poll_batch, self.settings.max_buffered - len(self._live)))
+        messages = self._consumer.consume(room, 0)
         wait = 0.0 if self._running or self._ready else 0.005 if self._live else 0.1
         if not messages and wait:
             first = self._consumer.poll(wait)
-            if first is not None:
-                messages = [first, *self._consumer.consume(self.settings.poll_batch - 1, 0)]
+            if first is not None and room > 1:
+                messages = [first, *self._consumer.consume(room - 1, 0)]
+            elif first is not None:
+                messages = [first]
         for message in messages:
             if message.error() is not None:
                 self._on_consumer_error(message.error())
@@ -437,13 +441,13 @@ class Worker:
                                 for j in self._live))
         self._commit(asynchronous=False, only=revoked)
         self._forget(revoked)
-        self.events.emit(Event.PARTITIONS_REVOKED, partitions=sorted(map(str, revoked)))
+        self.events.emit(Event.PARTITIONS_REVOKED, partitions=_names(revoked))
 
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
         self._drop_waiting(lambda job: job.tp in lost)
         self._forget(lost)
-        self.events.emit(Event.PARTITIONS_LOST, partitions=sorted(map(str, lost)))
+        self.events.emit(Event.PARTITIONS_LOST, partitions=_names(lost))
 
     def _forget(self, tps: set[TP]) -> None:
         for tp in tps:
@@ -470,3 +474,7 @@ class Worker:
             self._expire_deadlines()
             if self._delivery_error is not None:
                 return
+
+
+def _names(tps: set[TP]) -> list[str]:
+    return sorted(f"{topic}[{partition}]" for topic, partition in tps)
