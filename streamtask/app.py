@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from streamtask.config import KafkaSettings
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
+from streamtask.retry import RetryPolicy, level_name
 from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
 
 if TYPE_CHECKING:
@@ -43,10 +44,25 @@ class Stage:
     payload: Schema | None
     then: str | None
     is_async: bool
+    retry: RetryPolicy
+    max_payload_bytes: int
 
     @property
     def qualified(self) -> str:
         return f"{self.app}.{self.name}"
+
+    def retry_topic(self, delay: float) -> str:
+        """The retry level topic for ``delay`` seconds, named by its delay."""
+        return f"{self.qualified}.retry.{level_name(delay)}"
+
+    @property
+    def retry_topics(self) -> dict[str, float]:
+        """Every retry level of the stage: topic -> delay in seconds."""
+        return {self.retry_topic(delay): delay for delay in self.retry.ladder()}
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.qualified}.dlq"
 
 
 def _check_name(kind: str, value: str) -> None:
@@ -57,7 +73,9 @@ def _check_name(kind: str, value: str) -> None:
 
 
 def _check_stage_options(name: str, partitions: int, concurrency: int | None,
-                         timeout: float | None) -> None:
+                         timeout: float | None, max_payload_bytes: int) -> None:
+    if max_payload_bytes < 1:
+        raise ConfigurationError(f"stage {name!r}: max_payload_bytes must be positive")
     if not 1 <= partitions <= 10_000:
         raise ConfigurationError(
             f"stage {name!r}: partitions={partitions} is out of range; give 1 to 10000")
@@ -89,15 +107,18 @@ class App:
     def stage(self, name: str, *, payload: Schema | Mapping[str, Any] | str | None = None,
               topic: str | None = None, group: str | None = None, partitions: int = 6,
               concurrency: int | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-              then: str | None = None) -> Callable[[Handler], Handler]:
+              then: str | None = None, retry: RetryPolicy | None = None,
+              max_payload_bytes: int = 1_000_000) -> Callable[[Handler], Handler]:
         """Declare a stage; decorates its handler (a plain or ``async`` function of a Task).
 
         ``payload`` is the task's Avro schema: a name from ``schemas/``, a schema dict, or
         None for free-form JSON. ``then`` names the stage that receives the handler's
-        return value as its next task.
+        return value as its next task. ``retry`` is the stage's retry ladder (default: 3
+        attempts, exponential from 1 s); records larger than ``max_payload_bytes`` go to the
+        dead-letter queue unread.
         """
         _check_name("stage", name)
-        _check_stage_options(name, partitions, concurrency, timeout)
+        _check_stage_options(name, partitions, concurrency, timeout, max_payload_bytes)
         if name in self.stages:
             raise ConfigurationError(f"stage {name!r} is declared twice in app {self.name!r}")
         topic = topic or f"{self.name}.{name}"
@@ -113,7 +134,8 @@ class App:
                 app=self.name, name=name, handler=handler, topic=topic,
                 group=group or f"{self.name}.{name}", partitions=partitions,
                 concurrency=concurrency, timeout=timeout, payload=schema, then=then,
-                is_async=inspect.iscoroutinefunction(handler))
+                is_async=inspect.iscoroutinefunction(handler), retry=retry or RetryPolicy(),
+                max_payload_bytes=max_payload_bytes)
             self._codec = None
             return handler
 

@@ -26,7 +26,11 @@ class Event(StrEnum):
     TASK_FAILED = "task.failed"
     TASK_TIMED_OUT = "task.timed_out"
     TASK_ABANDONED = "task.abandoned"
+    TASK_RETRIED = "task.retried"
+    TASK_DEAD_LETTERED = "task.dead_lettered"
+    TASK_DEFERRED = "task.deferred"
     RECORD_UNDECODABLE = "record.undecodable"
+    RECORD_OVERSIZE = "record.oversize"
     TASK_TYPE_UNKNOWN = "record.unknown_task_type"
 
 
@@ -63,7 +67,11 @@ _LEVELS = {
     Event.TASK_FAILED: logging.WARNING,
     Event.TASK_TIMED_OUT: logging.WARNING,
     Event.TASK_ABANDONED: logging.WARNING,
+    Event.TASK_RETRIED: logging.INFO,
+    Event.TASK_DEAD_LETTERED: logging.ERROR,
+    Event.TASK_DEFERRED: logging.DEBUG,
     Event.RECORD_UNDECODABLE: logging.ERROR,
+    Event.RECORD_OVERSIZE: logging.ERROR,
     Event.TASK_TYPE_UNKNOWN: logging.ERROR,
 }
 

@@ -129,7 +129,10 @@ def decode_body(data: bytes | memoryview, writer: Any, reader: Any = None,
     try:
         record = schemaless_reader(buf, writer, reader)
     except Exception as exc:
-        raise DecodeError(f"cannot decode {label}: {type(exc).__name__}: {exc}") from exc
+        detail = str(exc)
+        if len(detail) > 200:  # fastavro's resolution errors print both whole schemas
+            detail = detail[:200] + "..."
+        raise DecodeError(f"cannot decode {label}: {type(exc).__name__}: {detail}") from exc
     if buf.tell() != len(data):
         raise DecodeError(
             f"cannot decode {label}: {len(data) - buf.tell()} unexpected trailing byte(s)")

@@ -1,26 +1,38 @@
 """Creating an app's topics with the shape its stages declare.
 
-``ensure`` is idempotent: existing topics are left alone, missing ones are created, and what
-cannot be fixed in place (too few partitions) is reported as drift rather than hidden.
+Every stage owns its input topic, one topic per retry level and a dead-letter topic, all with
+the stage's partition count (a one-partition retry topic would funnel a wide stage through
+one consumer). Retry levels keep records comfortably longer than their delay; dead letters
+are kept for 30 days. ``ensure`` is idempotent: it creates what is missing and reports the
+drift it cannot fix in place (too few partitions, a retry topic whose retention is not longer
+than its delay) instead of hiding it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from streamtask import kafka
 from streamtask.app import App
 from streamtask.config import KafkaSettings
 from streamtask.errors import KafkaError
 
+DLQ_RETENTION_MS = 30 * 86_400_000
+
 
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
-    config: dict[str, str]
+    config: dict[str, str] = field(default_factory=dict)
+    min_retention_ms: int | None = None
+    """For a retry level: its retention must be longer than this (the delay)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,16 @@ class EnsureReport:
 
 def app_topics(app: App) -> list[TopicSpec]:
     """Every topic the app's stages read or write."""
-    return [TopicSpec(stage.topic, stage.partitions, {}) for stage in app.stages.values()]
+    specs = []
+    for stage in app.stages.values():
+        specs.append(TopicSpec(stage.topic, stage.partitions))
+        retention = str(round(stage.retry.topic_retention() * 1000))
+        for topic, delay in stage.retry_topics.items():
+            specs.append(TopicSpec(topic, stage.partitions, {"retention.ms": retention},
+                                   round(delay * 1000)))
+        specs.append(TopicSpec(stage.dlq_topic, stage.partitions,
+                               {"retention.ms": str(DLQ_RETENTION_MS)}))
+    return specs
 
 
 def ensure(app: App, settings: KafkaSettings | None = None, timeout: float = 30.0) -> EnsureReport:
@@ -42,23 +63,49 @@ def ensure(app: App, settings: KafkaSettings | None = None, timeout: float = 30.
     client = kafka.admin(settings)
     existing = client.list_topics(timeout=timeout).topics
     wanted = app_topics(app)
-    created, unchanged, drift = [], [], []
-    new = [NewTopic(spec.name, spec.partitions, 1, config=spec.config)
-           for spec in wanted if spec.name not in existing]
-    for spec in wanted:
-        if spec.name in existing:
-            have = len(existing[spec.name].partitions)
-            if have < spec.partitions:
-                drift.append(f"{spec.name}: has {have} partitions, the stage declares "
-                             f"{spec.partitions} (add them with kafka-topics --alter)")
-            else:
-                unchanged.append(spec.name)
-    if new:
-        for name, future in client.create_topics(new, operation_timeout=timeout).items():
-            try:
-                future.result(timeout)
-            except kafka.KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise KafkaError(f"creating topic {name} failed: {exc}") from exc
-            created.append(name)
+    present = [spec for spec in wanted if spec.name in existing]
+    drift = [line for spec in present
+             for line in _partition_drift(spec, len(existing[spec.name].partitions))]
+    drift += _retention_drift(client, [s for s in present if s.min_retention_ms], timeout)
+    drifted = {line.split(":", 1)[0] for line in drift}
+    unchanged = [spec.name for spec in present if spec.name not in drifted]
+    created = _create(client, [spec for spec in wanted if spec.name not in existing], timeout)
     return EnsureReport(created, unchanged, drift)
+
+
+def _partition_drift(spec: TopicSpec, have: int) -> list[str]:
+    if have >= spec.partitions:
+        return []
+    return [f"{spec.name}: has {have} partitions, the stage declares {spec.partitions} "
+            "(add them with kafka-topics --alter --partitions)"]
+
+
+def _retention_drift(client: AdminClient, specs: list[TopicSpec], timeout: float) -> list[str]:
+    if not specs:
+        return []
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in specs]
+    found = []
+    futures = client.describe_configs(resources).values()
+    for spec, future in zip(specs, futures, strict=True):
+        entry = future.result(timeout).get("retention.ms")
+        retention = int(entry.value) if entry is not None and entry.value else -1
+        if spec.min_retention_ms is not None and 0 <= retention <= spec.min_retention_ms:
+            found.append(f"{spec.name}: retention.ms={retention} is not longer than its delay "
+                         f"of {spec.min_retention_ms} ms, so retried tasks could expire unseen "
+                         f"(raise it to {spec.config['retention.ms']})")
+    return found
+
+
+def _create(client: AdminClient, specs: list[TopicSpec], timeout: float) -> list[str]:
+    if not specs:
+        return []
+    new = [NewTopic(spec.name, spec.partitions, 1, config=spec.config) for spec in specs]
+    created = []
+    for name, future in client.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except kafka.KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise KafkaError(f"creating topic {name} failed: {exc}") from exc
+        created.append(name)
+    return created

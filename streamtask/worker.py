@@ -20,14 +20,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import kafka
+from streamtask import kafka, routing
 from streamtask.app import App, Stage
 from streamtask.config import KafkaSettings, WorkerSettings
+from streamtask.deadletter import Failure
+from streamtask.delays import DueTimes
 from streamtask.envelope import Task
 from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, StreamtaskError
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
 from streamtask.offsets import PartitionOffsets
 from streamtask.ordering import KeyLanes
+from streamtask.retry import RetryLater, decide
 from streamtask.runner import AsyncRunner, Completion, ThreadRunner
 
 log = logging.getLogger("streamtask.worker")
@@ -45,9 +48,11 @@ class Job:
     tp: TP
     offset: int
     lane: object
-    task: Task
+    task: Task | None
+    """None for a poison record on its way to the dead-letter queue."""
     stage: Stage
     partition: PartitionOffsets
+    message: Any
     deadline: float = float("inf")
     pending_acks: int = 0
     running: bool = False
@@ -84,7 +89,11 @@ class Worker:
         if events is not None:
             self.events.subscribe(lambda event, fields: events.emit(event, **fields))
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
-        self._by_topic = {stage.topic: stage for stage in self.stages}
+        self._by_topic = {topic: stage for stage in self.stages
+                          for topic in (stage.topic, *stage.retry_topics)}
+        self._retry_topics = {topic for stage in self.stages for topic in stage.retry_topics}
+        self._deferred = DueTimes()
+        self._group_id = self._group()
         self._stop = threading.Event()
         self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._partitions: dict[TP, PartitionOffsets] = {}
@@ -127,7 +136,7 @@ class Worker:
             s.is_async for s in self.stages) else None
         self._producer = kafka.producer(self.kafka)
         self._consumer = kafka.consumer(
-            self.kafka, self._group(),
+            self.kafka, self._group_id,
             **{"session.timeout.ms": self.settings.session_timeout_ms,
                "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
                "max.poll.interval.ms": self.settings.max_poll_interval_ms,
@@ -151,7 +160,8 @@ class Worker:
 
     def _check_topics_exist(self) -> None:
         existing = kafka.admin(self.kafka).list_topics(timeout=self.kafka.connect_timeout).topics
-        missing = sorted(topic for topic in self._by_topic if topic not in existing)
+        needed = {*self._by_topic, *(stage.dlq_topic for stage in self.stages)}
+        missing = sorted(topic for topic in needed if topic not in existing)
         if missing:
             raise ConfigurationError(
                 f"topic(s) {', '.join(missing)} do not exist; create them with "
@@ -169,6 +179,7 @@ class Worker:
             self._producer.poll(0)
             self._raise_delivery_error()
             self._expire_deadlines()
+            self._resume_due()
             self._apply_backpressure()
             now = time.monotonic()
             if now >= next_commit or self._finished_since_commit >= self.settings.commit_every:
@@ -183,9 +194,8 @@ class Worker:
 
     def _ended_tasks(self) -> int:
         counts = self.counter.counts
-        return (counts[Event.TASK_SUCCEEDED] + counts[Event.TASK_FAILED]
-                + counts[Event.TASK_TIMED_OUT] + counts[Event.RECORD_UNDECODABLE]
-                + counts[Event.TASK_TYPE_UNKNOWN])
+        return (counts[Event.TASK_SUCCEEDED] + counts[Event.TASK_RETRIED]
+                + counts[Event.TASK_DEAD_LETTERED])
 
     def _shutdown(self) -> None:
         """Stop fetching, let running tasks finish (bounded), commit, leave the group."""
@@ -218,6 +228,9 @@ class Worker:
         room = max(1, min(self.settings.poll_batch, self.settings.max_buffered - len(self._live)))
         messages = self._consumer.consume(room, 0)
         wait = 0.0 if self._running or self._ready else 0.005 if self._live else 0.1
+        until_due = self._deferred.seconds_until_next(_now_ms())
+        if until_due is not None:
+            wait = min(wait, until_due)
         if not messages and wait:
             first = self._consumer.poll(wait)
             if first is not None and room > 1:
@@ -239,30 +252,60 @@ class Worker:
     def _receive(self, message: Any) -> None:
         tp = (message.topic(), message.partition())
         offsets = self._partitions.get(tp)
-        if offsets is None:  # a record of a partition we no longer own
+        if offsets is None or tp in self._deferred:  # not ours, or seeked back to its head
+            return
+        if tp[0] in self._retry_topics and self._defer_if_early(tp, message):
             return
         if not offsets.received(message.offset()):
             return  # redelivered after pause/resume: we already hold it
         stage = self._by_topic[tp[0]]
-        where = f"{tp[0]}[{tp[1]}]@{message.offset()}"
+        value = message.value() or b""
+        if len(value) > stage.max_payload_bytes:
+            self._poison(stage, offsets, message, Event.RECORD_OVERSIZE, "oversize",
+                         f"record of {len(value)} bytes exceeds max_payload_bytes="
+                         f"{stage.max_payload_bytes}")
+            return
         try:
-            task = self.app.codec.decode(message.value() or b"")
+            task = self.app.codec.decode(value)
         except DecodeError as error:
-            self._reject(tp, message.offset(), Event.RECORD_UNDECODABLE, where, error)
+            self._poison(stage, offsets, message, Event.RECORD_UNDECODABLE, "undecodable",
+                         str(error))
             return
         if task.type != stage.name:
-            self._reject(tp, message.offset(), Event.TASK_TYPE_UNKNOWN, where,
+            self._poison(stage, offsets, message, Event.TASK_TYPE_UNKNOWN, "unknown-task-type",
                          f"task type {task.type!r} is not handled on {tp[0]}")
             return
-        job = Job(tp, message.offset(), message.key() or task.id, task, stage, offsets)
+        job = Job(tp, message.offset(), message.key() or task.id, task, stage, offsets,
+                  message)
         self._live.add(job)
         if self._lanes.admit(job.lane, job):
             self._ready.append(job)
 
-    def _reject(self, tp: TP, offset: int, event: Event, where: str, error: object) -> None:
-        self.events.emit(event, where=where, error=str(error))
-        self._partitions[tp].finished(offset)
-        self._finished_since_commit += 1
+    def _defer_if_early(self, tp: TP, message: Any) -> bool:
+        """Hold a retry level's partition back until its head record is due."""
+        due = routing.due_time(message.headers())
+        if due is None or due <= _now_ms():
+            return False
+        self._consumer.pause([kafka.TopicPartition(*tp)])
+        self._consumer.seek(kafka.TopicPartition(tp[0], tp[1], message.offset()))
+        self._deferred.defer(tp, due)
+        self.events.emit(Event.TASK_DEFERRED, where=f"{tp[0]}[{tp[1]}]@{message.offset()}",
+                         due=due)
+        return True
+
+    def _resume_due(self) -> None:
+        for tp in self._deferred.pop_due(_now_ms()):
+            if tp in self._partitions and not self._paused:
+                self._consumer.resume([kafka.TopicPartition(*tp)])
+
+    def _poison(self, stage: Stage, offsets: PartitionOffsets, message: Any, event: Event,
+                reason: str, detail: str) -> None:
+        """A record no handler can run goes to the dead-letter queue with the reason."""
+        tp = (message.topic(), message.partition())
+        self.events.emit(event, where=f"{tp[0]}[{tp[1]}]@{message.offset()}", error=detail)
+        job = Job(tp, message.offset(), None, None, stage, offsets, message)
+        self._live.add(job)
+        self._dead_letter(job, Failure(f"poison:{reason}", detail), attempts=0)
 
     # -- run -------------------------------------------------------------------------------
 
@@ -305,8 +348,8 @@ class Worker:
             runner: Any = self._coroutines if job.stage.is_async else self._threads
             runner.abandon(job)
             self._route(job, None, TaskTimeout(
-                f"task {job.task.id} of stage {job.stage.name!r} exceeded its "
-                f"{job.stage.timeout}s timeout"))
+                f"task at {job.tp[0]}[{job.tp[1]}]@{job.offset} exceeded the "
+                f"{job.stage.timeout}s timeout of stage {job.stage.name!r}"))
 
     # -- route the outcome -----------------------------------------------------------------
 
@@ -318,33 +361,63 @@ class Worker:
         if self._partitions.get(job.tp) is not job.partition:  # revoked: the new owner reruns it
             self._end(job)
             return
+        task = job.task
+        assert task is not None  # only tasks run
         if error is not None:
             event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
-            self.events.emit(event, task_id=job.task.id, stage=job.stage.name,
+            self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
                              where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
                              error=f"{type(error).__name__}: {error}")
-            self._finish(job)
+            self._route_failure(job, task, error)
             return
-        self.events.emit(Event.TASK_SUCCEEDED, task_id=job.task.id, stage=job.stage.name)
+        self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name)
         if job.stage.then is not None and result is not None:
-            self._produce_results(job, [result])
+            self._produce_results(job, task, [result])
         else:
             self._finish(job)
 
-    def _produce_results(self, job: Job, results: Iterable[Any]) -> None:
+    def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
+        """Next retry level or dead-letter queue; the offset moves once that is acknowledged."""
+        now = _now_ms()
+        decision = decide(task.attempt, error, job.stage.retry, now)
+        if isinstance(decision, RetryLater):
+            out = routing.retry_record(job.stage, task, job.message, decision, error,
+                                       self.app.codec, now)
+            self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
+                             attempt=decision.attempt, topic=out.topic, due=decision.due)
+            self._send(out, job)
+            return
+        message = f"{type(error).__name__}: {error}"
+        if decision.detail:
+            message = f"{message} ({decision.detail})"
+        self._dead_letter(job, Failure(decision.reason, message, error), attempts=task.attempt)
+
+    def _dead_letter(self, job: Job, failure: Failure, attempts: int) -> None:
+        out = routing.dead_letter_record(job.stage, job.message, failure, group=self._group_id,
+                                         worker=self.worker_id, attempts=attempts,
+                                         now_ms=_now_ms())
+        self.events.emit(Event.TASK_DEAD_LETTERED, stage=job.stage.name, reason=failure.reason,
+                         task_id=job.task.id if job.task else None,
+                         where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
+                         error=failure.message)
+        self._send(out, job)
+
+    def _produce_results(self, job: Job, parent: Task, results: Iterable[Any]) -> None:
         next_stage = self.app.get_stage(job.stage.then or "")
-        parent = job.task
         for payload in results:
             child = Task.new(next_stage.name, payload, key=parent.key, run_id=parent.run_id,
                              parent_id=parent.id, headers=parent.headers)
             value = self.app.codec.encode(child)
-            job.pending_acks += 1
-            self._produce(next_stage.topic, value, child.key or child.id, job)
+            self._send(routing.Outgoing(next_stage.topic, value, child.key or child.id, []),
+                       job)
 
-    def _produce(self, topic: str, value: bytes, key: str, job: Job) -> None:
+    def _send(self, out: routing.Outgoing, job: Job) -> None:
+        """Produce a record on behalf of ``job``; the job finishes when all are acknowledged."""
+        job.pending_acks += 1
+
         def acknowledged(error: Any, _message: Any) -> None:
             if error is not None:
-                self._delivery_error = kafka.delivery_error(error, topic)
+                self._delivery_error = kafka.delivery_error(error, out.topic)
                 return
             job.pending_acks -= 1
             if job.pending_acks == 0:
@@ -352,7 +425,8 @@ class Worker:
 
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=acknowledged)
+                self._producer.produce(out.topic, out.value, out.key, headers=out.headers,
+                                       on_delivery=acknowledged)
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -386,7 +460,8 @@ class Worker:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
         elif self._paused and held <= limit // 2:
-            self._consumer.resume(self._consumer.assignment())
+            self._consumer.resume([tp for tp in self._consumer.assignment()
+                                   if (tp.topic, tp.partition) not in self._deferred])
             self._paused = False
 
     def _commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
@@ -436,6 +511,7 @@ class Worker:
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
         """Finish (bounded) the revoked partitions' running tasks and commit before they go."""
         revoked = {(p.topic, p.partition) for p in partitions}
+        self._deferred.drop(revoked)
         self._drop_waiting(lambda job: job.tp in revoked)
         self._drain(lambda: any(j.tp in revoked and (j.running or j.pending_acks)
                                 for j in self._live))
@@ -445,6 +521,7 @@ class Worker:
 
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
+        self._deferred.drop(lost)
         self._drop_waiting(lambda job: job.tp in lost)
         self._forget(lost)
         self.events.emit(Event.PARTITIONS_LOST, partitions=_names(lost))
@@ -453,7 +530,7 @@ class Worker:
         for tp in tps:
             self._partitions.pop(tp, None)
         for job in [j for j in self._live if j.tp in tps and not j.running]:
-            self.events.emit(Event.TASK_ABANDONED, task_id=job.task.id,
+            self.events.emit(Event.TASK_ABANDONED, task_id=job.task.id if job.task else None,
                              where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}")
             self._end(job)
 
@@ -478,3 +555,7 @@ class Worker:
 
 def _names(tps: set[TP]) -> list[str]:
     return sorted(f"{topic}[{partition}]" for topic, partition in tps)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,38 +1,58 @@
-"""Undecodable records, unknown task types and failing handlers never stop the worker;
-their offsets move on so they are not retried forever."""
+"""Poison records (undecodable bytes, unknown task types, a payload in the wrong schema, an
+oversize record) and fatal errors go straight to the dead-letter queue with the reason; the
+worker never stops or loops on them, and their offsets move on."""
 
 from __future__ import annotations
 
 import confluent_kafka
 
 from streamtask import Task
+from streamtask.deadletter import DeadLetterRecord
+from streamtask.retry import RetryPolicy
 from tests.inprocess import new_app, run_worker, send_all
+from tests.test_retry_ladder import read_all
 
 
-def test_bad_records_are_counted_and_skipped(kafka, unique) -> None:
+def test_each_kind_of_poison_reaches_the_dlq_at_once_with_its_reason(kafka, unique) -> None:
     app = new_app(kafka.bootstrap, unique)
-    ok: list[int] = []
+    ok: list[str] = []
 
-    @app.stage("strict", partitions=1)
+    @app.stage("strict", partitions=1, payload="photos.ResizeRequest", max_payload_bytes=2000,
+               retry=RetryPolicy(max_attempts=3, delay=30))
     def strict(task: Task) -> None:
-        if task.payload["n"] == 3:
-            raise RuntimeError("handler bug")
-        ok.append(task.payload["n"])
+        if task.payload["photo_id"] == "fatal":
+            raise TypeError("handler bug: a fatal error")
+        ok.append(task.payload["photo_id"])
 
-    send_all(app, "strict", [{"n": n} for n in range(5)])
-    stranger = app.codec.encode(Task.new("not_a_stage", {"n": 99}))
+    def photo(name: str) -> dict[str, object]:
+        return {"photo_id": name, "width": 1, "height": 1}
+
+    send_all(app, "strict", [photo("a"), photo("fatal"), photo("b")])
+    topic = f"t{unique}.strict"
+    other = new_app(kafka.bootstrap, unique + "x")
+    other.stage("strict")(lambda task: None)  # same task type, free-form JSON payload
     raw = confluent_kafka.Producer({"bootstrap.servers": kafka.bootstrap})
-    raw.produce("t" + unique + ".strict", b"\x00garbage bytes")
-    raw.produce("t" + unique + ".strict", stranger)
-    raw.produce("t" + unique + ".strict", b"")
+    raw.produce(topic, b"\x00garbage bytes", key=b"g")
+    raw.produce(topic, app.codec.encode(Task.new("not_a_stage", {"n": 99})))
+    raw.produce(topic, other.codec.encode(Task.new("strict", {"photo_id": 5})))
+    raw.produce(topic, app.codec.encode(Task.new("strict", photo("x" * 3000))))
     raw.flush(10)
-    send_all(app, "strict", [{"n": 5}])
+    send_all(app, "strict", [photo("c")])
 
-    stats = run_worker(app, max_tasks=9)
-    assert sorted(ok) == [0, 1, 2, 4, 5]
-    assert stats.counts["task.failed"] == 1
-    assert stats.counts["record.undecodable"] == 2
-    assert stats.counts["record.unknown_task_type"] == 1
+    stats = run_worker(app, max_tasks=8)
+    assert sorted(ok) == ["a", "b", "c"]
+    assert stats.counts["task.dead_lettered"] == 5
+    assert stats.counts.get("task.retried", 0) == 0
+    dead = [DeadLetterRecord.from_message(m.topic(), m.partition(), m.offset(), m.key(),
+                                          m.value(), m.headers())
+            for m in read_all(kafka.bootstrap, app.stages["strict"].dlq_topic, 5)]
+    dead.sort(key=lambda d: d.origin.offset)
+    reasons = [(d.reason, d.origin.offset) for d in dead]
+    assert reasons == [("fatal", 1), ("poison:undecodable", 3),
+                       ("poison:unknown-task-type", 4), ("poison:undecodable", 5),
+                       ("poison:oversize", 6)]
+    assert dead[1].value == b"\x00garbage bytes" and dead[1].key == b"g"
+    assert "TypeError" in dead[0].error_type and "fatal" in dead[0].message
+    assert "exceeds max_payload_bytes=2000" in dead[4].message
     again = run_worker(app, idle_timeout=2.0)
-    assert sum(again.counts.get(k, 0) for k in (
-        "task.succeeded", "task.failed", "record.undecodable")) == 0
+    assert again.counts.get("task.dead_lettered", 0) == 0

@@ -1,0 +1,79 @@
+"""Building the records a failed task turns into: its next retry level, or a dead letter.
+
+The worker decides *when* (after the handler's outcome, with :func:`streamtask.retry.decide`)
+and produces; this module decides *what* goes on the wire, so the format lives in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamtask import deadletter as dl
+from streamtask.app import Stage
+from streamtask.envelope import EnvelopeCodec, Task
+from streamtask.retry import RetryLater
+
+MAX_HISTORY = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    value: bytes
+    key: bytes | str | None
+    headers: dl.Headers
+
+
+def error_history(headers: Any, attempt: int, error: BaseException | str, now_ms: int) -> str:
+    """The task's error history (JSON, newest last, bounded) with this failure appended."""
+    raw = dl.find(headers, dl.ERRORS)
+    try:
+        history = orjson.loads(raw) if raw else []
+    except orjson.JSONDecodeError:
+        history = []
+    kind = type(error).__name__ if isinstance(error, BaseException) else "poison"
+    history.append({"attempt": attempt, "error": kind, "message": str(error)[:500],
+                    "at": now_ms})
+    return orjson.dumps(history[-MAX_HISTORY:]).decode()
+
+
+def due_time(headers: Any) -> int | None:
+    """When a record on a retry level may run (epoch ms), from its header."""
+    return dl.read_int(dl.find(headers, dl.RETRY_DUE))
+
+
+def retry_record(stage: Stage, task: Task, message: Any, decision: RetryLater,
+                 error: BaseException, codec: EnvelopeCodec, now_ms: int) -> Outgoing:
+    """The task, one attempt later and due at ``decision.due``, for its retry level."""
+    headers = message.headers()
+    original_ts = dl.read_int(dl.find(headers, dl.RETRY_ORIGINAL_TIMESTAMP)) or \
+        message.timestamp()[1]
+    out = [
+        *dl.carried(headers),
+        (dl.RETRY_ATTEMPTS, dl.int32(decision.attempt)),
+        (dl.RETRY_DUE, dl.int64(decision.due)),
+        (dl.RETRY_ORIGINAL_TIMESTAMP, dl.int64(original_ts)),
+        (dl.ERRORS, error_history(headers, task.attempt, error, now_ms).encode()),
+    ]
+    retried = task.with_(attempt=decision.attempt, not_before=decision.due)
+    return Outgoing(stage.retry_topic(decision.level), codec.encode(retried), message.key(), out)
+
+
+def dead_letter_record(stage: Stage, message: Any, failure: dl.Failure, *, group: str,
+                       worker: str, attempts: int, now_ms: int) -> Outgoing:
+    """The original record, untouched, with headers saying where it failed and why."""
+    headers = message.headers()
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    origin = dl.Origin(topic, partition, offset, message.timestamp()[1], group)
+    history = error_history(headers, attempts, failure.error or failure.message, now_ms)
+    out = dl.carried(headers) + dl.dead_letter_headers(
+        origin, failure, stage=stage.name, worker=worker, attempts=attempts, now_ms=now_ms,
+        errors=history)
+    for name in (dl.RETRY_DUE, dl.RETRY_ORIGINAL_TIMESTAMP):  # the last retry's, if any
+        value = dl.find(headers, name)
+        if value is not None:
+            out.append((name, value))
+    return Outgoing(stage.dlq_topic, message.value() or b"", message.key(), out)
