@@ -135,15 +135,29 @@ class Worker:
         self._coroutines = AsyncRunner(self._completions) if any(
             s.is_async for s in self.stages) else None
         self._producer = kafka.producer(self.kafka)
-        self._consumer = kafka.consumer(
-            self.kafka, self._group_id,
+        # Retry levels get a consumer (and group) of their own: one group over both would let
+        # the assignor hand all input partitions to one worker and all retry partitions to
+        # another, since it balances partition counts, not topics.
+        inputs = [stage.topic for stage in self.stages]
+        self._consumer = self._subscribe(self._group_id, inputs)
+        self._consumers = [self._consumer]
+        if self._retry_topics:
+            retries = self._subscribe(f"{self._group_id}.retry", sorted(self._retry_topics))
+            self._consumers.append(retries)
+        self._owner = {topic: self._consumers[-1] if topic in self._retry_topics
+                       else self._consumer for topic in self._by_topic}
+
+    def _subscribe(self, group: str, topics: list[str]) -> Any:
+        consumer = kafka.consumer(
+            self.kafka, group,
             **{"session.timeout.ms": self.settings.session_timeout_ms,
                "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
                "max.poll.interval.ms": self.settings.max_poll_interval_ms,
                "on_commit": self._on_commit,
                "client.id": self.worker_id})
-        self._consumer.subscribe(list(self._by_topic), on_assign=self._on_assign,
-                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_lost)
+        return consumer
 
     @property
     def _concurrency(self) -> int:
@@ -200,17 +214,19 @@ class Worker:
     def _shutdown(self) -> None:
         """Stop fetching, let running tasks finish (bounded), commit, leave the group."""
         self.events.emit(Event.WORKER_STOPPING, worker=self.worker_id, in_flight=self._running)
-        consumer = getattr(self, "_consumer", None)
-        if consumer is None:
+        consumers = getattr(self, "_consumers", None)
+        if consumers is None:
             return
         try:
-            assignment = consumer.assignment()
-            if assignment:
-                consumer.pause(assignment)
+            for consumer in consumers:
+                assignment = consumer.assignment()
+                if assignment:
+                    consumer.pause(assignment)
             self._drop_waiting(lambda job: True)
             self._drain(lambda: self._running > 0 or any(j.pending_acks for j in self._live))
             self._commit(asynchronous=False)
-            consumer.close()
+            for consumer in consumers:
+                consumer.close()
         finally:
             self._producer.flush(5.0)
             self._threads.shutdown()
@@ -227,7 +243,11 @@ class Worker:
         # Never take more than the held-work limit leaves room for.
         room = max(1, min(self.settings.poll_batch, self.settings.max_buffered - len(self._live)))
         messages = self._consumer.consume(room, 0)
+        if len(self._consumers) > 1 and len(messages) < room:
+            messages += self._consumers[1].consume(room - len(messages), 0)
         wait = 0.0 if self._running or self._ready else 0.005 if self._live else 0.1
+        if len(self._consumers) > 1:  # the blocking poll below only watches the inputs
+            wait = min(wait, 0.02)
         until_due = self._deferred.seconds_until_next(_now_ms())
         if until_due is not None:
             wait = min(wait, until_due)
@@ -286,8 +306,9 @@ class Worker:
         due = routing.due_time(message.headers())
         if due is None or due <= _now_ms():
             return False
-        self._consumer.pause([kafka.TopicPartition(*tp)])
-        self._consumer.seek(kafka.TopicPartition(tp[0], tp[1], message.offset()))
+        consumer = self._owner[tp[0]]
+        consumer.pause([kafka.TopicPartition(*tp)])
+        consumer.seek(kafka.TopicPartition(tp[0], tp[1], message.offset()))
         self._deferred.defer(tp, due)
         self.events.emit(Event.TASK_DEFERRED, where=f"{tp[0]}[{tp[1]}]@{message.offset()}",
                          due=due)
@@ -296,7 +317,7 @@ class Worker:
     def _resume_due(self) -> None:
         for tp in self._deferred.pop_due(_now_ms()):
             if tp in self._partitions and not self._paused:
-                self._consumer.resume([kafka.TopicPartition(*tp)])
+                self._owner[tp[0]].resume([kafka.TopicPartition(*tp)])
 
     def _poison(self, stage: Stage, offsets: PartitionOffsets, message: Any, event: Event,
                 reason: str, detail: str) -> None:
@@ -393,7 +414,8 @@ class Worker:
         self._dead_letter(job, Failure(decision.reason, message, error), attempts=task.attempt)
 
     def _dead_letter(self, job: Job, failure: Failure, attempts: int) -> None:
-        out = routing.dead_letter_record(job.stage, job.message, failure, group=self._group_id,
+        group = self._group_id + (".retry" if job.tp[0] in self._retry_topics else "")
+        out = routing.dead_letter_record(job.stage, job.message, failure, group=group,
                                          worker=self.worker_id, attempts=attempts,
                                          now_ms=_now_ms())
         self.events.emit(Event.TASK_DEAD_LETTERED, stage=job.stage.name, reason=failure.reason,
@@ -457,11 +479,13 @@ class Worker:
         held = len(self._live)
         limit = self.settings.max_buffered
         if not self._paused and held >= limit:
-            self._consumer.pause(self._consumer.assignment())
+            for consumer in self._consumers:
+                consumer.pause(consumer.assignment())
             self._paused = True
         elif self._paused and held <= limit // 2:
-            self._consumer.resume([tp for tp in self._consumer.assignment()
-                                   if (tp.topic, tp.partition) not in self._deferred])
+            for consumer in self._consumers:
+                consumer.resume([tp for tp in consumer.assignment()
+                                 if (tp.topic, tp.partition) not in self._deferred])
             self._paused = False
 
     def _commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
@@ -474,20 +498,25 @@ class Worker:
         self._finished_since_commit = 0
         if not offsets:
             return
+        for consumer in self._consumers:
+            mine = [o for o in offsets if self._owner[o.topic] is consumer]
+            if mine:
+                self._commit_to(consumer, mine, asynchronous)
+        self.events.emit(Event.OFFSETS_COMMITTED, count=len(offsets),
+                         offsets={f"{o.topic}[{o.partition}]": o.offset for o in offsets})
+
+    def _commit_to(self, consumer: Any, offsets: list[Any], asynchronous: bool) -> None:
         try:
             if asynchronous:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
+                consumer.commit(offsets=offsets, asynchronous=True)
             else:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
+                consumer.commit(offsets=offsets, asynchronous=False)
         except kafka.KafkaException as exc:
             log.warning("commit failed (the tasks may run again): %s", exc)
             for failed in offsets:
-                retry = self._partitions.get((failed.topic, failed.partition))
-                if retry is not None:
-                    retry.committed = None
-            return
-        self.events.emit(Event.OFFSETS_COMMITTED, count=len(offsets),
-                         offsets={f"{o.topic}[{o.partition}]": o.offset for o in offsets})
+                tracker = self._partitions.get((failed.topic, failed.partition))
+                if tracker is not None:
+                    tracker.committed = None
 
     def _on_commit(self, error: Any, partitions: list[Any]) -> None:
         if error is None:
@@ -500,11 +529,11 @@ class Worker:
 
     # -- rebalance ---------------------------------------------------------------------------
 
-    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
             self._partitions.setdefault((tp.topic, tp.partition), PartitionOffsets())
         if self._paused:
-            self._consumer.pause(partitions)
+            consumer.pause(partitions)
         self.events.emit(Event.PARTITIONS_ASSIGNED,
                          partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
 

@@ -73,7 +73,7 @@ def test_keeps_failing_lands_in_dlq_with_every_header(kafka, unique) -> None:
     assert record.reason == "exhausted" and record.attempts == 2
     assert record.error_type == "ValueError" and "bad photo 7" in record.message
     assert record.origin.topic == f"t{unique}.doomed.retry.200ms"
-    assert record.origin.group == f"t{unique}.doomed"
+    assert record.origin.group == f"t{unique}.doomed.retry"  # the retry levels' group
     assert dead.key() == b"k7"
     task = app.codec.decode(dead.value())
     assert task.payload == {"photo": 7} and task.attempt == 2
