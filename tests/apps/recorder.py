@@ -11,20 +11,28 @@ import os
 import time
 
 from streamtask import App, KafkaSettings, Task
+from streamtask.retry import Backoff, RetryPolicy
 
 APP_NAME = os.environ.get("RECORDER_APP", "recorder")
 LOG = os.environ.get("RECORDER_LOG", "/tmp/streamtask-recorder.log")
 SLEEP = float(os.environ.get("RECORDER_SLEEP", "0"))
 PARTITIONS = int(os.environ.get("RECORDER_PARTITIONS", "8"))
+FAIL_EVERY = int(os.environ.get("RECORDER_FAIL_EVERY", "0"))
+"""When set, the first attempt of every task whose n is a multiple of it fails (then retries)."""
+RETRY = RetryPolicy(max_attempts=3, backoff=Backoff.FIXED,
+                    delay=float(os.environ.get("RECORDER_RETRY_DELAY", "1")))
 
 app = App(APP_NAME, kafka=KafkaSettings(os.environ.get("STREAMTASK_BOOTSTRAP", "127.0.0.1:9092")))
 
 
-@app.stage("work", partitions=PARTITIONS)
+@app.stage("work", partitions=PARTITIONS, retry=RETRY)
 def work(task: Task) -> None:
     if SLEEP:
         time.sleep(SLEEP)
-    record(task.payload["n"])
+    n = task.payload["n"]
+    if FAIL_EVERY and task.attempt == 1 and n % FAIL_EVERY == 0:
+        raise ConnectionError(f"first attempt of task {n} fails")
+    record(n)
 
 
 def record(n: int) -> None:
