@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from streamtask.config import KafkaSettings
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
+from streamtask.pipeline import Switch, Then, targets_of
 from streamtask.retry import RetryPolicy, level_name
 from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
 
@@ -42,10 +43,12 @@ class Stage:
     concurrency: int | None
     timeout: float | None
     payload: Schema | None
-    then: str | None
+    then: Then
     is_async: bool
     retry: RetryPolicy
     max_payload_bytes: int
+    compensate: str | None = None
+    """The stage that receives this stage's tasks when they are dead-lettered (saga)."""
 
     @property
     def qualified(self) -> str:
@@ -93,9 +96,11 @@ class App:
     """A namespace of stages sharing a schema registry and Kafka settings."""
 
     def __init__(self, name: str, *, kafka: KafkaSettings | None = None,
-                 schema_dir: str | Path | None = None) -> None:
+                 schema_dir: str | Path | None = None, version: int | None = None) -> None:
         _check_name("app", name)
         self.name = name
+        self.version = version
+        """The pipeline version new runs are created under; tasks keep theirs to the end."""
         self.kafka = kafka or KafkaSettings()
         self.registry: SchemaRegistry = default_registry()
         if schema_dir is not None:
@@ -107,15 +112,18 @@ class App:
     def stage(self, name: str, *, payload: Schema | Mapping[str, Any] | str | None = None,
               topic: str | None = None, group: str | None = None, partitions: int = 6,
               concurrency: int | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-              then: str | None = None, retry: RetryPolicy | None = None,
-              max_payload_bytes: int = 1_000_000) -> Callable[[Handler], Handler]:
+              then: str | Sequence[str] | Switch | None = None,
+              retry: RetryPolicy | None = None, max_payload_bytes: int = 1_000_000,
+              compensate: str | None = None) -> Callable[[Handler], Handler]:
         """Declare a stage; decorates its handler (a plain or ``async`` function of a Task).
 
         ``payload`` is the task's Avro schema: a name from ``schemas/``, a schema dict, or
-        None for free-form JSON. ``then`` names the stage that receives the handler's
-        return value as its next task. ``retry`` is the stage's retry ladder (default: 3
+        None for free-form JSON. ``then`` says where results go: a stage (chain), several
+        stages (fork), or a :class:`~streamtask.pipeline.Switch` (see
+        :mod:`streamtask.pipeline`). ``retry`` is the stage's retry ladder (default: 3
         attempts, exponential from 1 s); records larger than ``max_payload_bytes`` go to the
-        dead-letter queue unread.
+        dead-letter queue unread. ``compensate`` names a stage that receives this stage's
+        tasks when they are dead-lettered (saga style).
         """
         _check_name("stage", name)
         _check_stage_options(name, partitions, concurrency, timeout, max_payload_bytes)
@@ -133,9 +141,10 @@ class App:
             self.stages[name] = Stage(
                 app=self.name, name=name, handler=handler, topic=topic,
                 group=group or f"{self.name}.{name}", partitions=partitions,
-                concurrency=concurrency, timeout=timeout, payload=schema, then=then,
+                concurrency=concurrency, timeout=timeout, payload=schema,
+                then=then if then is None or isinstance(then, str | Switch) else tuple(then),
                 is_async=inspect.iscoroutinefunction(handler), retry=retry or RetryPolicy(),
-                max_payload_bytes=max_payload_bytes)
+                max_payload_bytes=max_payload_bytes, compensate=compensate)
             self._codec = None
             return handler
 
@@ -164,10 +173,15 @@ class App:
     def validate(self) -> None:
         """Check cross-stage references; called before workers start."""
         for stage in self.stages.values():
-            if stage.then is not None and stage.then not in self.stages:
+            for target in targets_of(stage.then):
+                if target not in self.stages:
+                    raise ConfigurationError(
+                        f"stage {stage.name!r} sends its results to {target!r}, which is not "
+                        f"a stage of app {self.name!r}; declare it or fix `then=`")
+            if stage.compensate is not None and stage.compensate not in self.stages:
                 raise ConfigurationError(
-                    f"stage {stage.name!r} sends its results to {stage.then!r}, which is not "
-                    f"a stage of app {self.name!r}; declare it or fix `then=`")
+                    f"stage {stage.name!r} is compensated by {stage.compensate!r}, which is "
+                    f"not a stage of app {self.name!r}")
 
     @property
     def codec(self) -> EnvelopeCodec:

@@ -47,3 +47,7 @@ class DeliveryFailed(KafkaError):
 
 class BrokerSetupError(StreamtaskError):
     """The local development broker could not be installed, started or stopped."""
+
+
+class RoutingError(StreamtaskError):
+    """A result has nowhere to go (e.g. a switch value with no case and no default)."""

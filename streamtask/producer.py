@@ -53,6 +53,8 @@ class TaskProducer:
         """
         task = Task.new(stage, payload, key=key, id=task_id, run_id=run_id,
                         parent_id=parent_id, headers=headers)
+        if self._app.version is not None:
+            task = task.with_(pipeline_version=self._app.version)
         return self.send_task(task)
 
     def send_task(self, task: Task, topic: str | None = None) -> Future[Delivered]:

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError
+from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError, RoutingError
 
 DAY = 86_400.0
 
@@ -41,7 +41,8 @@ class DeadLetter(Exception):
 
 
 FATAL_BY_DEFAULT: tuple[type[BaseException], ...] = (
-    DecodeError, PayloadSchemaError, TypeError, AttributeError, NotImplementedError)
+    DecodeError, PayloadSchemaError, RoutingError, TypeError, AttributeError,
+    NotImplementedError)
 """Programming and data errors another attempt cannot fix (like Spring's fatal list)."""
 
 

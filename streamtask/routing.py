@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 
 from streamtask import deadletter as dl
-from streamtask.app import Stage
+from streamtask.app import App, Stage
 from streamtask.envelope import EnvelopeCodec, Task
+from streamtask.pipeline import next_tasks
 from streamtask.retry import RetryLater
 
 MAX_HISTORY = 10
@@ -77,3 +78,37 @@ def dead_letter_record(stage: Stage, message: Any, failure: dl.Failure, *, group
         if value is not None:
             out.append((name, value))
     return Outgoing(stage.dlq_topic, message.value() or b"", message.key(), out)
+
+
+def child_records(app: App, stage: Stage, parent: Task, result: Any) -> list[Outgoing]:
+    """The next tasks of ``parent``'s run, built (and schema-checked) before any is sent.
+
+    Children carry the run id, the pipeline version and the headers of their parent, whose
+    id becomes their parent id. They keep the parent's key, so a key's tasks stay in order
+    down the pipeline.
+    """
+    out = []
+    for nxt in next_tasks(stage.then, result):
+        target = app.get_stage(nxt.stage)
+        key = nxt.key if nxt.key is not None else parent.key
+        child = Task.new(target.name, nxt.payload, key=key, run_id=parent.run_id,
+                         parent_id=parent.id, headers=parent.headers)
+        if parent.pipeline_version is not None:
+            child = child.with_(pipeline_version=parent.pipeline_version)
+        out.append(Outgoing(target.topic, app.codec.encode(child), child.key or child.id, []))
+    return out
+
+
+def compensation_record(app: App, stage: Stage, task: Task, failure: dl.Failure) -> Outgoing:
+    """The dead-lettered task, handed to the stage's compensating stage (saga style).
+
+    The compensating stage receives the same payload; why it is compensating travels in the
+    task's headers (``compensates``, ``reason``, ``error``).
+    """
+    target = app.get_stage(stage.compensate or "")
+    headers = {**task.headers, "compensates": stage.name, "reason": failure.reason,
+               "error": failure.message[:1000]}
+    child = Task.new(target.name, task.payload, key=task.key, run_id=task.run_id,
+                     parent_id=task.id, headers=headers).with_(
+        pipeline_version=task.pipeline_version)
+    return Outgoing(target.topic, app.codec.encode(child), child.key or child.id, [])

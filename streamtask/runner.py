@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -49,7 +49,10 @@ class ThreadRunner:
             token, handler, task = item
             current[me] = token
             try:
-                completions.put((token, handler(task), None))
+                result = handler(task)
+                if isinstance(result, Iterator):  # run generator handlers here, not in the loop
+                    result = list(result)
+                completions.put((token, result, None))
             except BaseException as error:  # user code must never kill the worker
                 completions.put((token, None, error))
             current.pop(me, None)

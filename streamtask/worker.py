@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -391,10 +391,16 @@ class Worker:
                              error=f"{type(error).__name__}: {error}")
             self._route_failure(job, task, error)
             return
-        self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name)
-        if job.stage.then is not None and result is not None:
-            self._produce_results(job, task, [result])
-        else:
+        try:
+            children = routing.child_records(self.app, job.stage, task, result)
+        except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
+            self._route_failure(job, task, bad_result)
+            return
+        self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
+                         children=len(children))
+        for child in children:
+            self._send(child, job)
+        if not children:
             self._finish(job)
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
@@ -422,16 +428,12 @@ class Worker:
                          task_id=job.task.id if job.task else None,
                          where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
                          error=failure.message)
+        compensation = None
+        if job.task is not None and job.stage.compensate is not None:
+            compensation = routing.compensation_record(self.app, job.stage, job.task, failure)
         self._send(out, job)
-
-    def _produce_results(self, job: Job, parent: Task, results: Iterable[Any]) -> None:
-        next_stage = self.app.get_stage(job.stage.then or "")
-        for payload in results:
-            child = Task.new(next_stage.name, payload, key=parent.key, run_id=parent.run_id,
-                             parent_id=parent.id, headers=parent.headers)
-            value = self.app.codec.encode(child)
-            self._send(routing.Outgoing(next_stage.topic, value, child.key or child.id, []),
-                       job)
+        if compensation is not None:
+            self._send(compensation, job)
 
     def _send(self, out: routing.Outgoing, job: Job) -> None:
         """Produce a record on behalf of ``job``; the job finishes when all are acknowledged."""

@@ -24,3 +24,28 @@ def run_worker(app: App, stages: list[str] | None = None, *, max_tasks: int | No
     """Run until ``max_tasks`` ended or the worker idled for ``idle_timeout`` seconds."""
     worker = Worker(app, stages, WorkerSettings(**settings))
     return worker.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
+
+
+def run_stages(app: App, expected: dict[str, int], idle_timeout: float = 5.0,
+               **settings: Any) -> dict[str, WorkerStats]:
+    """Run one worker per stage concurrently until each ended ``expected[stage]`` tasks."""
+    import threading
+
+    results: dict[str, WorkerStats] = {}
+    errors: list[BaseException] = []
+
+    def run(stage: str, count: int) -> None:
+        try:
+            results[stage] = run_worker(app, [stage], max_tasks=count,
+                                        idle_timeout=idle_timeout, **settings)
+        except BaseException as exc:  # surfaced below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=item) for item in expected.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
