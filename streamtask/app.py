@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from streamtask.config import KafkaSettings
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
-from streamtask.pipeline import Switch, Then, targets_of
+from streamtask.pipeline import JoinSpec, Switch, Then, targets_of
 from streamtask.retry import RetryPolicy, level_name
 from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
 
@@ -49,6 +49,10 @@ class Stage:
     max_payload_bytes: int
     compensate: str | None = None
     """The stage that receives this stage's tasks when they are dead-lettered (saga)."""
+    output: Schema | None = None
+    """The schema of the handler's results, when declared (``pipeline check`` uses it)."""
+    join: JoinSpec | None = None
+    """Set on a join stage: which branches it waits for, and for how long."""
 
     @property
     def qualified(self) -> str:
@@ -114,7 +118,9 @@ class App:
               concurrency: int | None = None, timeout: float | None = DEFAULT_TIMEOUT,
               then: str | Sequence[str] | Switch | None = None,
               retry: RetryPolicy | None = None, max_payload_bytes: int = 1_000_000,
-              compensate: str | None = None) -> Callable[[Handler], Handler]:
+              compensate: str | None = None,
+              output: Schema | Mapping[str, Any] | str | None = None,
+              join: JoinSpec | None = None) -> Callable[[Handler], Handler]:
         """Declare a stage; decorates its handler (a plain or ``async`` function of a Task).
 
         ``payload`` is the task's Avro schema: a name from ``schemas/``, a schema dict, or
@@ -134,6 +140,7 @@ class App:
             raise ConfigurationError(f"stage {name!r}: topic {topic!r} is not a valid Kafka "
                                      "topic name (letters, digits, '.', '_', '-')")
         schema = self._resolve_schema(name, payload)
+        output_schema = self._resolve_schema(name, output)
 
         def register(handler: Handler) -> Handler:
             if not callable(handler):
@@ -144,11 +151,25 @@ class App:
                 concurrency=concurrency, timeout=timeout, payload=schema,
                 then=then if then is None or isinstance(then, str | Switch) else tuple(then),
                 is_async=inspect.iscoroutinefunction(handler), retry=retry or RetryPolicy(),
-                max_payload_bytes=max_payload_bytes, compensate=compensate)
+                max_payload_bytes=max_payload_bytes, compensate=compensate,
+                output=output_schema, join=join)
             self._codec = None
             return handler
 
         return register
+
+    def join(self, name: str, *, branches: Sequence[str], then: str | Sequence[str] | None = None,
+             timeout: float = 300.0, on_timeout: str = "dead-letter", partitions: int = 6,
+             **options: Any) -> Callable[[Handler], Handler]:
+        """Declare a join: it waits for one result from every branch of the same fork.
+
+        Its handler gets a task whose payload maps each branch stage's name to that branch's
+        result (use :func:`streamtask.pipeline.merged` to pass it on unchanged). After
+        ``timeout`` seconds without all branches, ``on_timeout`` either dead-letters the fork
+        (``"dead-letter"``) or runs the handler on the partial results (``"partial"``).
+        """
+        spec = JoinSpec(tuple(branches), timeout, on_timeout)
+        return self.stage(name, then=then, partitions=partitions, join=spec, **options)
 
     def _resolve_schema(self, stage: str,
                         payload: Schema | Mapping[str, Any] | str | None) -> Schema | None:
@@ -178,6 +199,11 @@ class App:
                     raise ConfigurationError(
                         f"stage {stage.name!r} sends its results to {target!r}, which is not "
                         f"a stage of app {self.name!r}; declare it or fix `then=`")
+            for branch in stage.join.branches if stage.join else ():
+                if branch not in self.stages:
+                    raise ConfigurationError(
+                        f"join {stage.name!r} waits for branch {branch!r}, which is not a stage "
+                        f"of app {self.name!r}")
             if stage.compensate is not None and stage.compensate not in self.stages:
                 raise ConfigurationError(
                     f"stage {stage.name!r} is compensated by {stage.compensate!r}, which is "

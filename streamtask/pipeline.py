@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask.errors import RoutingError
+from streamtask.errors import ConfigurationError, RoutingError
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,32 @@ class Switch:
 
 
 Then = str | tuple[str, ...] | Switch | None
+
+ON_TIMEOUT = ("dead-letter", "partial")
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """A join waits for every branch in ``branches`` (the last stage of each fork branch)."""
+
+    branches: tuple[str, ...]
+    timeout: float = 300.0
+    on_timeout: str = "dead-letter"
+
+    def __post_init__(self) -> None:
+        if len(self.branches) < 2 or len(set(self.branches)) != len(self.branches):
+            raise ConfigurationError(
+                f"a join needs two or more distinct branches, got {list(self.branches)}")
+        if self.timeout <= 0:
+            raise ConfigurationError(f"join timeout must be positive, got {self.timeout}")
+        if self.on_timeout not in ON_TIMEOUT:
+            raise ConfigurationError(
+                f"on_timeout={self.on_timeout!r}: choose one of {', '.join(ON_TIMEOUT)}")
+
+
+def merged(task: Any) -> Any:
+    """A join handler that passes the branches' results on unchanged."""
+    return task.payload
 
 
 @dataclass(frozen=True)
