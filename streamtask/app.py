@@ -71,6 +71,11 @@ class Stage:
     def dlq_topic(self) -> str:
         return f"{self.qualified}.dlq"
 
+    @property
+    def changelog_topic(self) -> str:
+        """A join's compacted changelog of waiting forks (co-partitioned with its input)."""
+        return f"{self.qualified}.changelog"
+
 
 def _check_name(kind: str, value: str) -> None:
     if not _NAME.match(value):

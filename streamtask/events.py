@@ -29,6 +29,9 @@ class Event(StrEnum):
     TASK_RETRIED = "task.retried"
     TASK_DEAD_LETTERED = "task.dead_lettered"
     TASK_DEFERRED = "task.deferred"
+    JOIN_BRANCH_STORED = "join.branch_stored"
+    JOIN_COMPLETED = "join.completed"
+    JOIN_TIMED_OUT = "join.timed_out"
     RECORD_UNDECODABLE = "record.undecodable"
     RECORD_OVERSIZE = "record.oversize"
     TASK_TYPE_UNKNOWN = "record.unknown_task_type"
@@ -70,6 +73,9 @@ _LEVELS = {
     Event.TASK_RETRIED: logging.INFO,
     Event.TASK_DEAD_LETTERED: logging.ERROR,
     Event.TASK_DEFERRED: logging.DEBUG,
+    Event.JOIN_COMPLETED: logging.DEBUG,
+    Event.JOIN_BRANCH_STORED: logging.DEBUG,
+    Event.JOIN_TIMED_OUT: logging.WARNING,
     Event.RECORD_UNDECODABLE: logging.ERROR,
     Event.RECORD_OVERSIZE: logging.ERROR,
     Event.TASK_TYPE_UNKNOWN: logging.ERROR,

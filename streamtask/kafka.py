@@ -109,3 +109,34 @@ def mapped(exc: confluent_kafka.KafkaException, what: str) -> KafkaError:
     error = exc.args[0] if exc.args else None
     text = error.str() if isinstance(error, confluent_kafka.KafkaError) else str(exc)
     return KafkaError(f"{what}: {text}")
+
+
+def read_partition(settings: KafkaSettings, topic: str, partition: int,
+                   timeout: float = 30.0) -> list[tuple[str, bytes | None]]:
+    """Every (key, value) of one partition up to its current end (restoring a changelog)."""
+    import time
+
+    reader = confluent_kafka.Consumer({**_base(settings), **settings.extra,
+                                       "group.id": f"streamtask-restore-{topic}",
+                                       "enable.auto.commit": False})
+    try:
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition),
+                                                 timeout=timeout)
+        if high <= low:
+            return []
+        reader.assign([TopicPartition(topic, partition, low)])
+        records: list[tuple[str, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        position = low
+        while position < high:
+            if time.monotonic() > deadline:
+                raise KafkaError(f"restoring {topic}[{partition}] did not reach offset {high} "
+                                 f"within {timeout:.0f}s")
+            message = reader.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            records.append(((message.key() or b"").decode(), message.value()))
+            position = (message.offset() or 0) + 1
+        return records
+    finally:
+        reader.close()

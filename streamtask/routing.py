@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from streamtask import deadletter as dl
+from streamtask import join
 from streamtask.app import App, Stage
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.pipeline import next_tasks
@@ -23,9 +24,12 @@ MAX_HISTORY = 10
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     topic: str
-    value: bytes
+    value: bytes | None
+    """None is a tombstone (a changelog deletion)."""
     key: bytes | str | None
     headers: dl.Headers
+    partition: int = -1
+    """-1: let the key pick the partition."""
 
 
 def error_history(headers: Any, attempt: int, error: BaseException | str, now_ms: int) -> str:
@@ -88,14 +92,24 @@ def child_records(app: App, stage: Stage, parent: Task, result: Any) -> list[Out
     down the pipeline.
     """
     out = []
+    headers = dict(parent.headers)
+    if stage.join is not None:
+        headers = join.joined(headers)
+    if isinstance(stage.then, tuple):
+        headers = join.forked(headers, parent.id)
     for nxt in next_tasks(stage.then, result):
         target = app.get_stage(nxt.stage)
         key = nxt.key if nxt.key is not None else parent.key
         child = Task.new(target.name, nxt.payload, key=key, run_id=parent.run_id,
-                         parent_id=parent.id, headers=parent.headers)
+                         parent_id=parent.id, headers=headers)
         if parent.pipeline_version is not None:
             child = child.with_(pipeline_version=parent.pipeline_version)
-        out.append(Outgoing(target.topic, app.codec.encode(child), child.key or child.id, []))
+        value = app.codec.encode(child)
+        if target.join is not None:  # every branch of a fork meets on one join partition
+            fork_id = join.fork_of(child.headers, child.run_id)
+            out.append(Outgoing(target.topic, value, fork_id, [(join.FROM_STAGE, stage.name)]))
+        else:
+            out.append(Outgoing(target.topic, value, child.key or child.id, []))
     return out
 
 

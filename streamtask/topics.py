@@ -53,6 +53,9 @@ def app_topics(app: App) -> list[TopicSpec]:
                                    round(delay * 1000)))
         specs.append(TopicSpec(stage.dlq_topic, stage.partitions,
                                {"retention.ms": str(DLQ_RETENTION_MS)}))
+        if stage.join is not None:
+            specs.append(TopicSpec(stage.changelog_topic, stage.partitions,
+                                   {"cleanup.policy": "compact"}))
     return specs
 
 

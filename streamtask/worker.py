@@ -20,16 +20,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import kafka, routing
+from streamtask import deadletter as dl
+from streamtask import join, kafka, routing
 from streamtask.app import App, Stage
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.deadletter import Failure
+from streamtask.deadletter import Failure, Origin
 from streamtask.delays import DueTimes
 from streamtask.envelope import Task
 from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, StreamtaskError
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
+from streamtask.join import JoinStore, PendingJoin
 from streamtask.offsets import PartitionOffsets
 from streamtask.ordering import KeyLanes
+from streamtask.pipeline import JoinSpec
 from streamtask.retry import RetryLater, decide
 from streamtask.runner import AsyncRunner, Completion, ThreadRunner
 
@@ -53,6 +56,8 @@ class Job:
     stage: Stage
     partition: PartitionOffsets
     message: Any
+    extra: list[routing.Outgoing] = field(default_factory=list)
+    """Records to send along with whatever the outcome is (a join's changelog tombstone)."""
     deadline: float = float("inf")
     pending_acks: int = 0
     running: bool = False
@@ -93,6 +98,9 @@ class Worker:
                           for topic in (stage.topic, *stage.retry_topics)}
         self._retry_topics = {topic for stage in self.stages for topic in stage.retry_topics}
         self._deferred = DueTimes()
+        self._joins = JoinStore()
+        self._join_timeouts = {s.topic: s.join.timeout for s in self.stages if s.join}
+        self._next_join_check = 0.0
         self._group_id = self._group()
         self._stop = threading.Event()
         self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
@@ -174,7 +182,8 @@ class Worker:
 
     def _check_topics_exist(self) -> None:
         existing = kafka.admin(self.kafka).list_topics(timeout=self.kafka.connect_timeout).topics
-        needed = {*self._by_topic, *(stage.dlq_topic for stage in self.stages)}
+        needed = {*self._by_topic, *(stage.dlq_topic for stage in self.stages),
+                  *(stage.changelog_topic for stage in self.stages if stage.join)}
         missing = sorted(topic for topic in needed if topic not in existing)
         if missing:
             raise ConfigurationError(
@@ -194,6 +203,7 @@ class Worker:
             self._raise_delivery_error()
             self._expire_deadlines()
             self._resume_due()
+            self._expire_joins()
             self._apply_backpressure()
             now = time.monotonic()
             if now >= next_commit or self._finished_since_commit >= self.settings.commit_every:
@@ -209,7 +219,7 @@ class Worker:
     def _ended_tasks(self) -> int:
         counts = self.counter.counts
         return (counts[Event.TASK_SUCCEEDED] + counts[Event.TASK_RETRIED]
-                + counts[Event.TASK_DEAD_LETTERED])
+                + counts[Event.TASK_DEAD_LETTERED] + counts[Event.JOIN_BRANCH_STORED])
 
     def _shutdown(self) -> None:
         """Stop fetching, let running tasks finish (bounded), commit, leave the group."""
@@ -298,8 +308,92 @@ class Worker:
         job = Job(tp, message.offset(), message.key() or task.id, task, stage, offsets,
                   message)
         self._live.add(job)
+        if stage.join is not None and tp[0] == stage.topic and \
+                dl.find(message.headers(), join.PARTIAL) is None:
+            self._join_arrival(job, task, stage.join)
+            return
+        self._admit(job)
+
+    def _admit(self, job: Job) -> None:
         if self._lanes.admit(job.lane, job):
             self._ready.append(job)
+
+    # -- joins -------------------------------------------------------------------------------
+
+    def _join_arrival(self, job: Job, task: Task, spec: JoinSpec) -> None:
+        """Keep a branch result; once every branch is in, run the join on all of them."""
+        stage, tp = job.stage, job.tp
+        branch = (dl.find(job.message.headers(), join.FROM_STAGE) or b"").decode()
+        if branch not in spec.branches:
+            self._live.discard(job)
+            self._poison(stage, job.partition, job.message, Event.TASK_TYPE_UNKNOWN,
+                         "unknown-branch", f"join {stage.name!r} waits for {spec.branches}, "
+                         f"not a result from {branch or 'an unnamed stage'!r}")
+            return
+        fork_id = join.fork_of(task.headers, task.run_id)
+        pending = self._joins.add(tp, fork_id, branch, job.message.value(), _now_ms())
+        if pending.missing(spec.branches):
+            self.events.emit(Event.JOIN_BRANCH_STORED, stage=stage.name, fork=fork_id,
+                             branch=branch)
+            self._send(routing.Outgoing(stage.changelog_topic, pending.encode(), fork_id, [],
+                                        tp[1]), job)
+            return
+        self._joins.remove(tp, fork_id)
+        job.task = self._merged_task(stage, task, fork_id, pending)
+        job.lane = fork_id
+        job.extra.append(routing.Outgoing(stage.changelog_topic, None, fork_id, [], tp[1]))
+        self.events.emit(Event.JOIN_COMPLETED, stage=stage.name, fork=fork_id)
+        self._admit(job)
+
+    def _merged_task(self, stage: Stage, task: Task, fork_id: str, pending: PendingJoin,
+                     missing: list[str] | None = None) -> Task:
+        payload = {branch: self.app.codec.decode(value).payload
+                   for branch, value in pending.parts.items()}
+        headers = dict(task.headers)
+        if missing:
+            headers["join.missing"] = ",".join(missing)
+        return Task.new(stage.name, payload, key=task.key, run_id=task.run_id,
+                        parent_id=fork_id, headers=headers).with_(
+            pipeline_version=task.pipeline_version)
+
+    def _expire_joins(self) -> None:
+        now = _now_ms()
+        if not self._join_timeouts or now < self._next_join_check:
+            return
+        self._next_join_check = now + 1000
+        for tp, fork_id, pending in self._joins.expired(self._join_timeouts, now):
+            self._joins.remove(tp, fork_id)
+            stage = self._by_topic[tp[0]]
+            spec = stage.join
+            assert spec is not None
+            any_branch = self.app.codec.decode(next(iter(pending.parts.values())))
+            missing = pending.missing(spec.branches)
+            merged = self._merged_task(stage, any_branch, fork_id, pending, missing)
+            value = self.app.codec.encode(merged)
+            if spec.on_timeout == "partial":  # back onto the join's input, to run as is
+                out = routing.Outgoing(stage.topic, value, fork_id, [(join.PARTIAL, b"1")],
+                                       tp[1])
+            else:
+                origin = Origin(tp[0], tp[1], -1, pending.first_at, self._group_id)
+                failure = Failure("join-timeout", f"join {stage.name!r} timed out after "
+                                  f"{spec.timeout:g}s; missing branches: {', '.join(missing)}")
+                out = routing.Outgoing(stage.dlq_topic, value, fork_id, dl.dead_letter_headers(
+                    origin, failure, stage=stage.name, worker=self.worker_id, attempts=0,
+                    now_ms=now))
+            self.events.emit(Event.JOIN_TIMED_OUT, stage=stage.name, fork=fork_id,
+                             missing=missing, action=spec.on_timeout)
+            self._send(out, None)
+            self._send(routing.Outgoing(stage.changelog_topic, None, fork_id, [], tp[1]), None)
+
+    def _restore_joins(self, partitions: list[Any]) -> None:
+        """Rebuild the waiting forks of newly assigned join partitions from their changelog."""
+        for tp in partitions:
+            stage = self._by_topic.get(tp.topic)
+            if stage is None or stage.join is None or tp.topic != stage.topic:
+                continue
+            for key, value in kafka.read_partition(self.kafka, stage.changelog_topic,
+                                                   tp.partition):
+                self._joins.restore((tp.topic, tp.partition), key, value)
 
     def _defer_if_early(self, tp: TP, message: Any) -> bool:
         """Hold a retry level's partition back until its head record is due."""
@@ -326,7 +420,8 @@ class Worker:
         self.events.emit(event, where=f"{tp[0]}[{tp[1]}]@{message.offset()}", error=detail)
         job = Job(tp, message.offset(), None, None, stage, offsets, message)
         self._live.add(job)
-        self._dead_letter(job, Failure(f"poison:{reason}", detail), attempts=0)
+        self._send_all(self._dead_letter(job, Failure(f"poison:{reason}", detail), attempts=0),
+                       job)
 
     # -- run -------------------------------------------------------------------------------
 
@@ -398,10 +493,7 @@ class Worker:
             return
         self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
                          children=len(children))
-        for child in children:
-            self._send(child, job)
-        if not children:
-            self._finish(job)
+        self._send_all([*children, *job.extra], job)
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
         """Next retry level or dead-letter queue; the offset moves once that is acknowledged."""
@@ -412,14 +504,17 @@ class Worker:
                                        self.app.codec, now)
             self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
                              attempt=decision.attempt, topic=out.topic, due=decision.due)
-            self._send(out, job)
+            self._send_all([out, *job.extra], job)
             return
         message = f"{type(error).__name__}: {error}"
         if decision.detail:
             message = f"{message} ({decision.detail})"
-        self._dead_letter(job, Failure(decision.reason, message, error), attempts=task.attempt)
+        outs = self._dead_letter(job, Failure(decision.reason, message, error),
+                                 attempts=task.attempt)
+        self._send_all([*outs, *job.extra], job)
 
-    def _dead_letter(self, job: Job, failure: Failure, attempts: int) -> None:
+    def _dead_letter(self, job: Job, failure: Failure, attempts: int) -> list[routing.Outgoing]:
+        """The dead letter of ``job`` (and its compensation task, if the stage has one)."""
         group = self._group_id + (".retry" if job.tp[0] in self._retry_topics else "")
         out = routing.dead_letter_record(job.stage, job.message, failure, group=group,
                                          worker=self.worker_id, attempts=attempts,
@@ -428,29 +523,35 @@ class Worker:
                          task_id=job.task.id if job.task else None,
                          where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
                          error=failure.message)
-        compensation = None
         if job.task is not None and job.stage.compensate is not None:
-            compensation = routing.compensation_record(self.app, job.stage, job.task, failure)
-        self._send(out, job)
-        if compensation is not None:
-            self._send(compensation, job)
+            return [out, routing.compensation_record(self.app, job.stage, job.task, failure)]
+        return [out]
 
-    def _send(self, out: routing.Outgoing, job: Job) -> None:
+    def _send_all(self, outs: list[routing.Outgoing], job: Job) -> None:
+        """Send every record of an outcome; with none to send, the job is durable now."""
+        for out in outs:
+            self._send(out, job)
+        if not outs:
+            self._finish(job)
+
+    def _send(self, out: routing.Outgoing, job: Job | None) -> None:
         """Produce a record on behalf of ``job``; the job finishes when all are acknowledged."""
-        job.pending_acks += 1
+        if job is not None:
+            job.pending_acks += 1
 
         def acknowledged(error: Any, _message: Any) -> None:
             if error is not None:
                 self._delivery_error = kafka.delivery_error(error, out.topic)
                 return
-            job.pending_acks -= 1
-            if job.pending_acks == 0:
-                self._finish(job)
+            if job is not None:
+                job.pending_acks -= 1
+                if job.pending_acks == 0:
+                    self._finish(job)
 
         while True:
             try:
-                self._producer.produce(out.topic, out.value, out.key, headers=out.headers,
-                                       on_delivery=acknowledged)
+                self._producer.produce(out.topic, out.value, out.key, partition=out.partition,
+                                       headers=out.headers, on_delivery=acknowledged)
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -532,6 +633,7 @@ class Worker:
     # -- rebalance ---------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._restore_joins(partitions)
         for tp in partitions:
             self._partitions.setdefault((tp.topic, tp.partition), PartitionOffsets())
         if self._paused:
@@ -543,6 +645,7 @@ class Worker:
         """Finish (bounded) the revoked partitions' running tasks and commit before they go."""
         revoked = {(p.topic, p.partition) for p in partitions}
         self._deferred.drop(revoked)
+        self._joins.drop(revoked)
         self._drop_waiting(lambda job: job.tp in revoked)
         self._drain(lambda: any(j.tp in revoked and (j.running or j.pending_acks)
                                 for j in self._live))
@@ -553,6 +656,7 @@ class Worker:
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
         self._deferred.drop(lost)
+        self._joins.drop(lost)
         self._drop_waiting(lambda job: job.tp in lost)
         self._forget(lost)
         self.events.emit(Event.PARTITIONS_LOST, partitions=_names(lost))
