@@ -13,6 +13,7 @@ import typer
 
 from streamtask.cli.bench import bench
 from streamtask.cli.demo import demo
+from streamtask.cli.dlq import dlq_app
 from streamtask.cli.kafka import kafka_app
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.worker import worker
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
 app.command()(worker)
 app.command()(send)
 app.command()(demo)
