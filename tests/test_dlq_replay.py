@@ -4,6 +4,8 @@ after an interruption without replaying twice, and changes nothing when dry."""
 
 from __future__ import annotations
 
+import _thread
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -12,7 +14,14 @@ import confluent_kafka
 import pytest
 
 from streamtask import deadletter as dl
-from streamtask.dlq import ReplayOptions, TokenBucket, parse_since, replay_group
+from streamtask.dlq import (
+    Outcome,
+    Replay,
+    ReplayOptions,
+    TokenBucket,
+    parse_since,
+    replay_group,
+)
 from streamtask.errors import ConfigurationError
 from tests.apps.dlq_app import Faulty, build, fill
 from tests.test_dlq_cli import dlq, topic_exists, topic_records
@@ -107,6 +116,22 @@ def test_an_interrupted_replay_resumes_without_replaying_twice(kafka, unique) ->
     assert summary(out).startswith("replayed 5, skipped (filter) 0")
     out = dlq("replay", faulty.ref, "work").stdout
     assert summary(out).startswith("replayed 0, skipped (filter) 0")
+    assert input_ids(faulty, kafka.bootstrap) == {run.task_id: 2 for run in faulty.runs}
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_stopped_by_ctrl_c_resumes_without_replaying_twice(kafka, unique) -> None:
+    faulty = build(kafka.bootstrap, unique)
+    fill(faulty, "work", [{"n": n} for n in range(8)])
+    stage = faulty.app.get_stage("work")
+    ctrl_c = threading.Timer(1.7, _thread.interrupt_main)
+    ctrl_c.start()
+    with pytest.raises(KeyboardInterrupt):
+        Replay(faulty.app, stage, ReplayOptions(rate=2.0)).run()
+    first = sum(input_ids(faulty, kafka.bootstrap).values()) - 8
+    assert 1 <= first < 8
+    rest = Replay(faulty.app, stage, ReplayOptions()).run()
+    assert rest.counts[Outcome.REPLAYED] == 8 - first
     assert input_ids(faulty, kafka.bootstrap) == {run.task_id: 2 for run in faulty.runs}
 
 
