@@ -39,10 +39,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Literal
+from unittest import mock
 
 from streamtask import kafka
 from streamtask.app import App
@@ -50,7 +51,7 @@ from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.envelope import Task
 from streamtask.errors import StreamtaskError
 from streamtask.events import Event, EventBus
-from streamtask.topics import ensure
+from streamtask.topics import app_topics, ensure
 from streamtask.worker import Worker
 
 __all__ = [
@@ -170,7 +171,7 @@ def _durable(app: App, group: str) -> tuple[int, int]:
 
 
 def _delete_topics(app: App) -> None:
-    topics = [stage.topic for stage in app.stages.values()]
+    topics = [spec.name for spec in app_topics(app)]
     futures = kafka.admin(app.kafka).delete_topics(topics, operation_timeout=30)
     for future in futures.values():
         with contextlib.suppress(kafka.KafkaException):  # best effort: a throwaway broker
@@ -322,8 +323,8 @@ def _say(*parts: object) -> None:
 
 
 class _TimedConsumer:
-    """Wraps the worker's consumer to time its first record and its close (per call, not
-    per record: it costs the worker nothing measurable)."""
+    """Wraps a consumer to time its first record and its close (per call, not per record:
+    it costs the worker nothing measurable)."""
 
     def __init__(self, inner: Any, clock: _Clock) -> None:
         self._inner = inner
@@ -342,7 +343,7 @@ class _TimedConsumer:
         return message
 
     def close(self) -> None:
-        # The worker closes its consumer right after its final synchronous commit.
+        # The worker closes its consumers right after its final synchronous commit.
         self._clock.ended()
         self._inner.close()
 
@@ -350,17 +351,22 @@ class _TimedConsumer:
         return getattr(self._inner, name)
 
 
-class _TimedWorker(Worker):
-    """The real worker, with its consumer wrapped by :class:`_TimedConsumer`."""
+@contextlib.contextmanager
+def _timed_consumers(clock: _Clock) -> Iterator[None]:
+    """Every consumer :mod:`streamtask.kafka` builds meanwhile is a :class:`_TimedConsumer`.
 
-    def __init__(self, *args: Any, clock: _Clock, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.clock = clock
+    Patching the one factory the worker gets its consumers from (in the child process, which
+    does nothing else) times the worker without depending on how it holds its consumers.
+    """
+    build = kafka.consumer
 
-    def _open_clients(self) -> None:
-        super()._open_clients()
-        self.clock.subscribed = time.perf_counter()
-        self._consumer = cast(Any, _TimedConsumer(self._consumer, self.clock))
+    def timed(settings: KafkaSettings, group: str, **overrides: Any) -> Any:
+        if clock.first is None:
+            clock.subscribed = time.perf_counter()
+        return _TimedConsumer(build(settings, group, **overrides), clock)
+
+    with mock.patch.object(kafka, "consumer", timed):
+        yield
 
 
 class _CommitProgress:
@@ -440,13 +446,14 @@ def _child_streamtask(spec: RunSpec) -> RunResult:
     events = EventBus()
     events.subscribe(_CommitProgress())
     clock = _Clock()
-    worker = _TimedWorker(app, [WORK], WorkerSettings(concurrency=spec.concurrency),
-                          events=events, clock=clock)
+    worker = Worker(app, [WORK], WorkerSettings(concurrency=spec.concurrency), events=events)
     if spec.mode == "memory":
-        with _RssSampler(lambda: worker.counter.counts[Event.TASK_SUCCEEDED]) as sampler:
+        with _RssSampler(lambda: worker.counter.counts[Event.TASK_SUCCEEDED]) as sampler, \
+                _timed_consumers(clock):
             worker.run(max_tasks=spec.tasks)
         return clock.result(spec, sampler.report(spec.tasks))
-    worker.run(max_tasks=spec.tasks)
+    with _timed_consumers(clock):
+        worker.run(max_tasks=spec.tasks)
     if spec.mode == "latency":
         return clock.result(spec, {"starts": starts})
     return clock.result(spec)
@@ -652,12 +659,16 @@ def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency
 # -- scenarios -----------------------------------------------------------------------------
 
 
+def _warmup_size(tasks: int) -> int:
+    return max(1, min(tasks // 4, WARMUP_TASKS))
+
+
 def drain(bootstrap: str, tasks: int = DEFAULT_TASKS, pairs: int = 5, concurrency: int = 8,
           progress: ProgressFn = _no_progress, warmup: bool = True) -> DrainReport:
     """Interleaved pairs (A B, B A, ...) after a warm-up run of each side."""
     if warmup:
         for side in SIDES:
-            measured_run(bootstrap, "drain", side, min(tasks, WARMUP_TASKS), concurrency,
+            measured_run(bootstrap, "drain", side, _warmup_size(tasks), concurrency,
                          progress, label="warm-up: ")
     runs: dict[Side, list[RunResult]] = {side: [] for side in SIDES}
     for pair in range(pairs):
