@@ -15,6 +15,7 @@ from streamtask.cli.bench import bench
 from streamtask.cli.demo import demo
 from streamtask.cli.dlq import dlq_app
 from streamtask.cli.kafka import kafka_app
+from streamtask.cli.pipeline import graph, pipeline_app
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.worker import worker
 from streamtask.errors import StreamtaskError
@@ -28,11 +29,13 @@ app = typer.Typer(
 )
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
 app.command()(worker)
 app.command()(send)
 app.command()(demo)
 app.command()(bench)
+app.command()(graph)
 
 
 def main() -> None:

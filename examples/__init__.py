@@ -1,0 +1,1 @@
+"""Example apps (``streamtask worker examples.order_fulfillment:app``)."""

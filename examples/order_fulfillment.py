@@ -1,0 +1,89 @@
+"""Order fulfilment: a Conductor workflow definition run by streamtask workers.
+
+``order_fulfillment.json`` (next to this file) is the workflow, unchanged from Conductor:
+validate_order -> process_payment -> update_inventory -> fork(send_email, send_sms) -> join.
+This module supplies the handlers, one per SIMPLE task, and builds the app::
+
+    streamtask topics ensure examples.order_fulfillment:app
+    streamtask worker examples.order_fulfillment:app
+    streamtask send examples.order_fulfillment:app validate_order \\
+        '{"order_id": "o-1", "customer": {"email": "a@example.com", "phone": "+15550100"},
+          "items": [{"sku": "mug", "qty": 2}], "total": 18.5}'
+
+process_payment's gateway times out on the first attempt for about one order in four, so
+the retry ladder shows (Conductor's ``retryCount: 3`` allows three more tries). Conductor
+waits 60 s between retries by default; this example waits one second.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from streamtask import App, KafkaSettings, Task
+from streamtask.app import Handler
+from streamtask.retry import DeadLetter
+from streamtask.workflow import load_workflow
+
+DEFINITION = Path(__file__).with_name("order_fulfillment.json")
+RETRY_DELAY_SECONDS = 1.0
+
+
+def gateway_times_out(order_id: str) -> bool:
+    """Whether the (simulated) payment gateway times out on this order's first attempt."""
+    return zlib.crc32(order_id.encode()) % 4 == 0
+
+
+def validate_order(task: Task) -> dict[str, Any]:
+    order = dict(task.payload)
+    if not order.get("items") or not order.get("total", 0) > 0:
+        raise DeadLetter(f"order {order.get('order_id')!r} has no items or no total")
+    return {**order, "status": "validated"}
+
+
+def process_payment(task: Task) -> dict[str, Any]:
+    order = task.payload
+    if task.attempt == 1 and gateway_times_out(order["order_id"]):
+        raise ConnectionError("payment gateway timed out")  # retried after a second
+    return {**order, "status": "paid", "payment_id": f"pay-{order['order_id']}",
+            "payment_attempts": task.attempt}
+
+
+def update_inventory(task: Task) -> dict[str, Any]:
+    order = task.payload
+    return {**order, "status": "reserved",
+            "reserved": {item["sku"]: item["qty"] for item in order["items"]}}
+
+
+def send_email(task: Task) -> dict[str, Any]:
+    order = task.payload
+    return {"order_id": order["order_id"], "channel": "email",
+            "to": order["customer"]["email"], "subject": f"Order {order['order_id']} is on "
+            "its way"}
+
+
+def send_sms(task: Task) -> dict[str, Any]:
+    order = task.payload
+    return {"order_id": order["order_id"], "channel": "sms", "to": order["customer"]["phone"]}
+
+
+HANDLERS: dict[str, Handler] = {
+    "validate_order": validate_order,
+    "process_payment": process_payment,
+    "update_inventory": update_inventory,
+    "send_email": send_email,
+    "send_sms": send_sms,
+}
+"""The handlers by task name; the join (send_notification_join) passes both results on."""
+
+
+def build(*, name: str | None = None, kafka: KafkaSettings | None = None,
+          handlers: Mapping[str, Handler] | None = None) -> App:
+    """The app, optionally under another ``name`` or with some handlers replaced."""
+    return load_workflow(DEFINITION, {**HANDLERS, **(handlers or {})}, kafka=kafka, name=name,
+                         task_defaults={"retryDelaySeconds": RETRY_DELAY_SECONDS})
+
+
+app = build()
