@@ -53,6 +53,8 @@ class Stage:
     """The schema of the handler's results, when declared (``pipeline check`` uses it)."""
     join: JoinSpec | None = None
     """Set on a join stage: which branches it waits for, and for how long."""
+    exactly_once: bool = False
+    """Outputs and input offsets commit in one Kafka transaction (see README)."""
 
     @property
     def qualified(self) -> str:
@@ -125,7 +127,8 @@ class App:
               retry: RetryPolicy | None = None, max_payload_bytes: int = 1_000_000,
               compensate: str | None = None,
               output: Schema | Mapping[str, Any] | str | None = None,
-              join: JoinSpec | None = None) -> Callable[[Handler], Handler]:
+              join: JoinSpec | None = None,
+              exactly_once: bool = False) -> Callable[[Handler], Handler]:
         """Declare a stage; decorates its handler (a plain or ``async`` function of a Task).
 
         ``payload`` is the task's Avro schema: a name from ``schemas/``, a schema dict, or
@@ -134,7 +137,8 @@ class App:
         :mod:`streamtask.pipeline`). ``retry`` is the stage's retry ladder (default: 3
         attempts, exponential from 1 s); records larger than ``max_payload_bytes`` go to the
         dead-letter queue unread. ``compensate`` names a stage that receives this stage's
-        tasks when they are dead-lettered (saga style).
+        tasks when they are dead-lettered (saga style). ``exactly_once`` commits the stage's
+        outputs and input offsets in one Kafka transaction.
         """
         _check_name("stage", name)
         _check_stage_options(name, partitions, concurrency, timeout, max_payload_bytes)
@@ -157,7 +161,7 @@ class App:
                 then=then if then is None or isinstance(then, str | Switch) else tuple(then),
                 is_async=inspect.iscoroutinefunction(handler), retry=retry or RetryPolicy(),
                 max_payload_bytes=max_payload_bytes, compensate=compensate,
-                output=output_schema, join=join)
+                output=output_schema, join=join, exactly_once=exactly_once)
             self._codec = None
             return handler
 

@@ -48,6 +48,8 @@ class WorkerSettings:
     poll_batch: int = 500
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
+    instance_id: str | None = None
+    """Stable identity of this worker (exactly-once: its transactional id survives restarts)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

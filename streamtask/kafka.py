@@ -16,7 +16,7 @@ import confluent_kafka
 from confluent_kafka import admin as kafka_admin
 
 from streamtask.config import KafkaSettings
-from streamtask.errors import BrokerUnavailable, DeliveryFailed, KafkaError
+from streamtask.errors import BrokerUnavailable, ConfigurationError, DeliveryFailed, KafkaError
 
 log = logging.getLogger("streamtask.kafka")
 
@@ -33,11 +33,19 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "message.timeout.ms": 300_000,
 }
 
+TRANSACTIONAL_DEFAULTS: Mapping[str, Any] = {
+    # A crashed worker's open transaction blocks read_committed readers until it is aborted:
+    # by its successor's init_transactions (same transactional.id), else by this timeout.
+    "transaction.timeout.ms": 30_000,
+    "message.timeout.ms": 30_000,
+}
+
 CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",
     "partition.assignment.strategy": "cooperative-sticky",
+    "isolation.level": "read_committed",
     "queued.max.messages.kbytes": 16_384,
     "fetch.max.bytes": 16 * 1024 * 1024,
     # A resumed partition otherwise waits up to the 500 ms default for its next fetch.
@@ -53,14 +61,20 @@ def _base(settings: KafkaSettings) -> dict[str, Any]:
 def producer(settings: KafkaSettings, **overrides: Any) -> confluent_kafka.Producer:
     """A producer that either delivers each record exactly once to the log or reports failure."""
     config = {**_base(settings), **PRODUCER_DEFAULTS, **settings.extra, **overrides}
-    return confluent_kafka.Producer(config)
+    try:
+        return confluent_kafka.Producer(config)
+    except confluent_kafka.KafkaException as exc:
+        raise ConfigurationError(f"invalid producer settings: {exc.args[0].str()}") from exc
 
 
 def consumer(settings: KafkaSettings, group: str, **overrides: Any) -> confluent_kafka.Consumer:
     """A consumer whose offsets move only when streamtask stores and commits them."""
     config = {**_base(settings), **CONSUMER_DEFAULTS, "group.id": group,
               **settings.extra, **overrides}
-    return confluent_kafka.Consumer(config)
+    try:
+        return confluent_kafka.Consumer(config)
+    except confluent_kafka.KafkaException as exc:
+        raise ConfigurationError(f"invalid consumer settings: {exc.args[0].str()}") from exc
 
 
 def admin(settings: KafkaSettings) -> kafka_admin.AdminClient:

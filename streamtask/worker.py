@@ -15,6 +15,7 @@ import queue
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from streamtask.ordering import KeyLanes
 from streamtask.pipeline import JoinSpec
 from streamtask.retry import RetryLater, decide
 from streamtask.runner import AsyncRunner, Completion, ThreadRunner
+from streamtask.transactions import Transactions
 
 log = logging.getLogger("streamtask.worker")
 TP = tuple[str, int]
@@ -102,6 +104,8 @@ class Worker:
         self._join_timeouts = {s.topic: s.join.timeout for s in self.stages if s.join}
         self._next_join_check = 0.0
         self._group_id = self._group()
+        self._eos = self._exactly_once()
+        self._txn: Transactions | None = None
         self._stop = threading.Event()
         self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._partitions: dict[TP, PartitionOffsets] = {}
@@ -142,7 +146,8 @@ class Worker:
         self._threads = ThreadRunner(self._concurrency, self._completions)
         self._coroutines = AsyncRunner(self._completions) if any(
             s.is_async for s in self.stages) else None
-        self._producer = kafka.producer(self.kafka)
+        self._producer = kafka.producer(self.kafka, **self._transactional())
+        self._txn = Transactions(self._producer) if self._eos else None
         # Retry levels get a consumer (and group) of their own: one group over both would let
         # the assignor hand all input partitions to one worker and all retry partitions to
         # another, since it balances partition counts, not topics.
@@ -167,10 +172,27 @@ class Worker:
                            on_lost=self._on_lost)
         return consumer
 
+    def _transactional(self) -> dict[str, Any]:
+        """A stable ``instance_id`` lets a restarted worker fence its crashed predecessor's
+        open transaction at once; without one each start gets a fresh id."""
+        if not self._eos:
+            return {}
+        instance = self.settings.instance_id or f"{self.worker_id}-{uuid.uuid4().hex[:8]}"
+        return {**kafka.TRANSACTIONAL_DEFAULTS,
+                "transactional.id": f"{self._group_id}.{instance}"}
+
     @property
     def _concurrency(self) -> int:
         declared = [s.concurrency for s in self.stages if s.concurrency is not None]
         return max(declared) if declared else self.settings.concurrency
+
+    def _exactly_once(self) -> bool:
+        modes = {stage.exactly_once for stage in self.stages}
+        if len(modes) != 1:
+            raise ConfigurationError(
+                "exactly-once and at-least-once stages must run in separate workers; "
+                "pass --stage to choose")
+        return modes.pop()
 
     def _group(self) -> str:
         groups = {stage.group for stage in self.stages}
@@ -335,8 +357,8 @@ class Worker:
         if pending.missing(spec.branches):
             self.events.emit(Event.JOIN_BRANCH_STORED, stage=stage.name, fork=fork_id,
                              branch=branch)
-            self._send(routing.Outgoing(stage.changelog_topic, pending.encode(), fork_id, [],
-                                        tp[1]), job)
+            self._send_all([routing.Outgoing(stage.changelog_topic, pending.encode(), fork_id,
+                                             [], tp[1])], job)
             return
         self._joins.remove(tp, fork_id)
         job.task = self._merged_task(stage, task, fork_id, pending)
@@ -528,7 +550,15 @@ class Worker:
         return [out]
 
     def _send_all(self, outs: list[routing.Outgoing], job: Job) -> None:
-        """Send every record of an outcome; with none to send, the job is durable now."""
+        """Send every record of an outcome; with none to send, the job is durable now.
+
+        In exactly-once mode the records are held and go out with the job's offset, in one
+        transaction (see :mod:`streamtask.transactions`).
+        """
+        if self._txn is not None:
+            self._txn.hold(job.tp, job.offset, outs)
+            self._finish(job)
+            return
         for out in outs:
             self._send(out, job)
         if not outs:
@@ -536,6 +566,8 @@ class Worker:
 
     def _send(self, out: routing.Outgoing, job: Job | None) -> None:
         """Produce a record on behalf of ``job``; the job finishes when all are acknowledged."""
+        if self._txn is not None:
+            self._txn.produced()
         if job is not None:
             job.pending_acks += 1
 
@@ -592,6 +624,9 @@ class Worker:
             self._paused = False
 
     def _commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
+        if self._txn is not None:
+            self._commit_transaction()
+            return
         offsets = []
         for tp, tracker in self._partitions.items():
             position = tracker.to_commit()
@@ -607,6 +642,24 @@ class Worker:
                 self._commit_to(consumer, mine, asynchronous)
         self.events.emit(Event.OFFSETS_COMMITTED, count=len(offsets),
                          offsets={f"{o.topic}[{o.partition}]": o.offset for o in offsets})
+
+    def _commit_transaction(self) -> None:
+        """Exactly-once: held outputs below each position, and the positions, in one commit."""
+        assert self._txn is not None
+        positions = {tp: t.position for tp, t in self._partitions.items()
+                     if t.position is not None}
+        moved = {tp: t.to_commit() for tp, t in self._partitions.items()}
+        offsets = [(consumer, [kafka.TopicPartition(tp[0], tp[1], position)
+                               for tp, position in moved.items()
+                               if position is not None and self._owner[tp[0]] is consumer])
+                   for consumer in self._consumers]
+        self._finished_since_commit = 0
+        if self._txn.commit(positions, offsets, lambda out: self._send(out, None)):
+            for tp, position in moved.items():
+                if position is not None:
+                    self._partitions[tp].committed = position
+            self.events.emit(Event.OFFSETS_COMMITTED, count=sum(len(o) for _, o in offsets),
+                             transaction=True)
 
     def _commit_to(self, consumer: Any, offsets: list[Any], asynchronous: bool) -> None:
         try:
@@ -650,6 +703,8 @@ class Worker:
         self._drain(lambda: any(j.tp in revoked and (j.running or j.pending_acks)
                                 for j in self._live))
         self._commit(asynchronous=False, only=revoked)
+        if self._txn is not None:
+            self._txn.drop(revoked)
         self._forget(revoked)
         self.events.emit(Event.PARTITIONS_REVOKED, partitions=_names(revoked))
 

@@ -48,6 +48,10 @@ def worker(
         min=1, help="Exit after this many tasks (batch jobs, tests).")] = None,
     idle_timeout: Annotated[float | None, typer.Option(
         min=0, help="Exit after this many seconds without work.")] = None,
+    instance_id: Annotated[str | None, typer.Option(
+        envvar="STREAMTASK_INSTANCE_ID",
+        help="Stable id of this worker; exactly-once stages use it so a restart fences the "
+             "crashed predecessor's transaction at once. Unique per running worker.")] = None,
     create_topics: Annotated[bool, typer.Option(
         help="Create missing topics instead of refusing to start.")] = False,
     bootstrap: Bootstrap = None,
@@ -65,7 +69,7 @@ def worker(
     if create_topics:
         ensure(app)
     settings = WorkerSettings(concurrency=concurrency, drain_timeout=drain_timeout,
-                              commit_interval=commit_interval)
+                              commit_interval=commit_interval, instance_id=instance_id)
     runner = Worker(app, stage, settings)
     _on_signals(runner.stop)
     stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
