@@ -168,10 +168,14 @@ class DeadLetterRecord:
         def number(name: str) -> int:
             return read_int(find(headers, name)) or 0
 
+        def counted(name: str) -> int:  # streamtask's own headers are text
+            raw = text(name)
+            return int(raw) if raw.isdigit() else 0
+
         origin = Origin(text(ORIGINAL_TOPIC), number(ORIGINAL_PARTITION),
                         number(ORIGINAL_OFFSET), number(ORIGINAL_TIMESTAMP),
                         text(ORIGINAL_GROUP))
         return cls(topic, partition, offset, key, value or b"", origin, text(EXCEPTION_FQCN),
                    text(EXCEPTION_MESSAGE), text(EXCEPTION_STACKTRACE), text(REASON),
-                   text(STAGE), text(WORKER), number(DEAD_AT), number(RETRY_ATTEMPTS),
-                   number(REPLAYS), text(ERRORS), carried(headers))
+                   text(STAGE), text(WORKER), counted(DEAD_AT), number(RETRY_ATTEMPTS),
+                   counted(REPLAYS), text(ERRORS), carried(headers))

@@ -36,7 +36,10 @@ class Switch:
 
     def target(self, payload: Any) -> str:
         value = payload.get(self.field) if isinstance(payload, Mapping) else None
-        chosen = self.cases.get(value, self.default)
+        chosen = self.cases.get(value)
+        if chosen is None and value is not None:  # Conductor compares case values as text
+            chosen = self.cases.get(str(value))
+        chosen = chosen or self.default
         if chosen is None:
             raise RoutingError(f"no case for {self.field}={value!r} and no default "
                                f"(cases: {sorted(map(str, self.cases))})")

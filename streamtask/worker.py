@@ -40,6 +40,8 @@ from streamtask.transactions import Transactions
 
 log = logging.getLogger("streamtask.worker")
 TP = tuple[str, int]
+JOIN_GRACE = 30.0
+"""Seconds an ``idle_timeout`` run also waits while it has no partitions yet."""
 
 
 class TaskTimeout(StreamtaskError):
@@ -103,6 +105,7 @@ class Worker:
         self._joins = JoinStore()
         self._join_timeouts = {s.topic: s.join.timeout for s in self.stages if s.join}
         self._next_join_check = 0.0
+        self._just_assigned = False
         self._group_id = self._group()
         self._eos = self._exactly_once()
         self._txn: Transactions | None = None
@@ -231,11 +234,14 @@ class Worker:
             if now >= next_commit or self._finished_since_commit >= self.settings.commit_every:
                 self._commit()
                 next_commit = now + self.settings.commit_interval
-            if received or completed or self._live:
+            if received or completed or self._live or self._just_assigned:
                 last_activity = now
+                self._just_assigned = False
             if max_tasks is not None and self._ended_tasks() >= max_tasks:
                 break
-            if idle_timeout is not None and now - last_activity >= idle_timeout:
+            # Joining the group can take a while: idle time counts once partitions came.
+            grace = 0.0 if self._partitions else JOIN_GRACE
+            if idle_timeout is not None and now - last_activity >= idle_timeout + grace:
                 break
 
     def _ended_tasks(self) -> int:
@@ -686,6 +692,7 @@ class Worker:
     # -- rebalance ---------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._just_assigned = True
         self._restore_joins(partitions)
         for tp in partitions:
             self._partitions.setdefault((tp.topic, tp.partition), PartitionOffsets())

@@ -34,3 +34,8 @@ def test_targets_of() -> None:
     assert targets_of(SWITCH) == ["resize", "transcode", "store"]
     assert targets_of(("a", "b")) == ["a", "b"]
     assert targets_of(None) == []
+
+
+def test_switch_matches_text_cases_like_conductor() -> None:
+    assert next_tasks(Switch("tier", {"1": "gold"}, default="basic"), {"tier": 1}) == [
+        NextTask("gold", {"tier": 1})]

@@ -42,7 +42,7 @@ def test_fails_twice_then_succeeds_on_the_third_attempt_never_early(kafka, uniqu
     assert list(app.stages["flaky"].retry_topics) == [f"t{unique}.flaky.retry.1s",
                                                        f"t{unique}.flaky.retry.2s"]
     send_all(app, "flaky", [{"photo": 1}])
-    stats = run_worker(app, max_tasks=3)
+    stats = run_worker(app, max_tasks=3, idle_timeout=10)
     assert [attempt for attempt, _, _ in runs] == [1, 2, 3]
     assert stats.counts["task.retried"] == 2 and stats.counts["task.succeeded"] == 1
     (_, first, _), (_, second, due2), (_, third, due3) = runs
@@ -84,13 +84,13 @@ def test_a_backing_off_task_does_not_block_its_partition(kafka, unique) -> None:
     app = new_app(kafka.bootstrap, unique)
     finished: list[tuple[int, int]] = []
 
-    @app.stage("mixed", partitions=1, retry=RetryPolicy(max_attempts=2, delay=3.0))
+    @app.stage("mixed", partitions=1, retry=RetryPolicy(max_attempts=2, delay=6.0))
     def mixed(task: Task) -> None:
         if task.payload["n"] == 0 and task.attempt == 1:
             raise TimeoutError("slow dependency")
         finished.append((task.payload["n"], task.attempt))
 
     send_all(app, "mixed", [{"n": n} for n in range(20)])
-    run_worker(app, max_tasks=21)
-    assert finished[-1] == (0, 2), "the retried task ran last, after its 3 s back-off"
+    run_worker(app, max_tasks=21, idle_timeout=15)
+    assert finished[-1] == (0, 2), "the retried task ran last, after its 6 s back-off"
     assert sorted(n for n, _ in finished[:-1]) == list(range(1, 20))
