@@ -1,8 +1,10 @@
-"""The demo: a photo-upload pipeline (resize -> filter -> scan) on a real local broker.
+"""The demo: the photo-upload flow of the product brief, end to end on a real broker.
 
-It starts the local broker when none is given, sends a batch of uploads as a service would,
-runs one worker per stage, shows live progress per stage and ends with a summary: tasks,
-failures, end-to-end latency percentiles and throughput.
+A service enqueues uploads; ``resize -> filter -> scan`` run in turn, then the scan forks to
+``notify_followers`` and ``update_feeds``. A few failures are injected on purpose: some
+filters fail once (they climb the retry ladder and succeed), and one photo's content scan
+always fails (after its attempts it lands in the dead-letter queue). One worker per stage
+runs in this process; the demo shows live progress per stage and ends with a summary.
 """
 
 from __future__ import annotations
@@ -23,60 +25,92 @@ from streamtask.app import App
 from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.envelope import Task
 from streamtask.events import Event, EventBus
+from streamtask.retry import Backoff, RetryPolicy
 from streamtask.topics import ensure
 from streamtask.worker import Worker
 
-STAGES = ("resize", "filter", "scan")
+STAGES = ("resize", "filter", "scan", "notify_followers", "update_feeds")
+CURSED = "photo-13"
+"""The photo whose content scan always fails: it ends in the dead-letter queue."""
+QUICK_RETRIES = RetryPolicy(max_attempts=3, backoff=Backoff.FIXED, delay=0.5)
 
 
 @dataclass
 class DemoResult:
     uploads: int
-    seconds: float
+    seconds: float = 0.0
     succeeded: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
+    retried: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def expected_at_end(self) -> int:
+        """Photos that reach the last stages (all but the cursed one)."""
+        return self.uploads - (1 if self.uploads > 13 else 0)
+
+    def done(self) -> bool:
+        return (self.succeeded["update_feeds"] >= self.expected_at_end
+                and self.succeeded["notify_followers"] >= self.expected_at_end
+                and self.dead["scan"] >= self.uploads - self.expected_at_end)
 
 
 def build_app(bootstrap: str, name: str, latencies: list[float]) -> App:
-    """The demo's stages; ``latencies`` collects upload-to-scanned times in ms."""
+    """The demo's stages; ``latencies`` collects upload-to-feed times in ms."""
     app = App(name, kafka=KafkaSettings(bootstrap=bootstrap))
 
     @app.stage("resize", payload="photos.ResizeRequest", partitions=4, then="filter")
     def resize(task: Task) -> dict[str, Any]:
         time.sleep(0.001)  # stands in for real image work
-        request = task.payload
-        return {"photo_id": request["photo_id"],
-                "variant": f"{request['width']}x{request['height']}"}
+        return {"photo_id": task.payload["photo_id"],
+                "variant": f"{task.payload['width']}x{task.payload['height']}"}
 
-    @app.stage("filter", partitions=4, then="scan")
+    @app.stage("filter", partitions=4, then="scan", retry=QUICK_RETRIES)
     def apply_filter(task: Task) -> dict[str, Any]:
+        if task.attempt == 1 and task.payload["photo_id"].endswith("7"):
+            raise ConnectionError("filter service busy")  # succeeds on its retry
         return {**task.payload, "filter": "warm"}
 
-    @app.stage("scan", partitions=4)
-    def scan(task: Task) -> None:
+    @app.stage("scan", partitions=4, then=("notify_followers", "update_feeds"),
+               retry=QUICK_RETRIES)
+    def scan(task: Task) -> dict[str, Any]:
+        if task.payload["photo_id"] == CURSED:
+            raise ValueError("content scanner rejects this photo")
+        return {**task.payload, "safe": True}
+
+    @app.stage("notify_followers", partitions=4, concurrency=16)
+    def notify_followers(task: Task) -> None:
+        time.sleep(0.002)  # a push notification
+
+    @app.stage("update_feeds", partitions=4)
+    def update_feeds(task: Task) -> None:
         latencies.append(time.time() * 1000 - int(task.headers["uploaded_at"]))
 
     return app
 
 
-def run_demo(bootstrap: str, uploads: int = 2000, console: Console | None = None) -> DemoResult:
+def run_demo(bootstrap: str, uploads: int = 500, console: Console | None = None,
+             timeout: float = 300.0) -> DemoResult:
     console = console or Console(stderr=True)
-    latencies: list[float] = []
-    app = build_app(bootstrap, f"demo-{uuid.uuid4().hex[:6]}", latencies)
+    result = DemoResult(uploads)
+    app = build_app(bootstrap, f"demo-{uuid.uuid4().hex[:6]}", result.latencies_ms)
     ensure(app)
-    result = DemoResult(uploads, 0.0, latencies_ms=latencies)
     bus = EventBus()
     bus.subscribe(lambda event, fields: _count(result, event, fields))
-    started = time.monotonic()
     workers = [Worker(app, [stage], WorkerSettings(concurrency=8), events=bus)
                for stage in STAGES]
-    threads = [threading.Thread(target=w.run, kwargs={"max_tasks": uploads}, daemon=True)
-               for w in workers]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    started = time.monotonic()
     for thread in threads:
         thread.start()
     _send_uploads(app, uploads)
-    _show_progress(console, result, threads)
+    try:
+        _show_progress(console, result, started + timeout)
+    finally:
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join(60)
     result.seconds = time.monotonic() - started
     return result
 
@@ -92,36 +126,50 @@ def _send_uploads(app: App, uploads: int) -> None:
 def _count(result: DemoResult, event: Event, fields: dict[str, Any]) -> None:
     if event is Event.TASK_SUCCEEDED:
         result.succeeded[fields["stage"]] += 1
-    elif event in (Event.TASK_FAILED, Event.TASK_TIMED_OUT):
-        result.failed[fields["stage"]] += 1
+    elif event is Event.TASK_RETRIED:
+        result.retried[fields["stage"]] += 1
+    elif event is Event.TASK_DEAD_LETTERED:
+        result.dead[fields["stage"]] += 1
 
 
-def _show_progress(console: Console, result: DemoResult, threads: list[threading.Thread]) -> None:
-    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+def _show_progress(console: Console, result: DemoResult, deadline: float) -> None:
+    columns = (TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+    totals = {stage: result.uploads for stage in STAGES}
+    totals["notify_followers"] = totals["update_feeds"] = result.expected_at_end
     with Progress(*columns, console=console) as progress:
-        bars = {stage: progress.add_task(stage, total=result.uploads) for stage in STAGES}
-        while any(thread.is_alive() for thread in threads):
-            for stage, bar in bars.items():
-                progress.update(bar, completed=result.succeeded[stage] + result.failed[stage])
+        bars = {stage: progress.add_task(stage, total=totals[stage], note="")
+                for stage in STAGES}
+        while not result.done() and time.monotonic() < deadline:
+            _update(progress, bars, result)
             time.sleep(0.1)
-        for stage, bar in bars.items():
-            progress.update(bar, completed=result.succeeded[stage] + result.failed[stage])
+        _update(progress, bars, result)
+
+
+def _update(progress: Progress, bars: dict[str, Any], result: DemoResult) -> None:
+    for stage, bar in bars.items():
+        note = " ".join(part for part in (
+            f"{result.retried[stage]} retried" if result.retried[stage] else "",
+            f"{result.dead[stage]} dead-lettered" if result.dead[stage] else "") if part)
+        progress.update(bar, completed=result.succeeded[stage] + result.dead[stage], note=note)
 
 
 def summary_table(result: DemoResult) -> Table:
     table = Table(title=f"demo: {result.uploads} uploads in {result.seconds:.1f}s")
-    for column in ("stage", "succeeded", "failed"):
+    for column in ("stage", "succeeded", "retried", "dead-lettered"):
         table.add_column(column)
     for stage in STAGES:
-        table.add_row(stage, str(result.succeeded[stage]), str(result.failed[stage]))
+        table.add_row(stage, str(result.succeeded[stage]), str(result.retried[stage]),
+                      str(result.dead[stage]))
     return table
 
 
 def summary_line(result: DemoResult) -> str:
-    """Latency from upload to scanned (the whole batch is queued at once) and throughput."""
+    """Latency from upload to feed (the whole batch is queued at once) and throughput."""
     if len(result.latencies_ms) < 2:
         return "too few photos finished to report latency"
     cuts = statistics.quantiles(result.latencies_ms, n=100)
-    return (f"upload -> scanned: p50 {cuts[49]:.0f} ms, p99 {cuts[98]:.0f} ms; "
-            f"{result.succeeded['scan'] / result.seconds:.0f} photos/s end to end")
+    return (f"upload -> feed updated: p50 {cuts[49]:.0f} ms, p99 {cuts[98]:.0f} ms; "
+            f"{result.succeeded['update_feeds'] / result.seconds:.0f} photos/s end to end; "
+            f"{sum(result.retried.values())} retries, {sum(result.dead.values())} dead letter(s) "
+            f"(see `streamtask dlq`)")
