@@ -38,7 +38,9 @@ class WorkerSettings:
     concurrency: int = 8
     """Tasks in flight at once in one process (threads for plain handlers)."""
     prefetch: int = 0
-    """Decoded tasks buffered beyond ``concurrency`` before partitions are paused (0 = auto)."""
+    """Decoded tasks buffered beyond ``concurrency`` before partitions are paused (0 = auto:
+    1000). Each pause/resume makes librdkafka fetch again (tens of ms), so a small buffer
+    that cycles often starves the handlers; 1000 small tasks cost about a megabyte."""
     commit_interval: float = 1.0
     """Seconds between offset commits; commits also happen on revoke and shutdown."""
     commit_every: int = 2000
@@ -62,4 +64,4 @@ class WorkerSettings:
     @property
     def max_buffered(self) -> int:
         """Tasks held (running + waiting) before the worker pauses fetching."""
-        return self.concurrency + (self.prefetch or max(2 * self.concurrency, 64))
+        return self.concurrency + (self.prefetch or max(2 * self.concurrency, 1000))

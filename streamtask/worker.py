@@ -21,19 +21,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import deadletter as dl
-from streamtask import join, kafka, routing
+from streamtask import kafka, routing
 from streamtask.app import App, Stage
+from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.deadletter import Failure, Origin
+from streamtask.deadletter import Failure
 from streamtask.delays import DueTimes
 from streamtask.envelope import Task
 from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, StreamtaskError
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
-from streamtask.join import JoinStore, PendingJoin
+from streamtask.joining import JoinRuntime, Rejected, Stored
 from streamtask.offsets import PartitionOffsets
 from streamtask.ordering import KeyLanes
-from streamtask.pipeline import JoinSpec
 from streamtask.retry import RetryLater, decide
 from streamtask.runner import AsyncRunner, Completion, ThreadRunner
 from streamtask.transactions import Transactions
@@ -102,16 +101,16 @@ class Worker:
                           for topic in (stage.topic, *stage.retry_topics)}
         self._retry_topics = {topic for stage in self.stages for topic in stage.retry_topics}
         self._deferred = DueTimes()
-        self._joins = JoinStore()
-        self._join_timeouts = {s.topic: s.join.timeout for s in self.stages if s.join}
-        self._next_join_check = 0.0
         self._just_assigned = False
         self._group_id = self._group()
+        self._joins = JoinRuntime(self.stages, app.codec, self.kafka, self._group_id,
+                                  self.worker_id)
         self._eos = self._exactly_once()
         self._txn: Transactions | None = None
         self._stop = threading.Event()
         self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._partitions: dict[TP, PartitionOffsets] = {}
+        self._committer = Committer(self._partitions, self.events)
         self._live: set[Job] = set()
         self._lanes: KeyLanes[Job] = KeyLanes()
         self._ready: deque[Job] = deque()
@@ -162,6 +161,7 @@ class Worker:
             self._consumers.append(retries)
         self._owner = {topic: self._consumers[-1] if topic in self._retry_topics
                        else self._consumer for topic in self._by_topic}
+        self._committer.attach(self._owner, self._txn, lambda out: self._send(out, None))
 
     def _subscribe(self, group: str, topics: list[str]) -> Any:
         consumer = kafka.consumer(
@@ -169,7 +169,7 @@ class Worker:
             **{"session.timeout.ms": self.settings.session_timeout_ms,
                "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
                "max.poll.interval.ms": self.settings.max_poll_interval_ms,
-               "on_commit": self._on_commit,
+               "on_commit": self._committer.on_commit,
                "client.id": self.worker_id})
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
@@ -336,9 +336,8 @@ class Worker:
         job = Job(tp, message.offset(), message.key() or task.id, task, stage, offsets,
                   message)
         self._live.add(job)
-        if stage.join is not None and tp[0] == stage.topic and \
-                dl.find(message.headers(), join.PARTIAL) is None:
-            self._join_arrival(job, task, stage.join)
+        if self._joins.is_arrival(tp[0], message):
+            self._join_arrival(job, task)
             return
         self._admit(job)
 
@@ -346,82 +345,29 @@ class Worker:
         if self._lanes.admit(job.lane, job):
             self._ready.append(job)
 
-    # -- joins -------------------------------------------------------------------------------
-
-    def _join_arrival(self, job: Job, task: Task, spec: JoinSpec) -> None:
+    def _join_arrival(self, job: Job, task: Task) -> None:
         """Keep a branch result; once every branch is in, run the join on all of them."""
-        stage, tp = job.stage, job.tp
-        branch = (dl.find(job.message.headers(), join.FROM_STAGE) or b"").decode()
-        if branch not in spec.branches:
+        outcome = self._joins.arrive(job.tp, job.message, task, _now_ms())
+        if isinstance(outcome, Rejected):
             self._live.discard(job)
-            self._poison(stage, job.partition, job.message, Event.TASK_TYPE_UNKNOWN,
-                         "unknown-branch", f"join {stage.name!r} waits for {spec.branches}, "
-                         f"not a result from {branch or 'an unnamed stage'!r}")
-            return
-        fork_id = join.fork_of(task.headers, task.run_id)
-        pending = self._joins.add(tp, fork_id, branch, job.message.value(), _now_ms())
-        if pending.missing(spec.branches):
-            self.events.emit(Event.JOIN_BRANCH_STORED, stage=stage.name, fork=fork_id,
-                             branch=branch)
-            self._send_all([routing.Outgoing(stage.changelog_topic, pending.encode(), fork_id,
-                                             [], tp[1])], job)
-            return
-        self._joins.remove(tp, fork_id)
-        job.task = self._merged_task(stage, task, fork_id, pending)
-        job.lane = fork_id
-        job.extra.append(routing.Outgoing(stage.changelog_topic, None, fork_id, [], tp[1]))
-        self.events.emit(Event.JOIN_COMPLETED, stage=stage.name, fork=fork_id)
-        self._admit(job)
-
-    def _merged_task(self, stage: Stage, task: Task, fork_id: str, pending: PendingJoin,
-                     missing: list[str] | None = None) -> Task:
-        payload = {branch: self.app.codec.decode(value).payload
-                   for branch, value in pending.parts.items()}
-        headers = dict(task.headers)
-        if missing:
-            headers["join.missing"] = ",".join(missing)
-        return Task.new(stage.name, payload, key=task.key, run_id=task.run_id,
-                        parent_id=fork_id, headers=headers).with_(
-            pipeline_version=task.pipeline_version)
+            self._poison(job.stage, job.partition, job.message, Event.TASK_TYPE_UNKNOWN,
+                         "unknown-branch", outcome.detail)
+        elif isinstance(outcome, Stored):
+            self.events.emit(Event.JOIN_BRANCH_STORED, stage=job.stage.name,
+                             fork=outcome.fork, branch=outcome.branch)
+            self._send_all([outcome.record], job)
+        else:
+            self.events.emit(Event.JOIN_COMPLETED, stage=job.stage.name, fork=outcome.fork)
+            job.task, job.lane = outcome.task, outcome.fork
+            job.extra.append(outcome.tombstone)
+            self._admit(job)
 
     def _expire_joins(self) -> None:
-        now = _now_ms()
-        if not self._join_timeouts or now < self._next_join_check:
-            return
-        self._next_join_check = now + 1000
-        for tp, fork_id, pending in self._joins.expired(self._join_timeouts, now):
-            self._joins.remove(tp, fork_id)
-            stage = self._by_topic[tp[0]]
-            spec = stage.join
-            assert spec is not None
-            any_branch = self.app.codec.decode(next(iter(pending.parts.values())))
-            missing = pending.missing(spec.branches)
-            merged = self._merged_task(stage, any_branch, fork_id, pending, missing)
-            value = self.app.codec.encode(merged)
-            if spec.on_timeout == "partial":  # back onto the join's input, to run as is
-                out = routing.Outgoing(stage.topic, value, fork_id, [(join.PARTIAL, b"1")],
-                                       tp[1])
-            else:
-                origin = Origin(tp[0], tp[1], -1, pending.first_at, self._group_id)
-                failure = Failure("join-timeout", f"join {stage.name!r} timed out after "
-                                  f"{spec.timeout:g}s; missing branches: {', '.join(missing)}")
-                out = routing.Outgoing(stage.dlq_topic, value, fork_id, dl.dead_letter_headers(
-                    origin, failure, stage=stage.name, worker=self.worker_id, attempts=0,
-                    now_ms=now))
-            self.events.emit(Event.JOIN_TIMED_OUT, stage=stage.name, fork=fork_id,
-                             missing=missing, action=spec.on_timeout)
-            self._send(out, None)
-            self._send(routing.Outgoing(stage.changelog_topic, None, fork_id, [], tp[1]), None)
-
-    def _restore_joins(self, partitions: list[Any]) -> None:
-        """Rebuild the waiting forks of newly assigned join partitions from their changelog."""
-        for tp in partitions:
-            stage = self._by_topic.get(tp.topic)
-            if stage is None or stage.join is None or tp.topic != stage.topic:
-                continue
-            for key, value in kafka.read_partition(self.kafka, stage.changelog_topic,
-                                                   tp.partition):
-                self._joins.restore((tp.topic, tp.partition), key, value)
+        for timed_out in self._joins.expire(_now_ms()):
+            self.events.emit(Event.JOIN_TIMED_OUT, stage=timed_out.stage, fork=timed_out.fork,
+                             missing=timed_out.missing, action=timed_out.action)
+            for record in timed_out.records:
+                self._send(record, None)
 
     def _defer_if_early(self, tp: TP, message: Any) -> bool:
         """Hold a retry level's partition back until its head record is due."""
@@ -630,70 +576,14 @@ class Worker:
             self._paused = False
 
     def _commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
-        if self._txn is not None:
-            self._commit_transaction()
-            return
-        offsets = []
-        for tp, tracker in self._partitions.items():
-            position = tracker.to_commit()
-            if position is not None and (only is None or tp in only):
-                offsets.append(kafka.TopicPartition(tp[0], tp[1], position))
-                tracker.committed = position
         self._finished_since_commit = 0
-        if not offsets:
-            return
-        for consumer in self._consumers:
-            mine = [o for o in offsets if self._owner[o.topic] is consumer]
-            if mine:
-                self._commit_to(consumer, mine, asynchronous)
-        self.events.emit(Event.OFFSETS_COMMITTED, count=len(offsets),
-                         offsets={f"{o.topic}[{o.partition}]": o.offset for o in offsets})
-
-    def _commit_transaction(self) -> None:
-        """Exactly-once: held outputs below each position, and the positions, in one commit."""
-        assert self._txn is not None
-        positions = {tp: t.position for tp, t in self._partitions.items()
-                     if t.position is not None}
-        moved = {tp: t.to_commit() for tp, t in self._partitions.items()}
-        offsets = [(consumer, [kafka.TopicPartition(tp[0], tp[1], position)
-                               for tp, position in moved.items()
-                               if position is not None and self._owner[tp[0]] is consumer])
-                   for consumer in self._consumers]
-        self._finished_since_commit = 0
-        if self._txn.commit(positions, offsets, lambda out: self._send(out, None)):
-            for tp, position in moved.items():
-                if position is not None:
-                    self._partitions[tp].committed = position
-            self.events.emit(Event.OFFSETS_COMMITTED, count=sum(len(o) for _, o in offsets),
-                             transaction=True)
-
-    def _commit_to(self, consumer: Any, offsets: list[Any], asynchronous: bool) -> None:
-        try:
-            if asynchronous:
-                consumer.commit(offsets=offsets, asynchronous=True)
-            else:
-                consumer.commit(offsets=offsets, asynchronous=False)
-        except kafka.KafkaException as exc:
-            log.warning("commit failed (the tasks may run again): %s", exc)
-            for failed in offsets:
-                tracker = self._partitions.get((failed.topic, failed.partition))
-                if tracker is not None:
-                    tracker.committed = None
-
-    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
-        if error is None:
-            return
-        log.warning("asynchronous commit failed, will retry: %s", error)
-        for tp in partitions:
-            tracker = self._partitions.get((tp.topic, tp.partition))
-            if tracker is not None:
-                tracker.committed = None
+        self._committer.commit(asynchronous, only)
 
     # -- rebalance ---------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._just_assigned = True
-        self._restore_joins(partitions)
+        self._joins.restore((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             self._partitions.setdefault((tp.topic, tp.partition), PartitionOffsets())
         if self._paused:

@@ -1,0 +1,100 @@
+"""Committing what is durable: each partition's committable position, never more.
+
+Commits go out on an interval (asynchronously) and synchronously on revoke and shutdown.
+A worker has one consumer for its inputs and one for its retry levels (each its own group),
+so offsets are committed through the consumer that owns their topic. A failed commit marks
+its partitions uncommitted so the next round tries again; the tasks after the last good
+commit may run again, which at-least-once allows. In exactly-once mode the positions go
+into the open transaction instead (:mod:`streamtask.transactions`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from streamtask import kafka
+from streamtask.events import Event, EventBus
+from streamtask.offsets import PartitionOffsets
+from streamtask.transactions import Transactions
+
+log = logging.getLogger("streamtask.worker")
+TP = tuple[str, int]
+
+
+class Committer:
+    def __init__(self, partitions: dict[TP, PartitionOffsets], events: EventBus) -> None:
+        self._partitions = partitions
+        self._events = events
+        self._owner: dict[str, Any] = {}
+        self._consumers: list[Any] = []
+        self._txn: Transactions | None = None
+        self._produce: Callable[[Any], None] = lambda _record: None
+
+    def attach(self, owner: dict[str, Any], txn: Transactions | None,
+               produce: Callable[[Any], None]) -> None:
+        """The consumers (by the topics they own) and, for exactly-once, the transaction."""
+        self._owner = owner
+        self._consumers = list(dict.fromkeys(owner.values()))
+        self._txn = txn
+        self._produce = produce
+
+    def commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
+        """Commit every partition whose position moved (or only those in ``only``)."""
+        if self._txn is not None:
+            self._commit_transaction()
+            return
+        offsets = []
+        for tp, tracker in self._partitions.items():
+            position = tracker.to_commit()
+            if position is not None and (only is None or tp in only):
+                offsets.append(kafka.TopicPartition(tp[0], tp[1], position))
+                tracker.committed = position
+        if not offsets:
+            return
+        for consumer in self._consumers:
+            mine = [o for o in offsets if self._owner[o.topic] is consumer]
+            if mine:
+                self._commit_to(consumer, mine, asynchronous)
+        self._events.emit(Event.OFFSETS_COMMITTED, count=len(offsets),
+                          offsets={f"{o.topic}[{o.partition}]": o.offset for o in offsets})
+
+    def _commit_transaction(self) -> None:
+        """Held outputs below each position, and the positions, in one transaction."""
+        assert self._txn is not None
+        positions = {tp: t.position for tp, t in self._partitions.items()
+                     if t.position is not None}
+        moved = {tp: t.to_commit() for tp, t in self._partitions.items()}
+        offsets = [(consumer, [kafka.TopicPartition(tp[0], tp[1], position)
+                               for tp, position in moved.items()
+                               if position is not None and self._owner[tp[0]] is consumer])
+                   for consumer in self._consumers]
+        if self._txn.commit(positions, offsets, self._produce):
+            for tp, position in moved.items():
+                if position is not None:
+                    self._partitions[tp].committed = position
+            self._events.emit(Event.OFFSETS_COMMITTED, count=sum(len(o) for _, o in offsets),
+                              transaction=True)
+
+    def _commit_to(self, consumer: Any, offsets: list[Any], asynchronous: bool) -> None:
+        try:
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except kafka.KafkaException as exc:
+            log.warning("commit failed (the tasks may run again): %s", exc)
+            self._uncommitted(offsets)
+
+    def on_commit(self, error: Any, partitions: list[Any]) -> None:
+        """librdkafka's report of an asynchronous commit."""
+        if error is not None:
+            log.warning("asynchronous commit failed, will retry: %s", error)
+            self._uncommitted(partitions)
+
+    def _uncommitted(self, partitions: list[Any]) -> None:
+        for tp in partitions:
+            tracker = self._partitions.get((tp.topic, tp.partition))
+            if tracker is not None:
+                tracker.committed = None
