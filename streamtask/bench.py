@@ -782,6 +782,17 @@ def memory(bootstrap: str, tasks: int = DEFAULT_MEMORY_TASKS, concurrency: int =
     return MemoryReport(tasks=tasks, concurrency=concurrency, sides=sides)
 
 
+def _source_revision() -> str:
+    """The git commit of the streamtask being measured (best effort)."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5, check=False,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import confluent_kafka
@@ -791,4 +802,5 @@ def machine() -> dict[str, Any]:
             "confluent_kafka": importlib.metadata.version("confluent-kafka"),
             "librdkafka": confluent_kafka.libversion()[0], "fastavro": fastavro.__version__,
             "load_average": [round(x, 2) for x in os.getloadavg()],
+            "source": _source_revision(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
