@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def streamtask(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def streamtask(*args: str, timeout: float = 60,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streamtask", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, **(env or {})})
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], needle: str) -> None:

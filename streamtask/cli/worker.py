@@ -6,15 +6,19 @@ import logging
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
+from streamtask import logs
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
+from streamtask.errors import ConfigurationError
 from streamtask.supervisor import Supervisor
 from streamtask.topics import ensure
 from streamtask.worker import Worker
+
+LogFormat = Literal["text", "json"]
 
 
 def _on_signals(stop: Any) -> None:
@@ -55,11 +59,15 @@ def worker(
     create_topics: Annotated[bool, typer.Option(
         help="Create missing topics instead of refusing to start.")] = False,
     bootstrap: Bootstrap = None,
-    log_level: Annotated[str, typer.Option(envvar="STREAMTASK_LOG_LEVEL")] = "INFO",
+    log_level: Annotated[str, typer.Option(
+        envvar="STREAMTASK_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_format: Annotated[LogFormat, typer.Option(
+        envvar="STREAMTASK_LOG_FORMAT", help="text, or json: one object per line.")] = "text",
 ) -> None:
     """Run stage workers: consume, execute, and commit each offset only after its task ran."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigurationError(f"--log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    logs.configure(log_level, log_format)
     if processes > 1:
         child = [sys.executable, "-m", "streamtask", *_child_args(sys.argv[1:])]
         supervisor = Supervisor(child, processes, grace=drain_timeout + 10)
@@ -73,8 +81,10 @@ def worker(
     runner = Worker(app, stage, settings)
     _on_signals(runner.stop)
     stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
-    typer.echo(" ".join(f"{name}={count}" for name, count in sorted(stats.counts.items())),
-               err=True)
+    summary = dict(sorted(stats.counts.items()))
+    logging.getLogger("streamtask.worker").info(
+        "worker.summary %s", " ".join(f"{k}={v}" for k, v in summary.items()),
+        extra={"event": "worker.summary", "fields": summary})
 
 
 def _child_args(argv: list[str]) -> list[str]:
