@@ -1,39 +1,69 @@
-"""Partitions of retry levels held back until their head record is due.
+"""Records of retry levels held back until they are due.
 
-A retry level is FIFO by due time (one fixed delay per topic), so when its head record is
-not yet due the whole partition waits: the worker pauses it and seeks back to that record,
-and resumes it once the due time has passed. Nothing sleeps; other partitions keep flowing.
+A retry level is FIFO by due time (one fixed delay per topic), so when a record arrives
+before it is due, the records behind it in its partition wait too: the worker holds them
+here, in offset order, and releases each when its due time has come. Only when a partition
+holds ``limit`` records is it paused (bounded memory), and it resumes once half of them are
+out. Pausing is the exception because librdkafka drops what it prefetched for a paused
+partition and may take up to a second to fetch again after the resume (measured here),
+which would make retries late. Nothing sleeps; held records are not committed, so a crash
+redelivers them.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
+from typing import Any
+
+TP = tuple[str, int]
 
 
-class DueTimes:
-    """Deferred partitions and when each may resume (epoch ms)."""
+class HeldRecords:
+    """Held records per retry-level partition, each with its due time (epoch ms)."""
 
-    def __init__(self) -> None:
-        self._due: dict[tuple[str, int], int] = {}
-
-    def defer(self, tp: tuple[str, int], due_ms: int) -> None:
-        self._due[tp] = due_ms
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self._held: dict[TP, deque[tuple[int, Any]]] = {}
+        self.paused: set[TP] = set()
+        """Partitions paused because they hold ``limit`` records."""
 
     def __contains__(self, tp: object) -> bool:
-        return tp in self._due
+        return tp in self._held
 
-    def pop_due(self, now_ms: int) -> list[tuple[str, int]]:
-        """Partitions whose due time has come; they are no longer deferred."""
-        ready = [tp for tp, due in self._due.items() if due <= now_ms]
-        for tp in ready:
-            del self._due[tp]
-        return ready
+    def __len__(self) -> int:
+        return sum(len(held) for held in self._held.values())
+
+    def hold(self, tp: TP, due_ms: int, message: Any) -> bool:
+        """Hold a record; True when its partition just reached the limit (pause it)."""
+        held = self._held.setdefault(tp, deque())
+        held.append((due_ms, message))
+        if len(held) >= self.limit and tp not in self.paused:
+            self.paused.add(tp)
+            return True
+        return False
+
+    def release(self, now_ms: int) -> tuple[list[Any], list[TP]]:
+        """Records now due, in offset order per partition, and the partitions to resume."""
+        ready: list[Any] = []
+        resume: list[TP] = []
+        for tp, held in list(self._held.items()):
+            while held and held[0][0] <= now_ms:
+                ready.append(held.popleft()[1])
+            if tp in self.paused and len(held) <= self.limit // 2:
+                self.paused.discard(tp)
+                resume.append(tp)
+            if not held:
+                del self._held[tp]
+        return ready, resume
 
     def seconds_until_next(self, now_ms: int) -> float | None:
-        if not self._due:
+        if not self._held:
             return None
-        return max(0.0, (min(self._due.values()) - now_ms) / 1000)
+        return max(0.0, (min(held[0][0] for held in self._held.values()) - now_ms) / 1000)
 
-    def drop(self, tps: Iterable[tuple[str, int]]) -> None:
+    def drop(self, tps: Iterable[TP]) -> None:
+        """Forget held records of partitions that left: uncommitted, they are redelivered."""
         for tp in tps:
-            self._due.pop(tp, None)
+            self._held.pop(tp, None)
+            self.paused.discard(tp)

@@ -26,7 +26,7 @@ from streamtask.app import App, Stage
 from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.deadletter import Failure
-from streamtask.delays import DueTimes
+from streamtask.delays import HeldRecords
 from streamtask.envelope import Task
 from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, StreamtaskError
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
@@ -100,7 +100,7 @@ class Worker:
         self._by_topic = {topic: stage for stage in self.stages
                           for topic in (stage.topic, *stage.retry_topics)}
         self._retry_topics = {topic for stage in self.stages for topic in stage.retry_topics}
-        self._deferred = DueTimes()
+        self._held = HeldRecords()
         self._just_assigned = False
         self._group_id = self._group()
         self._joins = JoinRuntime(self.stages, app.codec, self.kafka, self._group_id,
@@ -227,14 +227,14 @@ class Worker:
             self._producer.poll(0)
             self._raise_delivery_error()
             self._expire_deadlines()
-            self._resume_due()
+            self._release_due()
             self._expire_joins()
             self._apply_backpressure()
             now = time.monotonic()
             if now >= next_commit or self._finished_since_commit >= self.settings.commit_every:
                 self._commit()
                 next_commit = now + self.settings.commit_interval
-            if received or completed or self._live or self._just_assigned:
+            if received or completed or self._live or self._held or self._just_assigned:
                 last_activity = now
                 self._just_assigned = False
             if max_tasks is not None and self._ended_tasks() >= max_tasks:
@@ -286,7 +286,7 @@ class Worker:
         wait = 0.0 if self._running or self._ready else 0.005 if self._live else 0.1
         if len(self._consumers) > 1:  # the blocking poll below only watches the inputs
             wait = min(wait, 0.02)
-        until_due = self._deferred.seconds_until_next(_now_ms())
+        until_due = self._held.seconds_until_next(_now_ms())
         if until_due is not None:
             wait = min(wait, until_due)
         if not messages and wait:
@@ -310,10 +310,14 @@ class Worker:
     def _receive(self, message: Any) -> None:
         tp = (message.topic(), message.partition())
         offsets = self._partitions.get(tp)
-        if offsets is None or tp in self._deferred:  # not ours, or seeked back to its head
+        if offsets is None:  # a record of a partition we no longer own
             return
-        if tp[0] in self._retry_topics and self._defer_if_early(tp, message):
+        if tp[0] in self._retry_topics and self._hold_if_early(tp, message):
             return
+        self._accept(tp, offsets, message)
+
+    def _accept(self, tp: TP, offsets: PartitionOffsets, message: Any) -> None:
+        """Decode a record and admit its task (or dead-letter it as poison)."""
         if not offsets.received(message.offset()):
             return  # redelivered after pause/resume: we already hold it
         stage = self._by_topic[tp[0]]
@@ -369,21 +373,26 @@ class Worker:
             for record in timed_out.records:
                 self._send(record, None)
 
-    def _defer_if_early(self, tp: TP, message: Any) -> bool:
-        """Hold a retry level's partition back until its head record is due."""
-        due = routing.due_time(message.headers())
-        if due is None or due <= _now_ms():
+    def _hold_if_early(self, tp: TP, message: Any) -> bool:
+        """Hold a retry level's record (and its partition) until the record is due."""
+        due = routing.due_time(message.headers()) or 0
+        if tp not in self._held and due <= _now_ms():
             return False
-        consumer = self._owner[tp[0]]
-        consumer.pause([kafka.TopicPartition(*tp)])
-        consumer.seek(kafka.TopicPartition(tp[0], tp[1], message.offset()))
-        self._deferred.defer(tp, due)
+        # Records behind a held one wait their turn, in offset order.
+        if self._held.hold(tp, due, message):
+            self._owner[tp[0]].pause([kafka.TopicPartition(*tp)])
         self.events.emit(Event.TASK_DEFERRED, where=f"{tp[0]}[{tp[1]}]@{message.offset()}",
                          due=due)
         return True
 
-    def _resume_due(self) -> None:
-        for tp in self._deferred.pop_due(_now_ms()):
+    def _release_due(self) -> None:
+        ready, resume = self._held.release(_now_ms())
+        for message in ready:
+            tp = (message.topic(), message.partition())
+            offsets = self._partitions.get(tp)
+            if offsets is not None:
+                self._accept(tp, offsets, message)
+        for tp in resume:
             if tp in self._partitions and not self._paused:
                 self._owner[tp[0]].resume([kafka.TopicPartition(*tp)])
 
@@ -572,7 +581,7 @@ class Worker:
         elif self._paused and held <= limit // 2:
             for consumer in self._consumers:
                 consumer.resume([tp for tp in consumer.assignment()
-                                 if (tp.topic, tp.partition) not in self._deferred])
+                                 if (tp.topic, tp.partition) not in self._held.paused])
             self._paused = False
 
     def _commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
@@ -594,7 +603,7 @@ class Worker:
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
         """Finish (bounded) the revoked partitions' running tasks and commit before they go."""
         revoked = {(p.topic, p.partition) for p in partitions}
-        self._deferred.drop(revoked)
+        self._held.drop(revoked)
         self._joins.drop(revoked)
         self._drop_waiting(lambda job: job.tp in revoked)
         self._drain(lambda: any(j.tp in revoked and (j.running or j.pending_acks)
@@ -607,7 +616,7 @@ class Worker:
 
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
-        self._deferred.drop(lost)
+        self._held.drop(lost)
         self._joins.drop(lost)
         self._drop_waiting(lambda job: job.tp in lost)
         self._forget(lost)
