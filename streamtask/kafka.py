@@ -46,7 +46,9 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "auto.offset.reset": "earliest",
     "partition.assignment.strategy": "cooperative-sticky",
     "isolation.level": "read_committed",
+    # librdkafka's own prefetch queue: the worker's memory bound beyond its held tasks.
     "queued.max.messages.kbytes": 16_384,
+    "queued.min.messages": 20_000,
     "fetch.max.bytes": 16 * 1024 * 1024,
     # A resumed partition otherwise waits up to the 500 ms default for its next fetch.
     "fetch.wait.max.ms": 50,

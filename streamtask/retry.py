@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError, RoutingError
 
@@ -96,6 +97,18 @@ class RetryPolicy:
 
     def retry_delays(self) -> list[float]:
         """The delay before retry n (n = 1 .. max_attempts - 1), in seconds."""
+        return list(self.delays_per_retry)
+
+    @cached_property
+    def delays_per_retry(self) -> tuple[float, ...]:
+        """Cached: read on every failure."""
+        return tuple(self._compute_delays())
+
+    @cached_property
+    def levels_ascending(self) -> tuple[float, ...]:
+        return tuple(sorted(set(self.delays_per_retry)))
+
+    def _compute_delays(self) -> list[float]:
         retries = max(self.max_attempts - 1, 0)
         if self.levels is not None:
             levels = list(self.levels)
@@ -111,7 +124,7 @@ class RetryPolicy:
 
     def ladder(self) -> list[float]:
         """The distinct delays, ascending: one retry topic each."""
-        return sorted(set(self.retry_delays()))
+        return list(self.levels_ascending)
 
     def topic_retention(self) -> float:
         longest = max(self.ladder(), default=0.0)
@@ -161,13 +174,13 @@ def decide(attempt: int, error: BaseException, policy: RetryPolicy, now_ms: int,
         return DeadLettered("fatal", f"{type(error).__name__} is fatal for this stage")
     if not isinstance(error, (Retry, *policy.retry_on)):
         return DeadLettered("not-retryable", f"{type(error).__name__} is not in retry_on")
-    delays = policy.retry_delays()
+    delays = policy.delays_per_retry
     if attempt > len(delays):
         return DeadLettered("exhausted", f"gave up after {attempt} attempt(s)")
     wanted = delays[attempt - 1]
     if isinstance(error, Retry) and error.delay is not None:
         wanted = max(0.0, error.delay)
-    ladder = policy.ladder()
+    ladder = policy.levels_ascending
     level = next((d for d in ladder if d >= wanted), ladder[-1])
     extra = (rng or random).uniform(0, policy.jitter * wanted) if policy.jitter else 0.0
     return RetryLater(level, now_ms + round((wanted + extra) * 1000), attempt + 1)

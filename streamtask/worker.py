@@ -39,6 +39,8 @@ from streamtask.transactions import Transactions
 
 log = logging.getLogger("streamtask.worker")
 TP = tuple[str, int]
+PAUSE_WHEN_FULL_FOR = 5.0
+"""Seconds a full worker waits before pausing its partitions (see ``_flow_control``)."""
 JOIN_GRACE = 30.0
 """Seconds an ``idle_timeout`` run also waits while it has no partitions yet."""
 
@@ -116,6 +118,7 @@ class Worker:
         self._ready: deque[Job] = deque()
         self._running = 0
         self._paused = False
+        self._full_since: float | None = None
         self._finished_since_commit = 0
         self._delivery_error: DeliveryFailed | None = None
         self._next_deadline_check = 0.0
@@ -229,7 +232,6 @@ class Worker:
             self._expire_deadlines()
             self._release_due()
             self._expire_joins()
-            self._apply_backpressure()
             now = time.monotonic()
             if now >= next_commit or self._finished_since_commit >= self.settings.commit_every:
                 self._commit()
@@ -279,10 +281,14 @@ class Worker:
         # waiting, and block (briefly) only in poll(), which returns on the first record.
         # With handlers running, the loop waits on their completions instead.
         # Never take more than the held-work limit leaves room for.
-        room = max(1, min(self.settings.poll_batch, self.settings.max_buffered - len(self._live)))
-        messages = self._consumer.consume(room, 0)
-        if len(self._consumers) > 1 and len(messages) < room:
-            messages += self._consumers[1].consume(room - len(messages), 0)
+        room = min(self.settings.poll_batch, self.settings.max_buffered - len(self._live))
+        if not self._flow_control(room):
+            return 0
+        room = max(1, room)
+        messages = []
+        if len(self._consumers) > 1:  # retries first, so a busy input cannot starve them
+            messages = self._consumers[1].consume(max(1, room // 2), 0)
+        messages += self._consumer.consume(max(1, room - len(messages)), 0)
         wait = 0.0 if self._running or self._ready else 0.005 if self._live else 0.1
         if len(self._consumers) > 1:  # the blocking poll below only watches the inputs
             wait = min(wait, 0.02)
@@ -571,18 +577,29 @@ class Worker:
 
     # -- flow control and commits ----------------------------------------------------------
 
-    def _apply_backpressure(self) -> None:
-        held = len(self._live)
-        limit = self.settings.max_buffered
-        if not self._paused and held >= limit:
+    def _flow_control(self, room: int) -> bool:
+        """Whether to consume now. A full worker first just stops taking records (librdkafka
+        stops fetching once its bounded queue is full, and keeps what it fetched); only when
+        it stays full for a while are the partitions paused, so that polling goes on
+        (callbacks, ``max.poll.interval.ms``) without taking records. Pausing is the
+        exception because librdkafka drops a paused partition's prefetched records and may
+        take up to a second to fetch again after the resume (measured here)."""
+        now = time.monotonic()
+        if room > 0:
+            self._full_since = None
+            if self._paused:
+                for consumer in self._consumers:
+                    consumer.resume([tp for tp in consumer.assignment()
+                                     if (tp.topic, tp.partition) not in self._held.paused])
+                self._paused = False
+            return True
+        if self._full_since is None:
+            self._full_since = now
+        if not self._paused and now - self._full_since >= PAUSE_WHEN_FULL_FOR:
             for consumer in self._consumers:
                 consumer.pause(consumer.assignment())
             self._paused = True
-        elif self._paused and held <= limit // 2:
-            for consumer in self._consumers:
-                consumer.resume([tp for tp in consumer.assignment()
-                                 if (tp.topic, tp.partition) not in self._held.paused])
-            self._paused = False
+        return self._paused  # paused: poll for callbacks, no record can come
 
     def _commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
         self._finished_since_commit = 0

@@ -1,0 +1,140 @@
+"""Goodput with failures: does retrying cost more than the retried work itself?
+
+For failure rates 0, 1 % and 10 % (each failing task fails once, then succeeds from the
+retry level), two measurements in interleaved rounds, on fresh topics each time:
+
+- drain: N tasks preloaded, drained by one worker; goodput = N / time to the last success.
+  The ideal with failure rate f is the no-failure rate / (1 + f): every failure costs one
+  more execution. Reported: goodput / ideal (issue target >= 0.93).
+- latency: tasks sent at a fixed rate (half the no-failure drain rate); enqueue -> first
+  attempt start p50/p99 on the main topic (issue target: p99 within +10 % of no failures).
+
+    python benchmarks/retry_goodput.py -b 127.0.0.1:9092 [--tasks 20000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import statistics
+import threading
+import time
+import uuid
+
+from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings
+from streamtask.events import Event
+from streamtask.retry import Backoff, RetryPolicy
+from streamtask.topics import ensure
+
+RATES = (0.0, 0.01, 0.10)
+
+
+def build(bootstrap: str, rate: float, starts: list[float]) -> App:
+    app = App(f"goodput-{uuid.uuid4().hex[:6]}", kafka=KafkaSettings(bootstrap))
+    every = round(1 / rate) if rate else 0
+
+    @app.stage("work", partitions=8,
+               retry=RetryPolicy(max_attempts=2, backoff=Backoff.FIXED, delay=0.05))
+    def work(task: Task) -> None:
+        if task.attempt == 1:
+            starts.append(time.time() * 1000 - task.payload["sent_at"])
+            if every and task.payload["n"] % every == 0:
+                raise ConnectionError("fails once")
+
+    ensure(app)
+    return app
+
+
+def drain(bootstrap: str, rate: float, tasks: int) -> float:
+    """Seconds from the first record to the last success, tasks preloaded."""
+    app = build(bootstrap, rate, [])
+    with app.producer() as producer:
+        for n in range(tasks):
+            producer.send("work", {"n": n, "sent_at": 0})
+    worker = Worker(app, settings=WorkerSettings(concurrency=8))
+    marks: list[float] = []
+    done = [0]
+
+    def mark(event: Event, _fields: dict[str, object]) -> None:
+        if event is Event.PARTITIONS_ASSIGNED and not marks:
+            marks.append(time.monotonic())
+        elif event is Event.TASK_SUCCEEDED:
+            done[0] += 1
+            if done[0] == tasks:
+                marks.append(time.monotonic())
+                worker.stop()
+
+    worker.events.subscribe(mark)
+    worker.run()
+    return marks[-1] - marks[0]
+
+
+def send_at_rate(bootstrap: str, name: str, per_second: float, total: int) -> None:
+    """The service side, in its own process so it does not share the worker's GIL."""
+    app = App(name, kafka=KafkaSettings(bootstrap))
+    app.stage("work", partitions=8)(lambda task: None)
+    with app.producer() as producer:
+        begin = time.time()
+        for n in range(total):
+            intended = begin + n / per_second
+            pause = intended - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            producer.send("work", {"n": n, "sent_at": round(intended * 1000)})
+
+
+def latency(bootstrap: str, rate: float, per_second: float, seconds: float) -> list[float]:
+    """Enqueue -> first attempt start (ms) at a fixed send rate (open loop)."""
+    starts: list[float] = []
+    app = build(bootstrap, rate, starts)
+    worker = Worker(app, settings=WorkerSettings(concurrency=8))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(3)  # joined before the clock matters
+    total = int(per_second * seconds)
+    sender = multiprocessing.get_context("spawn").Process(
+        target=send_at_rate, args=(bootstrap, app.name, per_second, total))
+    sender.start()
+    sender.join()
+    deadline = time.monotonic() + 30
+    while len(starts) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.stop()
+    thread.join(30)
+    return starts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-b", "--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    logging.getLogger("streamtask").setLevel(logging.CRITICAL)  # the failures are on purpose
+
+    times: dict[float, list[float]] = {rate: [] for rate in RATES}
+    for round_ in range(args.rounds):
+        order = RATES if round_ % 2 == 0 else tuple(reversed(RATES))
+        for rate in order:
+            times[rate].append(drain(args.bootstrap, rate, args.tasks))
+    base = args.tasks / statistics.median(times[0.0])
+    print(f"drain of {args.tasks} tasks, {args.rounds} interleaved rounds, median:")
+    for rate in RATES:
+        goodput = args.tasks / statistics.median(times[rate])
+        ideal = base / (1 + rate)
+        print(f"  failures {rate:4.0%}: {goodput:8.0f} tasks/s, ideal {ideal:8.0f}, "
+              f"ratio {goodput / ideal:.3f}")
+
+    per_second = base / 2
+    print(f"main-topic latency at {per_second:.0f} tasks/s for {args.seconds:.0f} s:")
+    for rate in RATES:
+        lat = latency(args.bootstrap, rate, per_second, args.seconds)
+        cuts = statistics.quantiles(lat, n=100)
+        print(f"  failures {rate:4.0%}: enqueue -> start p50 {cuts[49]:.1f} ms, "
+              f"p99 {cuts[98]:.1f} ms ({len(lat)} tasks)")
+
+
+if __name__ == "__main__":
+    main()
