@@ -13,7 +13,7 @@ import pytest
 from streamtask.config import WorkerSettings
 from tests.helpers import missing, recorder_run, summary, wait_until
 
-TASKS = 3000
+TASKS = 4000
 OUTAGE = 2 * WorkerSettings().commit_interval
 """The broker stays down this long, so the worker tries to commit while it is gone."""
 
@@ -25,7 +25,7 @@ def test_broker_restart_mid_run_loses_no_task(kafka, unique: str, tmp_path: Path
                     "this test must stop and start it")
     with recorder_run(kafka.bootstrap, unique, tmp_path, sleep=0.005) as run:
         run.send(TASKS)
-        worker = run.start_worker("--concurrency", "8")
+        worker = run.start_worker("--concurrency", "2")  # slow enough to outlast the outage
         run.wait_for_executions(500, timeout=60, watch=[worker])
         try:
             kafka.local.down()
