@@ -171,5 +171,4 @@ def summary_line(result: DemoResult) -> str:
     cuts = statistics.quantiles(result.latencies_ms, n=100)
     return (f"upload -> feed updated: p50 {cuts[49]:.0f} ms, p99 {cuts[98]:.0f} ms; "
             f"{result.succeeded['update_feeds'] / result.seconds:.0f} photos/s end to end; "
-            f"{sum(result.retried.values())} retries, {sum(result.dead.values())} dead letter(s) "
-            f"(see `streamtask dlq`)")
+            f"{sum(result.retried.values())} retries, {sum(result.dead.values())} dead letter(s)")
