@@ -3,8 +3,9 @@
 One thread (the loop) owns every Kafka client and all offset state; handlers run in a
 :mod:`runner`. An offset becomes committable only when its task's handler finished *and*
 every record the task produced was acknowledged, and the commit position of a partition is
-its lowest unfinished offset (:mod:`offsets`). The loop keeps polling while tasks run, pausing
-partitions when too much work is held, so a long task never costs a rebalance.
+its lowest unfinished offset (:mod:`offsets`). The loop keeps polling while tasks run; when
+it holds as much work as it may, it stops taking records, and pauses its partitions if that
+lasts (see ``_flow_control``), so a long task never costs a rebalance.
 """
 
 from __future__ import annotations
