@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from functools import cache
@@ -84,7 +84,8 @@ class Task:
 
         ``headers`` is copied, so later changes to the caller's mapping do not leak in.
         """
-        return cls(id or uuid.uuid4().hex, type, payload, key=key, run_id=run_id or "",
+        # 128 random bits as hex, like uuid4().hex but without building a UUID (~2 µs/task).
+        return cls(id or os.urandom(16).hex(), type, payload, key=key, run_id=run_id or "",
                    parent_id=parent_id, headers=dict(headers) if headers else {})
 
     def with_(self, **changes: Any) -> Task:
