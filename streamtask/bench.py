@@ -75,6 +75,7 @@ PARTITIONS = 8
 WORK, SINK = "work", "sink"
 RAW_BATCH = 500
 RAW_CONSUME_TIMEOUT = 0.01
+RAW_LATENCY_CONSUME_TIMEOUT = 0.001
 RAW_COMMIT_INTERVAL = 1.0  # WorkerSettings.commit_interval's default
 RAW_MAX_UNACKED = 20_000  # bounded in-flight window of the raw loop
 MEMORY_SAMPLE_INTERVAL = 0.05
@@ -259,6 +260,8 @@ class LatencyReport:
     p999_ms: float
     max_ms: float
     concurrency: int
+    raw: dict[str, float] = field(default_factory=dict)
+    """The raw loop's figures at the same rate (same keys as above), for reference."""
 
 
 @dataclass
@@ -435,14 +438,20 @@ def _status_kib(name: str) -> int:
     return 0
 
 
-def _child_streamtask(spec: RunSpec) -> RunResult:
-    starts: list[tuple[float, float]] = []
+def _recorder(starts: list[tuple[float, float]]) -> Callable[[Task], Any]:
+    """The no-op handler, noting (intended send time, start time) of each task."""
 
     def recording(task: Task) -> Any:
         starts.append((task.payload["sent_at"], time.time()))
         return task.payload
 
-    app = bench_app(spec.app, spec.bootstrap, recording if spec.mode == "latency" else _noop)
+    return recording
+
+
+def _child_streamtask(spec: RunSpec) -> RunResult:
+    starts: list[tuple[float, float]] = []
+    app = bench_app(spec.app, spec.bootstrap,
+                    _recorder(starts) if spec.mode == "latency" else _noop)
     events = EventBus()
     events.subscribe(_CommitProgress())
     clock = _Clock()
@@ -483,11 +492,16 @@ class RawLoop:
     ``produce`` with a per-batch delivery callback; a batch's offsets are stored only when
     all its deliveries were acknowledged and every earlier batch was stored; stored offsets
     are committed every second and synchronously at the end. Same consumer and producer
-    settings as the worker (:mod:`streamtask.kafka` defaults).
+    settings as the worker (:mod:`streamtask.kafka` defaults). For latency runs, pass the
+    recording handler and a short ``consume_timeout``: ``consume`` waits for a full batch
+    until its timeout, which would otherwise add up to 10 ms to every task at low rates.
     """
 
-    def __init__(self, app: App, group: str, clock: _Clock) -> None:
+    def __init__(self, app: App, group: str, clock: _Clock,
+                 handler: Callable[[Task], Any] = _noop,
+                 consume_timeout: float = RAW_CONSUME_TIMEOUT) -> None:
         self.app, self.clock = app, clock
+        self.handler, self.consume_timeout = handler, consume_timeout
         self.codec = app.codec
         self.sink = app.get_stage(SINK)
         self.consumer = kafka.consumer(app.kafka, group)
@@ -505,7 +519,7 @@ class RawLoop:
         next_commit = time.monotonic() + RAW_COMMIT_INTERVAL
         while self.done < tasks:
             if self.in_flight < RAW_MAX_UNACKED:
-                messages = consumer.consume(RAW_BATCH, RAW_CONSUME_TIMEOUT)
+                messages = consumer.consume(RAW_BATCH, self.consume_timeout)
                 if messages:
                     self.clock.received()
                     self._handle(messages)
@@ -525,6 +539,7 @@ class RawLoop:
 
     def _handle(self, messages: list[Any]) -> None:
         decode, encode, produce = self.codec.decode, self.codec.encode, self.producer.produce
+        handler = self.handler
         sink_topic, sink_name = self.sink.topic, self.sink.name
         batch = _Batch()
         ack = batch.acknowledged
@@ -533,7 +548,7 @@ class RawLoop:
             if error is not None:
                 kafka.raise_for(error, "consume")
             parent = decode(message.value())
-            result = _noop(parent)
+            result = handler(parent)
             child = Task.new(sink_name, result, key=parent.key, run_id=parent.run_id,
                              parent_id=parent.id, headers=parent.headers)
             value = encode(child)
@@ -566,6 +581,11 @@ class RawLoop:
 def _child_raw(spec: RunSpec) -> RunResult:
     app = bench_app(spec.app, spec.bootstrap)
     clock = _Clock()
+    if spec.mode == "latency":
+        starts: list[tuple[float, float]] = []
+        RawLoop(app, spec.group, clock, _recorder(starts), RAW_LATENCY_CONSUME_TIMEOUT).run(
+            spec.tasks)
+        return clock.result(spec, {"starts": starts})
     loop = RawLoop(app, spec.group, clock)
     if spec.mode == "memory":
         with _RssSampler(lambda: loop.handled) as sampler:
@@ -579,8 +599,6 @@ def child_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of a measured run: ``python -c '...child_main()' '<RunSpec JSON>'``."""
     args = sys.argv[1:] if argv is None else argv
     spec = RunSpec(**json.loads(args[0]))
-    if spec.mode == "latency" and spec.side != "streamtask":
-        raise BenchError("the latency scenario measures the streamtask worker only")
     result = _child_streamtask(spec) if spec.side == "streamtask" else _child_raw(spec)
     _say("result", json.dumps(asdict(result)))
 
@@ -736,20 +754,16 @@ class _OpenLoopSender:
             self.finished = time.time()
 
 
-def latency(bootstrap: str, tasks: int = DEFAULT_TASKS, rate: float | None = None,
-            concurrency: int = 8, progress: ProgressFn = _no_progress) -> LatencyReport:
-    """Enqueue-to-start latency at ``rate`` tasks/s (default: half a calibration drain's)."""
-    if rate is None:
-        calibration = measured_run(bootstrap, "drain", "streamtask", min(tasks, 50_000),
-                                   concurrency, progress, label="calibrate: ")
-        rate = calibration.rate / 2
-    app = _fresh_app(bootstrap, "latency")
+def _latency_run(bootstrap: str, side: Side, tasks: int, rate: float, concurrency: int,
+                 progress: ProgressFn) -> dict[str, float]:
+    """One open-loop run: percentiles of handler start - intended send time, in ms."""
+    app = _fresh_app(bootstrap, f"latency-{side}")
     sender = _OpenLoopSender(app, tasks, rate)
-    title = f"latency at {rate:,.0f}/s"
+    title = f"latency: {side} at {rate:,.0f}/s"
     progress(title, 0, tasks)
+    group = app.get_stage(WORK).group if side == "streamtask" else f"{app.name}.raw"
     try:
-        spec = RunSpec("latency", "streamtask", bootstrap, app.name, app.get_stage(WORK).group,
-                       tasks, concurrency)
+        spec = RunSpec("latency", side, bootstrap, app.name, group, tasks, concurrency)
         result = spawn_run(spec, lambda n: progress(title, n, tasks), sender.start)
     finally:
         sender.stop()
@@ -757,17 +771,34 @@ def latency(bootstrap: str, tasks: int = DEFAULT_TASKS, rate: float | None = Non
     if sender.error is not None:
         raise BenchError(f"the open-loop sender failed: {sender.error}")
     warmup = min(int(rate), tasks // 10)  # the first second of sending warms up
-    starts = result.extra["starts"]
-    by_n = sorted(starts)[warmup:]
+    by_n = sorted(result.extra["starts"])[warmup:]
     latencies = sorted((start - intended) * 1000 for intended, start in by_n)
+    return {
+        "measured": len(latencies),
+        "achieved_send_rate": round(tasks / max(sender.finished - sender.started, 1e-9), 1),
+        "max_send_lag_ms": round(sender.max_lag * 1000, 2),
+        "p50_ms": round(_percentile(latencies, 0.5), 2),
+        "p99_ms": round(_percentile(latencies, 0.99), 2),
+        "p999_ms": round(_percentile(latencies, 0.999), 2),
+        "max_ms": round(latencies[-1], 2),
+    }
+
+
+def latency(bootstrap: str, tasks: int = DEFAULT_TASKS, rate: float | None = None,
+            concurrency: int = 8, progress: ProgressFn = _no_progress) -> LatencyReport:
+    """Enqueue-to-start latency at ``rate`` tasks/s (default: half a calibration drain's),
+    for the worker and, as the reference, the raw loop at the same rate."""
+    if rate is None:
+        calibration = measured_run(bootstrap, "drain", "streamtask", min(tasks, 50_000),
+                                   concurrency, progress, label="calibrate: ")
+        rate = calibration.rate / 2
+    mine = _latency_run(bootstrap, "streamtask", tasks, rate, concurrency, progress)
+    raw = _latency_run(bootstrap, "raw", tasks, rate, concurrency, progress)
     return LatencyReport(
-        tasks=tasks, measured=len(latencies), target_rate=round(rate, 1),
-        achieved_send_rate=round(tasks / max(sender.finished - sender.started, 1e-9), 1),
-        max_send_lag_ms=round(sender.max_lag * 1000, 2),
-        p50_ms=round(_percentile(latencies, 0.5), 2),
-        p99_ms=round(_percentile(latencies, 0.99), 2),
-        p999_ms=round(_percentile(latencies, 0.999), 2),
-        max_ms=round(latencies[-1], 2), concurrency=concurrency)
+        tasks=tasks, measured=int(mine["measured"]), target_rate=round(rate, 1),
+        achieved_send_rate=mine["achieved_send_rate"], max_send_lag_ms=mine["max_send_lag_ms"],
+        p50_ms=mine["p50_ms"], p99_ms=mine["p99_ms"], p999_ms=mine["p999_ms"],
+        max_ms=mine["max_ms"], concurrency=concurrency, raw=raw)
 
 
 def memory(bootstrap: str, tasks: int = DEFAULT_MEMORY_TASKS, concurrency: int = 8,

@@ -69,6 +69,20 @@ def _drain_table(report: benchmarks.DrainReport) -> Table:
     return table
 
 
+def _latency_table(lat: benchmarks.LatencyReport) -> Table:
+    table = Table(title=f"latency: enqueue -> handler start, open loop at "
+                        f"{lat.target_rate:,.0f} tasks/s, {lat.tasks:,} tasks")
+    for column in ("side", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "sent/s",
+                   "send lag ms"):
+        table.add_column(column)
+    mine = {k: getattr(lat, k) for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms",
+                                         "achieved_send_rate", "max_send_lag_ms")}
+    for name, row in (("streamtask", mine), ("raw loop", lat.raw)):
+        if row:
+            table.add_row(name, *(f"{row[k]:,}" for k in mine))
+    return table
+
+
 def _print_human(console: Console, results: dict[str, Any]) -> None:
     console.print(" ".join(f"{k}={v}" for k, v in results["machine"].items()))
     drain = results.get("drain")
@@ -79,11 +93,7 @@ def _print_human(console: Console, results: dict[str, Any]) -> None:
                       f"CPU per task ratio: {drain.cpu_ratio:.2f}")
     lat = results.get("latency")
     if isinstance(lat, benchmarks.LatencyReport):
-        console.print(
-            f"latency (enqueue -> handler start) at {lat.target_rate:,.0f} tasks/s "
-            f"(sent at {lat.achieved_send_rate:,.0f}/s, worst send lag {lat.max_send_lag_ms} ms),"
-            f" {lat.measured:,} tasks: p50 {lat.p50_ms} ms, p99 {lat.p99_ms} ms, "
-            f"p99.9 {lat.p999_ms} ms, max {lat.max_ms} ms")
+        console.print(_latency_table(lat))
     mem = results.get("memory")
     if isinstance(mem, benchmarks.MemoryReport):
         table = Table(title=f"memory: RSS (MiB) while draining {mem.tasks:,} tasks")
