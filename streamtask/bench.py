@@ -19,6 +19,7 @@ Scenarios (see ``benchmarks/README.md``):
 ``latency``
     Open loop: a producer thread sends at fixed intended times (half the measured maximum
     rate); the handler notes ``time.time()`` at start; latency = start - intended send time.
+    The raw loop, with the same recording handler at the same rate, is the reference.
 ``memory``
     RSS of the draining process sampled while it drains a large backlog (default 1M tasks).
 """
@@ -156,7 +157,7 @@ def fill(app: App, tasks: int, progress: ProgressFn = _no_progress) -> None:
 def _durable(app: App, group: str) -> tuple[int, int]:
     """(offsets committed by ``group`` on the work topic, records on the sink topic)."""
     work, sink = app.get_stage(WORK).topic, app.get_stage(SINK).topic
-    consumer = kafka.consumer(app.kafka, f"{group}")
+    consumer = kafka.consumer(app.kafka, group)
     try:
         committed = consumer.committed(
             [kafka.TopicPartition(work, p) for p in range(PARTITIONS)], timeout=30)
