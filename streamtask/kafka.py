@@ -50,8 +50,6 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "queued.max.messages.kbytes": 16_384,
     "queued.min.messages": 20_000,
     "fetch.max.bytes": 16 * 1024 * 1024,
-    # A resumed partition otherwise waits up to the 500 ms default for its next fetch.
-    "fetch.wait.max.ms": 50,
 }
 
 
