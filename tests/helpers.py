@@ -319,15 +319,21 @@ def recorder_run(bootstrap: str, unique: str, tmp_path: Path, *, sleep: float = 
         yield run
 
 
-def wait_for_assignment(worker: WorkerProcess, timeout: float = 30.0) -> None:
-    """Wait until the worker logged a non-empty partition assignment (it joined the group)."""
+def wait_for_assignment(worker: WorkerProcess, topic: str, timeout: float = 30.0) -> None:
+    """Wait until the worker logged an assignment holding a partition of ``topic``.
+
+    A worker also reads its retry levels (another group), so an assignment of those alone
+    does not mean it shares the input topic yet.
+    """
+    wanted = f"{topic}["
+
     def assigned() -> bool:
         if not worker.running():
             raise AssertionError(f"worker pid {worker.pid} exited\n{worker.describe()}")
-        return any("partitions.assigned" in line and "[]" not in line
+        return any("partitions.assigned" in line and wanted in line
                    for line in worker.output().splitlines())
 
-    wait_until(assigned, timeout, f"worker pid {worker.pid} is assigned partitions",
+    wait_until(assigned, timeout, f"worker pid {worker.pid} is assigned partitions of {topic}",
                worker.describe, interval=0.05)
 
 

@@ -23,8 +23,8 @@ def test_two_workers_run_every_task_exactly_once_and_share_the_work(
     with recorder_run(kafka.bootstrap, unique, tmp_path, sleep=0.001) as run:
         first = run.start_worker("--concurrency", "8")
         second = run.start_worker("--concurrency", "8")
-        wait_for_assignment(first)
-        wait_for_assignment(second)
+        wait_for_assignment(first, run.stage.topic)
+        wait_for_assignment(second, run.stage.topic)
 
         run.send(TASKS)
         run.wait_until_all_ran(TASKS, timeout=120, watch=[first, second])
