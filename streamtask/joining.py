@@ -92,8 +92,7 @@ class JoinRuntime:
         if missing:
             headers["join.missing"] = ",".join(missing)
         return Task.new(stage.name, payload, key=task.key, run_id=task.run_id,
-                        parent_id=fork, headers=headers).with_(
-            pipeline_version=task.pipeline_version)
+                        parent_id=fork, headers=headers, pipeline_version=task.pipeline_version)
 
     def expire(self, now_ms: int) -> list[TimedOut]:
         """Forks past their join's timeout, each with the records that settle it."""

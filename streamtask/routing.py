@@ -101,9 +101,8 @@ def child_records(app: App, stage: Stage, parent: Task, result: Any) -> list[Out
         target = app.get_stage(nxt.stage)
         key = nxt.key if nxt.key is not None else parent.key
         child = Task.new(target.name, nxt.payload, key=key, run_id=parent.run_id,
-                         parent_id=parent.id, headers=headers)
-        if parent.pipeline_version is not None:
-            child = child.with_(pipeline_version=parent.pipeline_version)
+                         parent_id=parent.id, headers=headers,
+                         pipeline_version=parent.pipeline_version)
         value = app.codec.encode(child)
         if target.join is not None:  # every branch of a fork meets on one join partition
             fork_id = join.fork_of(child.headers, child.run_id)
@@ -123,6 +122,5 @@ def compensation_record(app: App, stage: Stage, task: Task, failure: dl.Failure)
     headers = {**task.headers, "compensates": stage.name, "reason": failure.reason,
                "error": failure.message[:1000]}
     child = Task.new(target.name, task.payload, key=task.key, run_id=task.run_id,
-                     parent_id=task.id, headers=headers).with_(
-        pipeline_version=task.pipeline_version)
+                     parent_id=task.id, headers=headers, pipeline_version=task.pipeline_version)
     return Outgoing(target.topic, app.codec.encode(child), child.key or child.id, [])

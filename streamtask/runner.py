@@ -4,6 +4,12 @@ The worker loop owns all Kafka state and never runs user code itself; runners ex
 handlers and report each outcome on a queue the loop drains. Python cannot kill a thread, so a
 task past its deadline is *abandoned*: the loop records a timeout, and the runner starts a
 replacement thread so capacity stays constant while the stuck one finishes on its own.
+
+The thread pool takes every task the loop may start at once and its threads pull them one by
+one: the thread count is the concurrency limit. Handing tasks over one at a time, each only
+when a thread is free, would wake a thread (and move the interpreter lock) per task, which
+cost about as much CPU as the rest of the loop's work on a task together (measured with
+no-op handlers).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -20,13 +27,16 @@ Completion = tuple[object, Any, BaseException | None]
 
 
 class ThreadRunner:
-    """``size`` threads executing plain handlers."""
+    """``size`` threads executing plain handlers, taking queued tasks in submission order."""
 
     def __init__(self, size: int, completions: queue.SimpleQueue[Completion]) -> None:
         self._completions = completions
         self._jobs: queue.SimpleQueue[tuple[object, Callable[[Any], Any], Any] | None] = \
             queue.SimpleQueue()
-        self._current: dict[threading.Thread, object] = {}
+        self._queued: dict[object, None] = {}
+        """Submitted tokens no thread has taken yet; taking one and withdrawing it are both a
+        single ``dict.pop``, so exactly one of them wins."""
+        self._current: dict[threading.Thread, tuple[object, float]] = {}
         self._retiring: set[threading.Thread] = set()
         self._size = size
         for _ in range(size):
@@ -37,17 +47,32 @@ class ThreadRunner:
         thread.start()
 
     def submit(self, token: object, handler: Callable[[Any], Any], task: Any) -> None:
+        """Queue a task; it starts as soon as a thread is free."""
+        self._queued[token] = None
         self._jobs.put((token, handler, task))
+
+    def withdraw(self, drop: Callable[[Any], bool]) -> list[Any]:
+        """Take back queued tasks (not started yet) for which ``drop`` is true."""
+        queued = self._queued
+        return [token for token in list(queued)
+                if drop(token) and queued.pop(token, 0) is None]
+
+    def executing(self) -> list[tuple[Any, float]]:
+        """(token, monotonic start time) of every task a thread is running now."""
+        return list(self._current.values())
 
     def _work(self) -> None:
         me = threading.current_thread()
-        jobs, current, completions = self._jobs, self._current, self._completions
+        jobs, queued, current = self._jobs, self._queued, self._current
+        completions, monotonic = self._completions, time.monotonic
         while True:
             item = jobs.get()
             if item is None:
                 return
             token, handler, task = item
-            current[me] = token
+            if queued.pop(token, 0) is not None:
+                continue  # withdrawn before it started
+            current[me] = (token, monotonic())
             try:
                 result = handler(task)
                 if isinstance(result, Iterator):  # run generator handlers here, not in the loop
@@ -62,7 +87,7 @@ class ThreadRunner:
 
     def abandon(self, token: object) -> None:
         """Give up on ``token``'s handler: its thread retires when it returns; replace it."""
-        for thread, running in list(self._current.items()):
+        for thread, (running, _started) in list(self._current.items()):
             if running is token:
                 self._retiring.add(thread)
                 self._current.pop(thread, None)
@@ -82,13 +107,25 @@ class AsyncRunner:
         self._completions = completions
         self._loop = asyncio.new_event_loop()
         self._futures: dict[object, Future[None]] = {}
+        self._started: dict[object, float] = {}
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="streamtask-asyncio", daemon=True)
         self._thread.start()
 
     def submit(self, token: object, handler: Callable[[Any], Awaitable[Any]], task: Any) -> None:
+        self._started[token] = time.monotonic()  # before the coroutine can finish and pop it
         future = asyncio.run_coroutine_threadsafe(self._run(token, handler, task), self._loop)
         self._futures[token] = future
+        if future.done():  # it finished before it was noted: nothing to keep
+            self._futures.pop(token, None)
+
+    def withdraw(self, _drop: Callable[[Any], bool]) -> list[Any]:
+        """Nothing waits here: the loop hands over coroutines only up to the limit."""
+        return []
+
+    def executing(self) -> list[tuple[Any, float]]:
+        """(token, monotonic submit time) of every coroutine in flight."""
+        return list(self._started.items())
 
     async def _run(self, token: object, handler: Callable[[Any], Awaitable[Any]],
                    task: Any) -> None:
@@ -102,9 +139,11 @@ class AsyncRunner:
             self._completions.put((token, result, None))
         finally:
             self._futures.pop(token, None)
+            self._started.pop(token, None)
 
     def abandon(self, token: object) -> None:
         future = self._futures.pop(token, None)
+        self._started.pop(token, None)
         if future is not None:
             future.cancel()
 

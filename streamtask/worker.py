@@ -62,12 +62,11 @@ class Job:
     stage: Stage
     partition: PartitionOffsets
     message: Any
-    extra: list[routing.Outgoing] = field(default_factory=list)
+    extra: tuple[routing.Outgoing, ...] = ()
     """Records to send along with whatever the outcome is (a join's changelog tombstone)."""
-    deadline: float = float("inf")
     pending_acks: int = 0
     running: bool = False
-    started: float = 0.0
+    """Handed to a runner (queued there or executing) and its outcome not routed yet."""
 
 
 @dataclass
@@ -118,6 +117,7 @@ class Worker:
         self._lanes: KeyLanes[Job] = KeyLanes()
         self._ready: deque[Job] = deque()
         self._running = 0
+        self._running_async = 0
         self._paused = False
         self._full_since: float | None = None
         self._finished_since_commit = 0
@@ -152,6 +152,9 @@ class Worker:
         self._threads = ThreadRunner(self._concurrency, self._completions)
         self._coroutines = AsyncRunner(self._completions) if any(
             s.is_async for s in self.stages) else None
+        self._runners: list[Any] = [self._threads]
+        if self._coroutines is not None:
+            self._runners.append(self._coroutines)
         self._producer = kafka.producer(self.kafka, **self._transactional())
         self._txn = Transactions(self._producer) if self._eos else None
         # Retry levels get a consumer (and group) of their own: one group over both would let
@@ -370,7 +373,7 @@ class Worker:
         else:
             self.events.emit(Event.JOIN_COMPLETED, stage=job.stage.name, fork=outcome.fork)
             job.task, job.lane = outcome.task, outcome.fork
-            job.extra.append(outcome.tombstone)
+            job.extra = (*job.extra, outcome.tombstone)
             self._admit(job)
 
     def _expire_joins(self) -> None:
@@ -416,16 +419,20 @@ class Worker:
     # -- run -------------------------------------------------------------------------------
 
     def _start_ready(self) -> None:
-        limit = self._concurrency
+        """Hand every startable task to its runner. The thread pool's size bounds how many
+        plain handlers execute at once; coroutines are handed over only up to the limit."""
         ready = self._ready
-        while ready and self._running < limit:
-            job = ready.popleft()
+        while ready:
+            job = ready[0]
+            runner: Any = self._threads
+            if job.stage.is_async:
+                if self._running_async >= self._concurrency:
+                    return
+                self._running_async += 1
+                runner = self._coroutines
+            ready.popleft()
             job.running = True
-            job.started = time.monotonic()
-            if job.stage.timeout is not None:
-                job.deadline = job.started + job.stage.timeout
             self._running += 1
-            runner: Any = self._coroutines if job.stage.is_async else self._threads
             runner.submit(job, job.stage.handler, job.task)
 
     def _collect_outcomes(self, wait: float = 0.0) -> int:
@@ -450,19 +457,21 @@ class Worker:
         if not self._running or now < self._next_deadline_check:
             return
         self._next_deadline_check = now + 0.05
-        for job in [j for j in self._live if j.running and j.deadline <= now]:
-            runner: Any = self._coroutines if job.stage.is_async else self._threads
-            runner.abandon(job)
-            self._route(job, None, TaskTimeout(
-                f"task at {job.tp[0]}[{job.tp[1]}]@{job.offset} exceeded the "
-                f"{job.stage.timeout}s timeout of stage {job.stage.name!r}"))
+        for runner in self._runners:
+            for job, started in runner.executing():
+                timeout = job.stage.timeout
+                if timeout is None or started + timeout > now or not job.running:
+                    continue
+                runner.abandon(job)
+                self._route(job, None, TaskTimeout(
+                    f"task at {job.tp[0]}[{job.tp[1]}]@{job.offset} exceeded the "
+                    f"{timeout}s timeout of stage {job.stage.name!r}"))
 
     # -- route the outcome -----------------------------------------------------------------
 
     def _route(self, job: Job, result: Any, error: BaseException | None) -> None:
         """Map a handler's outcome to what must become durable before its offset moves."""
-        job.running = False
-        self._running -= 1
+        self._stopped_running(job)
         self._release_lane(job)
         if self._partitions.get(job.tp) is not job.partition:  # revoked: the new owner reruns it
             self._end(job)
@@ -570,6 +579,12 @@ class Worker:
     def _end(self, job: Job) -> None:
         self._live.discard(job)
 
+    def _stopped_running(self, job: Job) -> None:
+        job.running = False
+        self._running -= 1
+        if job.stage.is_async:
+            self._running_async -= 1
+
     def _release_lane(self, job: Job) -> None:
         """The job no longer runs: the next task of its key may start (results may be in flight)."""
         following = self._lanes.release(job.lane)
@@ -656,6 +671,11 @@ class Worker:
             self._ready.remove(job)
             self._release_lane(job)
             self._end(job)
+        for runner in self._runners:
+            for job in runner.withdraw(drop):
+                self._stopped_running(job)
+                self._release_lane(job)
+                self._end(job)
 
     def _drain(self, busy: Any) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout
