@@ -41,10 +41,15 @@ Subscriber = Callable[[Event, dict[str, Any]], None]
 
 
 class EventBus:
-    """Fan each emitted event out to every subscriber, in subscription order."""
+    """Fan each emitted event out to every subscriber, in subscription order.
 
-    def __init__(self) -> None:
+    A bus may have a ``parent`` (say, one shared by several workers): what is emitted here
+    also reaches the parent's subscribers, those subscribed later included.
+    """
+
+    def __init__(self, parent: EventBus | None = None) -> None:
         self._subscribers: list[Subscriber] = []
+        self._parent = parent
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
@@ -52,6 +57,11 @@ class EventBus:
     def emit(self, event: Event, **fields: Any) -> None:
         for subscriber in self._subscribers:
             subscriber(event, fields)
+        bus = self._parent
+        while bus is not None:
+            for subscriber in bus._subscribers:
+                subscriber(event, fields)
+            bus = bus._parent
 
 
 class EventCounter:

@@ -11,8 +11,8 @@ without Kafka.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from streamtask.errors import ConfigurationError, RoutingError
 
@@ -75,11 +75,10 @@ def merged(task: Any) -> Any:
     return task.payload
 
 
-@dataclass(frozen=True)
-class NextTask:
+class NextTask(NamedTuple):
     stage: str
     payload: Any
-    key: str | None = field(default=None)
+    key: str | None = None
 
 
 def targets_of(then: Then) -> list[str]:

@@ -6,8 +6,7 @@ and produces; this module decides *what* goes on the wire, so the format lives i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -21,8 +20,9 @@ from streamtask.retry import RetryLater
 MAX_HISTORY = 10
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
+    """One record to produce. A tuple, because the worker builds one or more per task."""
+
     topic: str
     value: bytes | None
     """None is a tombstone (a changelog deletion)."""
@@ -92,7 +92,7 @@ def child_records(app: App, stage: Stage, parent: Task, result: Any) -> list[Out
     down the pipeline.
     """
     out = []
-    headers = dict(parent.headers)
+    headers = parent.headers  # Task.new copies it
     if stage.join is not None:
         headers = join.joined(headers)
     if isinstance(stage.then, tuple):

@@ -25,6 +25,9 @@ from typing import Any
 Completion = tuple[object, Any, BaseException | None]
 """(token, result, error) as reported by a runner."""
 
+_NOT_ITERATORS = frozenset({type(None), dict, list, tuple, str, bytes, int, float, bool})
+"""Common results, answered without the (slower) ``Iterator`` ABC check."""
+
 
 class ThreadRunner:
     """``size`` threads executing plain handlers, taking queued tasks in submission order."""
@@ -75,8 +78,8 @@ class ThreadRunner:
             current[me] = (token, monotonic())
             try:
                 result = handler(task)
-                if isinstance(result, Iterator):  # run generator handlers here, not in the loop
-                    result = list(result)
+                if type(result) not in _NOT_ITERATORS and isinstance(result, Iterator):
+                    result = list(result)  # run generator handlers here, not in the loop
                 completions.put((token, result, None))
             except BaseException as error:  # user code must never kill the worker
                 completions.put((token, None, error))

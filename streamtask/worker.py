@@ -91,13 +91,11 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.kafka = kafka_settings or app.kafka
         # Each worker counts on a bus of its own; a caller's bus (shared by several workers,
-        # say) receives every event as a subscriber.
-        self.events = EventBus()
+        # say) is its parent and receives every event.
+        self.events = EventBus(parent=events)
         self.counter = EventCounter()
         self.events.subscribe(self.counter)
         self.events.subscribe(EventLogger())
-        if events is not None:
-            self.events.subscribe(lambda event, fields: events.emit(event, **fields))
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self._by_topic = {topic: stage for stage in self.stages
                           for topic in (stage.topic, *stage.retry_topics)}
@@ -231,7 +229,10 @@ class Worker:
             self._start_ready()
             completed = self._collect_outcomes(wait=0.005 if self._running and not received
                                                else 0.0)
-            self._producer.poll(0)
+            # With nothing received or running, only acknowledgements can move the work on:
+            # wait for them here rather than spin through the loop.
+            idle = not (received or completed or self._running or self._ready)
+            self._producer.poll(0.005 if idle and self._live else 0)
             self._raise_delivery_error()
             self._expire_deadlines()
             self._release_due()
@@ -305,11 +306,7 @@ class Worker:
                 messages = [first, *self._consumer.consume(room - 1, 0)]
             elif first is not None:
                 messages = [first]
-        for message in messages:
-            if message.error() is not None:
-                self._on_consumer_error(message.error())
-                continue
-            self._receive(message)
+        self._receive(messages)
         return len(messages)
 
     def _on_consumer_error(self, error: Any) -> None:
@@ -317,18 +314,24 @@ class Worker:
             kafka.raise_for(error, "consumer failed")
         log.warning("consumer error: %s", error.str())
 
-    def _receive(self, message: Any) -> None:
-        tp = (message.topic(), message.partition())
-        offsets = self._partitions.get(tp)
-        if offsets is None:  # a record of a partition we no longer own
-            return
-        if tp[0] in self._retry_topics and self._hold_if_early(tp, message):
-            return
-        self._accept(tp, offsets, message)
+    def _receive(self, messages: list[Any]) -> None:
+        partitions, retry_topics, accept = self._partitions, self._retry_topics, self._accept
+        for message in messages:
+            if message.error() is not None:
+                self._on_consumer_error(message.error())
+                continue
+            tp = (message.topic(), message.partition())
+            offsets = partitions.get(tp)
+            if offsets is None:  # a record of a partition we no longer own
+                continue
+            if tp[0] in retry_topics and self._hold_if_early(tp, message):
+                continue
+            accept(tp, offsets, message)
 
     def _accept(self, tp: TP, offsets: PartitionOffsets, message: Any) -> None:
         """Decode a record and admit its task (or dead-letter it as poison)."""
-        if not offsets.received(message.offset()):
+        offset = message.offset()
+        if not offsets.received(offset):
             return  # redelivered after pause/resume: we already hold it
         stage = self._by_topic[tp[0]]
         value = message.value() or b""
@@ -347,10 +350,9 @@ class Worker:
             self._poison(stage, offsets, message, Event.TASK_TYPE_UNKNOWN, "unknown-task-type",
                          f"task type {task.type!r} is not handled on {tp[0]}")
             return
-        job = Job(tp, message.offset(), message.key() or task.id, task, stage, offsets,
-                  message)
+        job = Job(tp, offset, message.key() or task.id, task, stage, offsets, message)
         self._live.add(job)
-        if self._joins.is_arrival(tp[0], message):
+        if stage.join is not None and self._joins.is_arrival(tp[0], message):
             self._join_arrival(job, task)
             return
         self._admit(job)
@@ -472,7 +474,9 @@ class Worker:
     def _route(self, job: Job, result: Any, error: BaseException | None) -> None:
         """Map a handler's outcome to what must become durable before its offset moves."""
         self._stopped_running(job)
-        self._release_lane(job)
+        following = self._lanes.release(job.lane)
+        if following is not None:
+            self._ready.append(following)
         if self._partitions.get(job.tp) is not job.partition:  # revoked: the new owner reruns it
             self._end(job)
             return
@@ -557,10 +561,15 @@ class Worker:
                 if job.pending_acks == 0:
                     self._finish(job)
 
+        # Naming no partition and no headers when there are none saves a quarter of produce's
+        # cost, which counts on a per-task path.
+        where: dict[str, Any] = {"partition": out.partition} if out.partition >= 0 else {}
+        if out.headers:
+            where["headers"] = out.headers
         while True:
             try:
-                self._producer.produce(out.topic, out.value, out.key, partition=out.partition,
-                                       headers=out.headers, on_delivery=acknowledged)
+                self._producer.produce(out.topic, out.value, out.key, on_delivery=acknowledged,
+                                       **where)
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -574,7 +583,7 @@ class Worker:
         if self._partitions.get(job.tp) is job.partition:
             job.partition.finished(job.offset)
             self._finished_since_commit += 1
-        self._end(job)
+        self._live.discard(job)
 
     def _end(self, job: Job) -> None:
         self._live.discard(job)
