@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import missing, recorder_run, summary
+from tests.helpers import missing, recorder_run, summary, wait_for_assignment
 from tests.test_retry_ladder import read_all
 
 TASKS = 2000
@@ -30,6 +30,10 @@ def test_kill9_during_retries_loses_nothing(kafka, unique: str, tmp_path: Path) 
             assert doomed.kill9() == -signal.SIGKILL
 
         last = run.start_worker("--concurrency", "8")
+
+        # It must be running (signal handlers installed) before all ran and it is stopped.
+
+        wait_for_assignment(last, run.stage.topic)
         run.wait_until_all_ran(TASKS, timeout=120, watch=[last])
         last.signal(signal.SIGTERM)
         assert last.wait(timeout=30) == 0, last.describe()

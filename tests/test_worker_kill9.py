@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from streamtask.config import WorkerSettings
-from tests.helpers import duplicate_bound, duplicates, missing, recorder_run, summary
+from tests.helpers import (
+    duplicate_bound,
+    duplicates,
+    missing,
+    recorder_run,
+    summary,
+    wait_for_assignment,
+)
 
 TASKS = 6000
 KILLS = 3
@@ -39,6 +46,10 @@ def test_kill9_mid_run_loses_no_task_and_duplicates_are_bounded(
             assert committed < TASKS, f"kill {kill} came after the last commit: not mid-run"
 
         last = run.start_worker("--concurrency", str(CONCURRENCY))
+
+        # It must be running (signal handlers installed) before all ran and it is stopped.
+
+        wait_for_assignment(last, run.stage.topic)
         run.wait_until_all_ran(TASKS, timeout=90, watch=[last])
         last.signal(signal.SIGTERM)
         assert last.wait(timeout=30) == 0, last.describe()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import missing, recorder_run, summary
+from tests.helpers import missing, recorder_run, summary, wait_for_assignment
 
 TASKS = 1000
 DRAIN_TIMEOUT = 10.0
@@ -35,6 +35,10 @@ def test_sigterm_drains_and_commits_so_no_finished_task_runs_again(
         assert len(by_first) < TASKS, "SIGTERM came after the last task: not mid-run"
 
         second = run.start_worker(*options)
+
+        # It must be running (signal handlers installed) before all ran and it is stopped.
+
+        wait_for_assignment(second, run.stage.topic)
         run.wait_until_all_ran(TASKS, timeout=60, watch=[second])
         second.signal(signal.SIGTERM)
         assert second.wait(timeout=DRAIN_TIMEOUT) == 0, second.describe()
