@@ -67,7 +67,8 @@ def record_of(message: Any) -> dl.DeadLetterRecord:
 def decode(stage: Stage, codec: EnvelopeCodec, record: dl.DeadLetterRecord) -> DeadLetter:
     """The dead letter with its task decoded, if it is a task ``stage`` can run again."""
     try:
-        task = codec.decode(record.value)
+        # The attempt that failed last (the record is the task's record as first sent).
+        task = codec.decode(record.value, attempt=record.attempts or None)
     except DecodeError as error:
         return DeadLetter(record, None, f"undecodable: {error}")
     if task.type != stage.name:

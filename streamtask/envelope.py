@@ -216,8 +216,14 @@ class EnvelopeCodec:
                 f"{type(exc).__name__}: {exc}") from exc
         return buf.getvalue()
 
-    def decode(self, data: bytes | memoryview) -> Task:
-        """The task in ``data``; any bad input raises DecodeError, and nothing else does."""
+    def decode(self, data: bytes | memoryview, *, attempt: int | None = None,
+               not_before: int | None = None) -> Task:
+        """The task in ``data``; any bad input raises DecodeError, and nothing else does.
+
+        ``attempt`` and ``not_before``, when given, replace the envelope's: a retry record is
+        the task's record unchanged, its attempt and due time travel in retry headers
+        (see :func:`streamtask.routing.retry_record`).
+        """
         fp = bytes(data[2:HEADER_SIZE])
         entry = self._readers.get(fp) if data[:2] == MARKER else None
         if entry is None:
@@ -225,9 +231,10 @@ class EnvelopeCodec:
         env = decode_body(data, entry[0], entry[1], ENVELOPE_SCHEMA)
         return Task(
             env["task_id"], env["task_type"], self._decode_payload(env),
-            key=env["key"], attempt=env["attempt"], created_at=env["created_at"],
-            not_before=env["not_before"], run_id=env["run_id"], parent_id=env["parent_id"],
-            headers=env["headers"], pipeline_version=env["pipeline_version"])
+            key=env["key"], attempt=attempt or env["attempt"], created_at=env["created_at"],
+            not_before=not_before or env["not_before"], run_id=env["run_id"],
+            parent_id=env["parent_id"], headers=env["headers"],
+            pipeline_version=env["pipeline_version"])
 
     def _envelope_reader(self, data: bytes | memoryview) -> tuple[Any, Any]:
         """Plain schemas to read an envelope written with another envelope version."""

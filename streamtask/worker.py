@@ -341,7 +341,10 @@ class Worker:
                          f"{stage.max_payload_bytes}")
             return
         try:
-            task = self.app.codec.decode(value)
+            if tp[0] in self._retry_topics:
+                task = self.app.codec.decode(value, **routing.retry_overrides(message.headers()))
+            else:
+                task = self.app.codec.decode(value)
         except DecodeError as error:
             self._poison(stage, offsets, message, Event.RECORD_UNDECODABLE, "undecodable",
                          str(error))
@@ -503,8 +506,7 @@ class Worker:
         now = _now_ms()
         decision = decide(task.attempt, error, job.stage.retry, now)
         if isinstance(decision, RetryLater):
-            out = routing.retry_record(job.stage, task, job.message, decision, error,
-                                       self.app.codec, now)
+            out = routing.retry_record(job.stage, task, job.message, decision, error, now)
             self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
                              attempt=decision.attempt, topic=out.topic, due=decision.due)
             self._send_all([out, *job.extra], job)

@@ -75,8 +75,10 @@ def test_keeps_failing_lands_in_dlq_with_every_header(kafka, unique) -> None:
     assert record.origin.topic == f"t{unique}.doomed.retry.200ms"
     assert record.origin.group == f"t{unique}.doomed.retry"  # the retry levels' group
     assert dead.key() == b"k7"
+    # The value is the task's record as first sent; the attempts travel in the headers.
     task = app.codec.decode(dead.value())
-    assert task.payload == {"photo": 7} and task.attempt == 2
+    assert task.payload == {"photo": 7} and task.attempt == 1
+    assert app.codec.decode(dead.value(), attempt=record.attempts).attempt == 2
     assert "Traceback" in record.stacktrace
 
 

@@ -14,6 +14,7 @@ from streamtask import logs
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
 from streamtask.errors import ConfigurationError
+from streamtask.runtime import tune_for_worker
 from streamtask.supervisor import Supervisor
 from streamtask.topics import ensure
 from streamtask.worker import Worker
@@ -80,6 +81,7 @@ def worker(
                               commit_interval=commit_interval, instance_id=instance_id)
     runner = Worker(app, stage, settings)
     _on_signals(runner.stop)
+    tune_for_worker()
     stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
     summary = dict(sorted(stats.counts.items()))
     logging.getLogger("streamtask.worker").info(
