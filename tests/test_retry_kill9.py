@@ -15,11 +15,15 @@ from tests.test_retry_ladder import read_all
 
 TASKS = 2000
 FAIL_EVERY = 4
+TASK_SECONDS = 0.02
+"""Slow enough (8 threads: ~400 tasks/s) that three doomed workers, each killed ~0.5 s after
+150 executions, leave most of the backlog to the last one: with 2 ms tasks the first worker
+finished nearly everything and a later round waited for executions that no longer existed."""
 
 
 @pytest.mark.timeout(180)
 def test_kill9_during_retries_loses_nothing(kafka, unique: str, tmp_path: Path) -> None:
-    with recorder_run(kafka.bootstrap, unique, tmp_path, sleep=0.002,
+    with recorder_run(kafka.bootstrap, unique, tmp_path, sleep=TASK_SECONDS,
                       fail_every=FAIL_EVERY) as run:
         run.send(TASKS)
         for _ in range(3):
@@ -28,6 +32,8 @@ def test_kill9_during_retries_loses_nothing(kafka, unique: str, tmp_path: Path) 
             run.wait_for_executions(before + 150, timeout=60, watch=[doomed])
             time.sleep(0.5)  # retries produced and some due, mid-ladder
             assert doomed.kill9() == -signal.SIGKILL
+        ran = {e.n for e in run.executions()}
+        assert len(ran) < TASKS, "the kills came after every task ran: not mid-run"
 
         last = run.start_worker("--concurrency", "8")
 
