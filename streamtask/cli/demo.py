@@ -25,6 +25,9 @@ def demo(
     stage and a summary: resize -> filter -> scan -> (notify_followers | update_feeds)."""
     console = Console(stderr=True)
     logging.getLogger("streamtask.kafka").setLevel(logging.ERROR)  # transient client chatter
+    # The progress bars count the injected retries; a warning line for each one scrolled
+    # them off the screen. Dead letters (errors) are still shown as they happen.
+    logging.getLogger("streamtask.worker").setLevel(logging.ERROR)
     broker = None
     if bootstrap is None:
         local = LocalBroker(DEFAULT_DATA_DIR, port=DEFAULT_PORT)
