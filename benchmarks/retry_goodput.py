@@ -87,11 +87,20 @@ def send_at_rate(bootstrap: str, name: str, per_second: float, total: int) -> No
     """
     app = App(name, kafka=KafkaSettings(bootstrap))
     app.stage("work", partitions=8)(lambda task: None)
-    begin = time.time() + 1 + total / 200_000  # after the encoding below
+    # The clock starts once every task is encoded: time a sample first, and leave a margin,
+    # since a start in the past would count the encoding as latency.
+    sample = min(total, 1000)
+    started = time.perf_counter()
+    for n in range(sample):
+        app.codec.encode(Task.new("work", {"n": n, "sent_at": 0}))
+    per_task = (time.perf_counter() - started) / sample
+    begin = time.time() + 1 + 1.5 * per_task * total
     records = []
     for n in range(total):
         task = Task.new("work", {"n": n, "sent_at": round((begin + n / per_second) * 1000)})
         records.append((task.id, app.codec.encode(task)))
+    if time.time() > begin:
+        raise SystemExit(f"encoding {total} tasks outlasted the start: raise the margin")
     producer = kafka.producer(app.kafka)
     topic = app.get_stage("work").topic
     for n, (key, value) in enumerate(records):
@@ -122,6 +131,8 @@ def latency(bootstrap: str, rate: float, per_second: float, seconds: float) -> l
         target=send_at_rate, args=(bootstrap, app.name, per_second, total))
     sender.start()
     sender.join()
+    if sender.exitcode != 0:
+        raise SystemExit(f"the sender failed (exit code {sender.exitcode})")
     deadline = time.monotonic() + 30
     while len(starts) < total and time.monotonic() < deadline:
         time.sleep(0.1)
