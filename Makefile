@@ -1,20 +1,41 @@
 # The two commands of the README:
 #   make demo   runs the main job on a local broker it starts itself
 #   make test   installs everything and runs the whole test suite against a real broker
+# Both work inside the project's own virtual environment (.venv, created on first use) and
+# install the exact versions in constraints.txt, so nothing else on the machine takes part.
+# `make lock` refreshes constraints.txt from what pyproject.toml allows today.
 PYTHON ?= python3
-.PHONY: install test demo lint
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+.PHONY: install test demo lint lock soak
 
-install:
-	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(PYTHON) -c "from streamtask.broker import kafka_classpath; print('kafka jars:', kafka_classpath())"
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -c "from streamtask.broker import kafka_classpath; print('kafka jars:', kafka_classpath())"
 
 lint: install
-	ruff check streamtask tests benchmarks
-	mypy
+	$(BIN)/ruff check streamtask tests benchmarks
+	$(BIN)/mypy
 	bash .ci/compose-check
 
 test: lint
-	$(PYTHON) -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
 
 demo: install
-	streamtask demo
+	$(BIN)/streamtask demo
+
+# A fresh environment from pyproject.toml alone, frozen: run it when a dependency changes,
+# then `make test` and commit constraints.txt with the change.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	.lock-venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	( echo "# Exact versions the test suite passed with; refresh with \`make lock\`."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable --all | grep -vE '^(pip|setuptools|wheel)==' ) > constraints.txt
+	rm -rf .lock-venv

@@ -9,8 +9,7 @@ from typing import Any
 import confluent_kafka
 import orjson
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from streamtask.cli import app as cli
 from streamtask.topics import ensure
