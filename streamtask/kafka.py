@@ -131,12 +131,20 @@ def mapped(exc: confluent_kafka.KafkaException, what: str) -> KafkaError:
 
 def read_partition(settings: KafkaSettings, topic: str, partition: int,
                    timeout: float = 30.0) -> list[tuple[str, bytes | None]]:
-    """Every (key, value) of one partition up to its current end (restoring a changelog)."""
+    """Every committed (key, value) of one partition up to its current end (restoring a
+    changelog).
+
+    The end is where librdkafka reports the partition's end (``enable.partition.eof``) at or
+    past the end offset taken first, not the record at end - 1: in a changelog written in
+    transactions that offset is a commit marker, which no consumer ever returns.
+    """
     import time
 
     reader = confluent_kafka.Consumer({**_base(settings), **settings.extra,
                                        "group.id": f"streamtask-restore-{topic}",
-                                       "enable.auto.commit": False})
+                                       "enable.auto.commit": False,
+                                       "isolation.level": "read_committed",
+                                       "enable.partition.eof": True})
     try:
         low, high = reader.get_watermark_offsets(TopicPartition(topic, partition),
                                                  timeout=timeout)
@@ -145,16 +153,18 @@ def read_partition(settings: KafkaSettings, topic: str, partition: int,
         reader.assign([TopicPartition(topic, partition, low)])
         records: list[tuple[str, bytes | None]] = []
         deadline = time.monotonic() + timeout
-        position = low
-        while position < high:
+        while True:
             if time.monotonic() > deadline:
                 raise KafkaError(f"restoring {topic}[{partition}] did not reach offset {high} "
                                  f"within {timeout:.0f}s")
             message = reader.poll(0.5)
-            if message is None or message.error() is not None:
+            if message is None:
                 continue
-            records.append(((message.key() or b"").decode(), message.value()))
-            position = (message.offset() or 0) + 1
-        return records
+            error = message.error()
+            if error is None:
+                records.append(((message.key() or b"").decode(), message.value()))
+            elif error.code() == confluent_kafka.KafkaError._PARTITION_EOF and \
+                    (message.offset() or 0) >= high:
+                return records
     finally:
         reader.close()

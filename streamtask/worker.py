@@ -639,8 +639,13 @@ class Worker:
         self._joins.restore((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             self._partitions.setdefault((tp.topic, tp.partition), PartitionOffsets())
+        # librdkafka keeps a partition's pause flag while it is revoked or lost and applies it
+        # when the partition comes back; the worker's own pause state (flow control, held
+        # retries) was reset for it meanwhile, so set the flag to match, both ways.
         if self._paused:
             consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
         self.events.emit(Event.PARTITIONS_ASSIGNED,
                          partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
 
@@ -663,6 +668,8 @@ class Worker:
         self._held.drop(lost)
         self._joins.drop(lost)
         self._drop_waiting(lambda job: job.tp in lost)
+        if self._txn is not None:  # their tasks run again; these outputs must never go out
+            self._txn.drop(lost)
         self._forget(lost)
         self.events.emit(Event.PARTITIONS_LOST, partitions=_names(lost))
 

@@ -160,7 +160,7 @@ class RecorderRun:
     """One test's recorder app: its topics, its tasks, its worker subprocesses and its log."""
 
     def __init__(self, bootstrap: str, name: str, tmp_path: Path, *, sleep: float = 0.0,
-                 partitions: int = 8, fail_every: int = 0) -> None:
+                 partitions: int = 8, fail_every: int = 0, emit: bool = False) -> None:
         self.bootstrap = bootstrap
         self.name = name
         self.tmp_path = tmp_path
@@ -171,6 +171,7 @@ class RecorderRun:
                     "RECORDER_SLEEP": repr(sleep),
                     "RECORDER_PARTITIONS": str(partitions),
                     "RECORDER_FAIL_EVERY": str(fail_every),
+                    "RECORDER_EMIT": "1" if emit else "0",
                     "STREAMTASK_BOOTSTRAP": bootstrap,
                     "PYTHONUNBUFFERED": "1"}
         self.workers: list[WorkerProcess] = []
@@ -311,10 +312,11 @@ class RecorderRun:
 
 @contextlib.contextmanager
 def recorder_run(bootstrap: str, unique: str, tmp_path: Path, *, sleep: float = 0.0,
-                 partitions: int = 8, fail_every: int = 0) -> Iterator[RecorderRun]:
+                 partitions: int = 8, fail_every: int = 0,
+                 emit: bool = False) -> Iterator[RecorderRun]:
     """A :class:`RecorderRun` named ``t<unique>`` with its topics created."""
     with RecorderRun(bootstrap, f"t{unique}", tmp_path, sleep=sleep,
-                     partitions=partitions, fail_every=fail_every) as run:
+                     partitions=partitions, fail_every=fail_every, emit=emit) as run:
         run.ensure_topics()
         yield run
 

@@ -19,20 +19,30 @@ SLEEP = float(os.environ.get("RECORDER_SLEEP", "0"))
 PARTITIONS = int(os.environ.get("RECORDER_PARTITIONS", "8"))
 FAIL_EVERY = int(os.environ.get("RECORDER_FAIL_EVERY", "0"))
 """When set, the first attempt of every task whose n is a multiple of it fails (then retries)."""
+EMIT = os.environ.get("RECORDER_EMIT") == "1"
+"""When set, each task also sends a result to the ``done`` stage, so finishing it needs the
+broker's acknowledgement (run the worker with ``--stage work``)."""
 RETRY = RetryPolicy(max_attempts=3, backoff=Backoff.FIXED,
                     delay=float(os.environ.get("RECORDER_RETRY_DELAY", "1")))
 
 app = App(APP_NAME, kafka=KafkaSettings(os.environ.get("STREAMTASK_BOOTSTRAP", "127.0.0.1:9092")))
 
 
-@app.stage("work", partitions=PARTITIONS, retry=RETRY)
-def work(task: Task) -> None:
+@app.stage("work", partitions=PARTITIONS, retry=RETRY, then="done" if EMIT else None)
+def work(task: Task) -> dict[str, int] | None:
     if SLEEP:
         time.sleep(SLEEP)
     n = task.payload["n"]
     if FAIL_EVERY and task.attempt == 1 and n % FAIL_EVERY == 0:
         raise ConnectionError(f"first attempt of task {n} fails")
     record(n)
+    return {"n": n} if EMIT else None
+
+
+if EMIT:
+    @app.stage("done", partitions=PARTITIONS)
+    def done(task: Task) -> None:
+        """Not run by the tests: its topic only receives the results of ``work``."""
 
 
 def record(n: int) -> None:
