@@ -2,23 +2,35 @@
 
 Children are plain ``streamtask worker`` processes (one each), so a child behaves exactly as a
 worker started by hand; the supervisor only forwards stop signals and restarts the dead.
+
+Children stay in the supervisor's process group, so whoever kills the group kills them all;
+but Ctrl-C in a terminal signals that whole group, and a child that took the terminal's SIGINT
+and then the supervisor's SIGTERM would count two signals and exit at once, undrained. So a
+supervised child ignores SIGINT (``SUPERVISED_ENV``) and stops on the supervisor's SIGTERM.
+Each child gets its own instance id (``<id>-<index>``, kept across its restarts): exactly-once
+workers derive their transactional id from it, and two children sharing one would fence each
+other in a loop.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Sequence
 
 log = logging.getLogger("streamtask.supervisor")
+SUPERVISED_ENV = "STREAMTASK_SUPERVISED"
+"""Set to 1 in a child's environment: it ignores SIGINT and waits for the forwarded SIGTERM."""
 
 
 class Supervisor:
     def __init__(self, command: Sequence[str], processes: int, *, grace: float = 40.0,
-                 restart_delay: float = 1.0) -> None:
+                 restart_delay: float = 1.0, instance_id: str | None = None) -> None:
         self.command = list(command)
+        self.instance_id = instance_id
         self.processes = processes
         self.grace = grace
         self.restart_delay = restart_delay
@@ -38,7 +50,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped; returns the worst exit code of the final children."""
-        self._children = [self._spawn() for _ in range(self.processes)]
+        self._children = [self._spawn(index) for index in range(self.processes)]
         while not self._stopping:
             codes = [child.poll() for child in self._children]
             if all(code == 0 for code in codes):
@@ -54,10 +66,13 @@ class Supervisor:
         time.sleep(self.restart_delay)
         if not self._stopping:  # a stop may have come in while we waited
             self.restarts += 1
-            self._children[index] = self._spawn()
+            self._children[index] = self._spawn(index)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(self.command)
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, SUPERVISED_ENV: "1", "STREAMTASK_PROCESSES": "1"}
+        if self.instance_id is not None:
+            env["STREAMTASK_INSTANCE_ID"] = f"{self.instance_id}-{index}"
+        child = subprocess.Popen(self.command, env=env)
         log.info("started worker pid %s", child.pid)
         return child
 

@@ -15,7 +15,7 @@ from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
 from streamtask.errors import ConfigurationError
 from streamtask.runtime import tune_for_worker
-from streamtask.supervisor import Supervisor
+from streamtask.supervisor import SUPERVISED_ENV, Supervisor
 from streamtask.topics import ensure
 from streamtask.worker import Worker
 
@@ -23,7 +23,11 @@ LogFormat = Literal["text", "json"]
 
 
 def _on_signals(stop: Any) -> None:
-    """First SIGTERM/Ctrl-C drains; a second one exits at once (uncommitted tasks rerun)."""
+    """First SIGTERM/Ctrl-C drains; a second one exits at once (uncommitted tasks rerun).
+
+    A supervised child ignores SIGINT: a terminal's Ctrl-C reaches it too, and the
+    supervisor's SIGTERM that follows would otherwise count as the second signal.
+    """
     received: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:
@@ -31,6 +35,16 @@ def _on_signals(stop: Any) -> None:
             os._exit(128 + signum)
         received.append(signum)
         stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    supervised = os.environ.get(SUPERVISED_ENV) == "1"
+    signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else handler)
+
+
+def _on_supervisor_signals(supervisor: Supervisor) -> None:
+    """First SIGTERM/Ctrl-C: the children drain; a second one: they are killed at once."""
+    def handler(_signum: int, _frame: Any) -> None:
+        supervisor.stop()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -71,8 +85,9 @@ def worker(
     logs.configure(log_level, log_format)
     if processes > 1:
         child = [sys.executable, "-m", "streamtask", *_child_args(sys.argv[1:])]
-        supervisor = Supervisor(child, processes, grace=drain_timeout + 10)
-        _on_signals(supervisor.stop)
+        supervisor = Supervisor(child, processes, grace=drain_timeout + 10,
+                                instance_id=instance_id)
+        _on_supervisor_signals(supervisor)
         raise typer.Exit(supervisor.run())
     app = open_app(app_ref, bootstrap)
     if create_topics:
@@ -90,14 +105,15 @@ def worker(
 
 
 def _child_args(argv: list[str]) -> list[str]:
-    """The same command line with --processes removed, for one supervised child."""
+    """The same command line for one supervised child, without --processes and without
+    --instance-id (the supervisor gives each child its own, in the environment)."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--processes":
+        elif arg in ("--processes", "--instance-id"):
             skip = True
-        elif not arg.startswith("--processes="):
+        elif not arg.startswith(("--processes=", "--instance-id=")):
             out.append(arg)
     return out
