@@ -41,13 +41,19 @@ class Committer:
         self._produce = produce
 
     def commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
-        """Commit every partition whose position moved (or only those in ``only``)."""
+        """Commit every partition whose position moved (or only those in ``only``).
+
+        A synchronous commit (revoke, shutdown) sends every known position, moved or not:
+        the last asynchronous commit of a position may still be in flight or have failed
+        without its report served yet (a rebalance fails it with ILLEGAL_GENERATION), and
+        this is the last chance to make that position durable.
+        """
         if self._txn is not None:
             self._commit_transaction()
             return
         offsets = []
         for tp, tracker in self._partitions.items():
-            position = tracker.to_commit()
+            position = tracker.to_commit() if asynchronous else tracker.position
             if position is not None and (only is None or tp in only):
                 offsets.append(kafka.TopicPartition(tp[0], tp[1], position))
                 tracker.committed = position
