@@ -64,5 +64,8 @@ class WorkerSettings:
 
     @property
     def max_buffered(self) -> int:
-        """Tasks held (running + waiting) before the worker pauses fetching."""
+        """Tasks held before the worker stops taking records: every task received and not
+        yet below its partition's commit position (running, waiting, or finished above an
+        unfinished one). A crash reruns at most these plus those finished since the last
+        commit (see :mod:`streamtask.window`)."""
         return self.concurrency + (self.prefetch or max(2 * self.concurrency, 1000))

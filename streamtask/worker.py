@@ -37,6 +37,7 @@ from streamtask.ordering import KeyLanes
 from streamtask.retry import RetryLater, decide
 from streamtask.runner import AsyncRunner, Completion, ThreadRunner
 from streamtask.transactions import Transactions
+from streamtask.window import HeldWindow
 
 log = logging.getLogger("streamtask.worker")
 TP = tuple[str, int]
@@ -101,6 +102,7 @@ class Worker:
                           for topic in (stage.topic, *stage.retry_topics)}
         self._retry_topics = {topic for stage in self.stages for topic in stage.retry_topics}
         self._held = HeldRecords()
+        self._window = HeldWindow(self.settings.max_buffered)
         self._just_assigned = False
         self._group_id = self._group()
         self._joins = JoinRuntime(self.stages, app.codec, self.kafka, self._group_id,
@@ -286,7 +288,8 @@ class Worker:
         # waiting, and block (briefly) only in poll(), which returns on the first record.
         # With handlers running, the loop waits on their completions instead.
         # Never take more than the held-work limit leaves room for.
-        room = min(self.settings.poll_batch, self.settings.max_buffered - len(self._live))
+        held = max(len(self._live), self._window.held(self._partitions))
+        room = min(self.settings.poll_batch, self.settings.max_buffered - held)
         if not self._flow_control(room):
             return 0
         room = max(1, room)
@@ -333,6 +336,8 @@ class Worker:
         offset = message.offset()
         if not offsets.received(offset):
             return  # redelivered after pause/resume: we already hold it
+        if self._window.overfull(tp, offsets):
+            self._owner[tp[0]].pause([kafka.TopicPartition(*tp)])
         stage = self._by_topic[tp[0]]
         value = message.value() or b""
         if len(value) > stage.max_payload_bytes:
@@ -408,8 +413,13 @@ class Worker:
             if offsets is not None:
                 self._accept(tp, offsets, message)
         for tp in resume:
-            if tp in self._partitions and not self._paused:
-                self._owner[tp[0]].resume([kafka.TopicPartition(*tp)])
+            self._resume_if_free(tp)
+
+    def _resume_if_free(self, tp: TP) -> None:
+        """Resume a partition that no pause holds any longer (full, held retries, window)."""
+        if tp in self._partitions and not self._paused and tp not in self._held.paused \
+                and tp not in self._window.paused:
+            self._owner[tp[0]].resume([kafka.TopicPartition(*tp)])
 
     def _poison(self, stage: Stage, offsets: PartitionOffsets, message: Any, event: Event,
                 reason: str, detail: str) -> None:
@@ -585,6 +595,8 @@ class Worker:
         if self._partitions.get(job.tp) is job.partition:
             job.partition.finished(job.offset)
             self._finished_since_commit += 1
+            if self._window.drained(job.tp, job.partition):
+                self._resume_if_free(job.tp)
         self._live.discard(job)
 
     def _end(self, job: Job) -> None:
@@ -615,9 +627,10 @@ class Worker:
         if room > 0:
             self._full_since = None
             if self._paused:
+                held = self._held.paused | self._window.paused
                 for consumer in self._consumers:
                     consumer.resume([tp for tp in consumer.assignment()
-                                     if (tp.topic, tp.partition) not in self._held.paused])
+                                     if (tp.topic, tp.partition) not in held])
                 self._paused = False
             return True
         if self._full_since is None:
@@ -653,6 +666,7 @@ class Worker:
         """Finish (bounded) the revoked partitions' running tasks and commit before they go."""
         revoked = {(p.topic, p.partition) for p in partitions}
         self._held.drop(revoked)
+        self._window.drop(revoked)
         self._joins.drop(revoked)
         self._drop_waiting(lambda job: job.tp in revoked)
         self._drain(lambda: any(j.tp in revoked and (j.running or j.pending_acks)
@@ -666,6 +680,7 @@ class Worker:
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
         self._held.drop(lost)
+        self._window.drop(lost)
         self._joins.drop(lost)
         self._drop_waiting(lambda job: job.tp in lost)
         if self._txn is not None:  # their tasks run again; these outputs must never go out

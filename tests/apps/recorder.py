@@ -19,6 +19,8 @@ SLEEP = float(os.environ.get("RECORDER_SLEEP", "0"))
 PARTITIONS = int(os.environ.get("RECORDER_PARTITIONS", "8"))
 FAIL_EVERY = int(os.environ.get("RECORDER_FAIL_EVERY", "0"))
 """When set, the first attempt of every task whose n is a multiple of it fails (then retries)."""
+SLOW_N, _, SLOW_SECONDS = os.environ.get("RECORDER_SLOW", "-1:0").partition(":")
+"""``n:seconds``: task ``n`` takes this long (one slow task among fast ones)."""
 EMIT = os.environ.get("RECORDER_EMIT") == "1"
 """When set, each task also sends a result to the ``done`` stage, so finishing it needs the
 broker's acknowledgement (run the worker with ``--stage work``)."""
@@ -33,6 +35,8 @@ def work(task: Task) -> dict[str, int] | None:
     if SLEEP:
         time.sleep(SLEEP)
     n = task.payload["n"]
+    if n == int(SLOW_N):
+        time.sleep(float(SLOW_SECONDS))
     if FAIL_EVERY and task.attempt == 1 and n % FAIL_EVERY == 0:
         raise ConnectionError(f"first attempt of task {n} fails")
     record(n)

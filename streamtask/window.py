@@ -1,0 +1,53 @@
+"""The held window: what a crash can make run again, bounded.
+
+After a crash a partition restarts from its last committed position, so every task received
+at or above that position may run again, finished or not. A task that finished above an
+unfinished one (one slow task, the others flowing past it) keeps its offset above the
+position until the slow one ends. So the worker counts, as held, every received task not
+yet below its partition's commit position, and takes no record while it holds
+``max_buffered`` of them. One partition alone may hold only half of that (``per_partition``):
+beyond, that partition is paused until its position catches up, so one slow task holds up
+its own partition and not the whole worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from streamtask.offsets import PartitionOffsets
+
+TP = tuple[str, int]
+
+
+class HeldWindow:
+    """Counts held tasks per partition and says when a partition must pause or may resume."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        """Held tasks of all partitions together (``WorkerSettings.max_buffered``)."""
+        self.per_partition = max(1, limit // 2)
+        self.paused: set[TP] = set()
+        """Partitions paused because they alone hold ``per_partition`` tasks."""
+
+    @staticmethod
+    def held(partitions: Mapping[TP, PartitionOffsets]) -> int:
+        """Received tasks not yet below their partition's commit position."""
+        return sum(offsets.unfinished for offsets in partitions.values())
+
+    def overfull(self, tp: TP, offsets: PartitionOffsets) -> bool:
+        """True once, when ``tp`` reaches its share: pause it."""
+        if offsets.unfinished < self.per_partition or tp in self.paused:
+            return False
+        self.paused.add(tp)
+        return True
+
+    def drained(self, tp: TP, offsets: PartitionOffsets) -> bool:
+        """True once, when a paused ``tp`` is down to half its share: resume it."""
+        if tp not in self.paused or offsets.unfinished > self.per_partition // 2:
+            return False
+        self.paused.discard(tp)
+        return True
+
+    def drop(self, tps: Iterable[TP]) -> None:
+        """Partitions that left: their pause is reset when they come back."""
+        self.paused.difference_update(tps)
