@@ -26,6 +26,11 @@ lint: install
 test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
 
+# The long chaos runs (100,000 tasks, 20 kill -9s and a broker outage, at-least-once and
+# exactly-once); their figures go in benchmarks/reliability.md.
+soak: install
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -s -m soak tests/test_chaos_pipeline.py
+
 demo: install
 	$(BIN)/streamtask demo
 

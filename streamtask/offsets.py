@@ -47,7 +47,13 @@ class PartitionOffsets:
 
     @property
     def unfinished(self) -> int:
+        """Received and not yet below the position (a crash may run these again)."""
         return len(self._in_flight)
+
+    @property
+    def finished_ahead(self) -> int:
+        """Finished but above an unfinished offset: held back from the commit position."""
+        return len(self._done)
 
     def to_commit(self) -> int | None:
         """The position to commit now, or None if nothing moved since the last commit."""

@@ -5,9 +5,10 @@ at or above that position may run again, finished or not. A task that finished a
 unfinished one (one slow task, the others flowing past it) keeps its offset above the
 position until the slow one ends. So the worker counts, as held, every received task not
 yet below its partition's commit position, and takes no record while it holds
-``max_buffered`` of them. One partition alone may hold only half of that (``per_partition``):
-beyond, that partition is paused until its position catches up, so one slow task holds up
-its own partition and not the whole worker.
+``max_buffered`` of them. A partition whose finished tasks pile up above an unfinished one
+may hold only half of that (``per_partition``): beyond, it is paused until its position
+catches up, so one slow task holds up its own partition and not the whole worker. Tasks that
+merely wait their turn do not pause a partition (pausing drops librdkafka's prefetch).
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ class HeldWindow:
         return sum(offsets.unfinished for offsets in partitions.values())
 
     def overfull(self, tp: TP, offsets: PartitionOffsets) -> bool:
-        """True once, when ``tp`` reaches its share: pause it."""
-        if offsets.unfinished < self.per_partition or tp in self.paused:
+        """True once, when the tasks held back behind ``tp``'s position reach its share:
+        pause it."""
+        if offsets.finished_ahead < self.per_partition or tp in self.paused:
             return False
         self.paused.add(tp)
         return True
 
     def drained(self, tp: TP, offsets: PartitionOffsets) -> bool:
-        """True once, when a paused ``tp`` is down to half its share: resume it."""
-        if tp not in self.paused or offsets.unfinished > self.per_partition // 2:
+        """True once, when a paused ``tp``'s held-back tasks are down to half its share:
+        resume it."""
+        if tp not in self.paused or offsets.finished_ahead > self.per_partition // 2:
             return False
         self.paused.discard(tp)
         return True

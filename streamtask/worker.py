@@ -336,8 +336,6 @@ class Worker:
         offset = message.offset()
         if not offsets.received(offset):
             return  # redelivered after pause/resume: we already hold it
-        if self._window.overfull(tp, offsets):
-            self._owner[tp[0]].pause([kafka.TopicPartition(*tp)])
         stage = self._by_topic[tp[0]]
         value = message.value() or b""
         if len(value) > stage.max_payload_bytes:
@@ -595,7 +593,9 @@ class Worker:
         if self._partitions.get(job.tp) is job.partition:
             job.partition.finished(job.offset)
             self._finished_since_commit += 1
-            if self._window.drained(job.tp, job.partition):
+            if self._window.overfull(job.tp, job.partition):
+                self._owner[job.tp[0]].pause([kafka.TopicPartition(*job.tp)])
+            elif self._window.drained(job.tp, job.partition):
                 self._resume_if_free(job.tp)
         self._live.discard(job)
 

@@ -8,6 +8,7 @@ taken when the read started, so transaction markers and aborted records are acco
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -20,7 +21,7 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
     reader = confluent_kafka.Consumer({
         "bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False, "isolation.level": "read_committed",
-        "enable.partition.eof": True})
+        "enable.partition.eof": True, "logger": logging.getLogger("tests.reader")})
     try:
         partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {}

@@ -63,6 +63,11 @@ def worker(
         min=0, help="Seconds running tasks may take to finish on shutdown/revoke.")] = 30.0,
     commit_interval: Annotated[float, typer.Option(
         min=0.01, help="Seconds between offset commits.")] = 1.0,
+    commit_every: Annotated[int, typer.Option(
+        min=1, help="Also commit once this many tasks finished since the last commit.")] = 2000,
+    prefetch: Annotated[int, typer.Option(
+        min=0, help="Tasks held beyond --concurrency (0 = auto: 1000). With --commit-every "
+                    "it bounds what a crash runs again.")] = 0,
     max_tasks: Annotated[int | None, typer.Option(
         min=1, help="Exit after this many tasks (batch jobs, tests).")] = None,
     idle_timeout: Annotated[float | None, typer.Option(
@@ -93,7 +98,8 @@ def worker(
     if create_topics:
         ensure(app)
     settings = WorkerSettings(concurrency=concurrency, drain_timeout=drain_timeout,
-                              commit_interval=commit_interval, instance_id=instance_id)
+                              commit_interval=commit_interval, commit_every=commit_every,
+                              prefetch=prefetch, instance_id=instance_id)
     runner = Worker(app, stage, settings)
     _on_signals(runner.stop)
     tune_for_worker()
