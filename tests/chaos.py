@@ -183,7 +183,7 @@ class Chaos:
                     self._start((stage, index))
             kills_by_stage = self._strike(tail)
             done_at_last_kill = len(tail.counts)
-            self._wait_for_all(tail, timeout=120 + plan.tasks / 200)
+            self._wait_for_all(tail, timeout=120 + plan.tasks / 50)
             self._settle(tail)
         finally:
             tail.close()
