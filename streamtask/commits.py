@@ -3,14 +3,17 @@
 Commits go out on an interval (asynchronously) and synchronously on revoke and shutdown.
 A worker has one consumer for its inputs and one for its retry levels (each its own group),
 so offsets are committed through the consumer that owns their topic. A failed commit marks
-its partitions uncommitted so the next round tries again; the tasks after the last good
-commit may run again, which at-least-once allows. In exactly-once mode the positions go
-into the open transaction instead (:mod:`streamtask.transactions`).
+its partitions uncommitted and is tried again soon (``RETRY_AFTER``), not a whole interval
+later: commits that race a rebalance fail (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS), and
+a crash before the next good commit would run all the tasks since the last one again. In
+exactly-once mode the positions go into the open transaction instead
+(:mod:`streamtask.transactions`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +24,11 @@ from streamtask.transactions import Transactions
 
 log = logging.getLogger("streamtask.worker")
 TP = tuple[str, int]
+RETRY_AFTER = 0.2
+"""Seconds after a failed commit before it is tried again."""
+REBALANCING = frozenset({"ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS", "UNKNOWN_MEMBER_ID",
+                         "_WAIT_COORD", "NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE"})
+"""Commit errors that only mean the group is changing or its coordinator is moving."""
 
 
 class Committer:
@@ -31,6 +39,7 @@ class Committer:
         self._consumers: list[Any] = []
         self._txn: Transactions | None = None
         self._produce: Callable[[Any], None] = lambda _record: None
+        self._retry_at: float | None = None
 
     def attach(self, owner: dict[str, Any], txn: Transactions | None,
                produce: Callable[[Any], None]) -> None:
@@ -39,6 +48,10 @@ class Committer:
         self._consumers = list(dict.fromkeys(owner.values()))
         self._txn = txn
         self._produce = produce
+
+    def retry_due(self, now: float) -> bool:
+        """Whether a failed commit should be tried again now (ahead of the interval)."""
+        return self._retry_at is not None and now >= self._retry_at
 
     def commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
         """Commit every partition whose position moved (or only those in ``only``).
@@ -51,6 +64,7 @@ class Committer:
         if self._txn is not None:
             self._commit_transaction()
             return
+        self._retry_at = None
         offsets = []
         for tp, tracker in self._partitions.items():
             position = tracker.to_commit() if asynchronous else tracker.position
@@ -90,14 +104,23 @@ class Committer:
             else:
                 consumer.commit(offsets=offsets, asynchronous=False)
         except kafka.KafkaException as exc:
-            log.warning("commit failed (the tasks may run again): %s", exc)
-            self._uncommitted(offsets)
+            self._failed(exc.args[0] if exc.args else exc, offsets)
 
     def on_commit(self, error: Any, partitions: list[Any]) -> None:
         """librdkafka's report of an asynchronous commit."""
         if error is not None:
-            log.warning("asynchronous commit failed, will retry: %s", error)
-            self._uncommitted(partitions)
+            self._failed(error, partitions)
+
+    def _failed(self, error: Any, partitions: list[Any]) -> None:
+        name = error.name() if isinstance(error, kafka.LibrdkafkaError) else ""
+        if name in REBALANCING:
+            log.info("commit raced a rebalance (%s); committing again in %.1fs", name,
+                     RETRY_AFTER)
+        else:
+            log.warning("commit failed, committing again in %.1fs (the tasks since the last "
+                        "good commit run again if the worker dies first): %s", RETRY_AFTER, error)
+        self._uncommitted(partitions)
+        self._retry_at = time.monotonic() + RETRY_AFTER
 
     def _uncommitted(self, partitions: list[Any]) -> None:
         for tp in partitions:

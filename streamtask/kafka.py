@@ -23,6 +23,8 @@ log = logging.getLogger("streamtask.kafka")
 Message = confluent_kafka.Message
 TopicPartition = confluent_kafka.TopicPartition
 KafkaException = confluent_kafka.KafkaException
+LibrdkafkaError = confluent_kafka.KafkaError
+"""librdkafka's error object (streamtask's own ``KafkaError`` is in :mod:`streamtask.errors`)."""
 OFFSET_INVALID = confluent_kafka.OFFSET_INVALID
 
 PRODUCER_DEFAULTS: Mapping[str, Any] = {

@@ -240,7 +240,8 @@ class Worker:
             self._release_due()
             self._expire_joins()
             now = time.monotonic()
-            if now >= next_commit or self._finished_since_commit >= self.settings.commit_every:
+            if now >= next_commit or self._finished_since_commit >= self.settings.commit_every \
+                    or self._committer.retry_due(now):
                 self._commit()
                 next_commit = now + self.settings.commit_interval
             if received or completed or self._live or self._held or self._just_assigned:

@@ -18,10 +18,10 @@ from tests.chaos import Chaos, ChaosPlan
 CI = ChaosPlan(tasks=6_000, kills=10, exactly_once=False)
 SOAK = [
     # The default settings (prefetch 1000, commit every 2000), as a user runs them.
-    ChaosPlan(tasks=100_000, kills=20, exactly_once=False, outage=12.0, kill_every=(3, 8),
-              concurrency=8, prefetch=0, commit_every=2000),
-    ChaosPlan(tasks=100_000, kills=20, exactly_once=True, outage=12.0, kill_every=(3, 8),
-              concurrency=8, prefetch=0, commit_every=2000),
+    ChaosPlan(tasks=100_000, kills=20, exactly_once=False, outage=12.0, kill_every=(2, 5),
+              sleep=0.003, concurrency=8, prefetch=0, commit_every=2000),
+    ChaosPlan(tasks=100_000, kills=20, exactly_once=True, outage=12.0, kill_every=(2, 5),
+              sleep=0.003, concurrency=8, prefetch=0, commit_every=2000),
 ]
 
 
