@@ -71,7 +71,7 @@ class JoinRuntime:
         stage = self._joins[tp[0]]
         assert stage.join is not None
         branches = stage.join.branches
-        branch = (dl.find(message.headers(), FROM_STAGE) or b"").decode()
+        branch = (dl.find(message.headers(), FROM_STAGE) or b"").decode(errors="replace")
         if branch not in branches:
             return Rejected(f"join {stage.name!r} waits for {list(branches)}, not a result "
                             f"from {branch or 'an unnamed stage'!r}")

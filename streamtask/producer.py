@@ -86,12 +86,7 @@ class TaskProducer:
                 future.set_result(Delivered(task.id, topic, message.partition(),
                                             message.offset()))
 
-        while True:
-            try:
-                self._producer.produce(topic, value, key, on_delivery=acknowledged)
-                break
-            except BufferError:  # local queue full: serve callbacks and let it drain
-                self._producer.poll(0.05)
+        kafka.produce(self._producer, topic, value, key, on_delivery=acknowledged)
         self._producer.poll(0)
 
     def flush(self, timeout: float | None = None) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
+from streamtask.deadletter import safe_str
 from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError, RoutingError
 
 DAY = 86_400.0
@@ -169,7 +170,7 @@ def decide(attempt: int, error: BaseException, policy: RetryPolicy, now_ms: int,
            rng: random.Random | None = None) -> Decision:
     """What to do after execution ``attempt`` (1-based) failed with ``error``."""
     if isinstance(error, DeadLetter):
-        return DeadLettered("requested", str(error))
+        return DeadLettered("requested", safe_str(error))
     if isinstance(error, policy.fatal) and not isinstance(error, Retry):
         return DeadLettered("fatal", f"{type(error).__name__} is fatal for this stage")
     if not isinstance(error, (Retry, *policy.retry_on)):

@@ -32,6 +32,11 @@ class Outgoing(NamedTuple):
     """-1: let the key pick the partition."""
 
 
+def size(out: Outgoing) -> int:
+    """The size the producer counts for ``out`` against ``message.max.bytes``."""
+    return dl.record_size(out.value, out.key, out.headers)
+
+
 def error_history(headers: Any, attempt: int, error: BaseException | str, now_ms: int) -> str:
     """The task's error history (JSON, newest last, bounded) with this failure appended."""
     raw = dl.find(headers, dl.ERRORS)
@@ -39,8 +44,10 @@ def error_history(headers: Any, attempt: int, error: BaseException | str, now_ms
         history = orjson.loads(raw) if raw else []
     except orjson.JSONDecodeError:
         history = []
+    if not isinstance(history, list):  # valid JSON of another shape: not ours, start afresh
+        history = []
     kind = type(error).__name__ if isinstance(error, BaseException) else "poison"
-    history.append({"attempt": attempt, "error": kind, "message": str(error)[:500],
+    history.append({"attempt": attempt, "error": kind, "message": dl.safe_str(error)[:500],
                     "at": now_ms})
     return orjson.dumps(history[-MAX_HISTORY:]).decode()
 
@@ -76,8 +83,9 @@ def retry_overrides(headers: Any) -> dict[str, int | None]:
 
 
 def dead_letter_record(stage: Stage, message: Any, failure: dl.Failure, *, group: str,
-                       worker: str, attempts: int, now_ms: int) -> Outgoing:
-    """The original record, untouched, with headers saying where it failed and why."""
+                       worker: str, attempts: int, now_ms: int, limit: int) -> Outgoing:
+    """The original record, untouched, with headers saying where it failed and why; what
+    would take it past ``limit`` bytes is dropped, as the headers say (:func:`dl.fitted`)."""
     headers = message.headers()
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     origin = dl.Origin(topic, partition, offset, message.timestamp()[1], group)
@@ -89,7 +97,8 @@ def dead_letter_record(stage: Stage, message: Any, failure: dl.Failure, *, group
         value = dl.find(headers, name)
         if value is not None:
             out.append((name, value))
-    return Outgoing(stage.dlq_topic, message.value() or b"", message.key(), out)
+    value, key, out = dl.fitted(message.value(), message.key(), out, limit)
+    return Outgoing(stage.dlq_topic, value, key, out)
 
 
 def child_records(app: App, stage: Stage, parent: Task, result: Any) -> list[Outgoing]:

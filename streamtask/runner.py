@@ -119,8 +119,9 @@ class AsyncRunner:
         self._started[token] = time.monotonic()  # before the coroutine can finish and pop it
         future = asyncio.run_coroutine_threadsafe(self._run(token, handler, task), self._loop)
         self._futures[token] = future
-        if future.done():  # it finished before it was noted: nothing to keep
-            self._futures.pop(token, None)
+        # The coroutine may have finished (and its cleanup run) before the line above; the
+        # callback runs at once then, so a finished coroutine's future is never kept.
+        future.add_done_callback(lambda _done: self._futures.pop(token, None))
 
     def withdraw(self, _drop: Callable[[Any], bool]) -> list[Any]:
         """Nothing waits here: the loop hands over coroutines only up to the limit."""
@@ -134,8 +135,10 @@ class AsyncRunner:
                    task: Any) -> None:
         try:
             result = await handler(task)
-        except asyncio.CancelledError:
-            return  # abandoned after its deadline; the loop already recorded the timeout
+        except asyncio.CancelledError as error:
+            if token not in self._started:
+                return  # abandoned after its deadline; the loop already recorded the timeout
+            self._completions.put((token, None, error))  # the handler cancelled itself
         except BaseException as error:
             self._completions.put((token, None, error))
         else:

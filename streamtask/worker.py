@@ -26,15 +26,22 @@ from streamtask import kafka, routing
 from streamtask.app import App, Stage
 from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.deadletter import Failure
+from streamtask.deadletter import Failure, describe
 from streamtask.delays import HeldRecords
 from streamtask.envelope import Task
-from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, StreamtaskError
+from streamtask.errors import (
+    ConfigurationError,
+    DecodeError,
+    DeliveryFailed,
+    ProduceRejected,
+    RoutingError,
+    StreamtaskError,
+)
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
 from streamtask.joining import JoinRuntime, Rejected, Stored
 from streamtask.offsets import PartitionOffsets
 from streamtask.ordering import KeyLanes
-from streamtask.retry import RetryLater, decide
+from streamtask.retry import DeadLettered, RetryLater, decide
 from streamtask.runner import AsyncRunner, Completion, ThreadRunner
 from streamtask.transactions import Transactions
 
@@ -121,6 +128,7 @@ class Worker:
         self._finished_since_commit = 0
         self._delivery_error: DeliveryFailed | None = None
         self._next_deadline_check = 0.0
+        self._max_record = kafka.max_record_bytes(self.kafka)
 
     def stop(self) -> None:
         """Ask the loop to drain and exit; safe to call from a signal handler or thread."""
@@ -489,7 +497,7 @@ class Worker:
             event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
             self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
                              where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
-                             error=f"{type(error).__name__}: {error}")
+                             error=describe(error))
             self._route_failure(job, task, error)
             return
         try:
@@ -497,63 +505,99 @@ class Worker:
         except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
             self._route_failure(job, task, bad_result)
             return
+        except Exception as broken:  # a result whose own code fails as it is routed
+            unroutable = RoutingError(f"the handler's result cannot be routed: "
+                                      f"{describe(broken)}")
+            unroutable.__cause__ = broken
+            self._route_failure(job, task, unroutable)
+            return
         self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
                          children=len(children))
-        self._send_all([*children, *job.extra], job)
+        self._send_all(children, job)
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
         """Next retry level or dead-letter queue; the offset moves once that is acknowledged."""
         now = _now_ms()
         decision = decide(task.attempt, error, job.stage.retry, now)
+        message = describe(error)
         if isinstance(decision, RetryLater):
             out = routing.retry_record(job.stage, task, job.message, decision, error, now)
-            self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
-                             attempt=decision.attempt, topic=out.topic, due=decision.due)
-            self._send_all([out, *job.extra], job)
-            return
-        message = f"{type(error).__name__}: {error}"
+            if routing.size(out) <= self._max_record:
+                self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
+                                 attempt=decision.attempt, topic=out.topic, due=decision.due)
+                self._send_all([out], job)
+                return
+            decision = DeadLettered("unproducible", f"its retry record of {routing.size(out)} "
+                                    f"bytes exceeds message.max.bytes={self._max_record}")
         if decision.detail:
             message = f"{message} ({decision.detail})"
         outs = self._dead_letter(job, Failure(decision.reason, message, error),
                                  attempts=task.attempt)
-        self._send_all([*outs, *job.extra], job)
+        self._send_all(outs, job)
 
     def _dead_letter(self, job: Job, failure: Failure, attempts: int) -> list[routing.Outgoing]:
         """The dead letter of ``job`` (and its compensation task, if the stage has one)."""
         group = self._group_id + (".retry" if job.tp[0] in self._retry_topics else "")
         out = routing.dead_letter_record(job.stage, job.message, failure, group=group,
                                          worker=self.worker_id, attempts=attempts,
-                                         now_ms=_now_ms())
+                                         now_ms=_now_ms(), limit=self._max_record)
         self.events.emit(Event.TASK_DEAD_LETTERED, stage=job.stage.name, reason=failure.reason,
                          task_id=job.task.id if job.task else None,
                          where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
                          error=failure.message)
-        if job.task is not None and job.stage.compensate is not None:
-            return [out, routing.compensation_record(self.app, job.stage, job.task, failure)]
-        return [out]
+        if job.task is None or job.stage.compensate is None:
+            return [out]
+        compensation = routing.compensation_record(self.app, job.stage, job.task, failure)
+        if routing.size(compensation) > self._max_record:
+            self.events.emit(Event.RECORD_UNPRODUCIBLE, stage=job.stage.name,
+                             task_id=job.task.id, topic=compensation.topic,
+                             error=f"compensation task of {routing.size(compensation)} bytes "
+                                   f"exceeds message.max.bytes={self._max_record}")
+            return [out]
+        return [out, compensation]
 
     def _send_all(self, outs: list[routing.Outgoing], job: Job) -> None:
-        """Send every record of an outcome; with none to send, the job is durable now.
+        """Send every record of an outcome (and the job's extra records); with none to send,
+        the job is durable now. An outcome with a record the producer would refuse becomes a
+        dead letter instead, before anything of it is sent.
 
         In exactly-once mode the records are held and go out with the job's offset, in one
         transaction (see :mod:`streamtask.transactions`).
         """
+        outs = [*self._producible(outs, job), *job.extra]
         if self._txn is not None:
             self._txn.hold(job.tp, job.offset, outs)
             self._finish(job)
             return
-        for out in outs:
-            self._send(out, job)
+        try:
+            for out in outs:
+                self._send(out, job)
+        except ProduceRejected as error:
+            if not error.about_record or job.stage.dlq_topic in {o.topic for o in outs}:
+                raise  # the producer, or even a dead letter, fails: stop; the task reruns
+            self._send_all(self._unproducible(job, str(error)), job)
+            return
         if not outs:
             self._finish(job)
 
-    def _send(self, out: routing.Outgoing, job: Job | None) -> None:
-        """Produce a record on behalf of ``job``; the job finishes when all are acknowledged."""
-        if self._txn is not None:
-            self._txn.produced()
-        if job is not None:
-            job.pending_acks += 1
+    def _producible(self, outs: list[routing.Outgoing], job: Job) -> list[routing.Outgoing]:
+        """``outs``, or a dead letter saying which record is too large to produce."""
+        for out in outs:
+            size = routing.size(out)
+            if size > self._max_record and out.topic != job.stage.dlq_topic:
+                return self._unproducible(job, f"a record of {size} bytes for {out.topic} "
+                                               f"exceeds message.max.bytes={self._max_record}")
+        return outs
 
+    def _unproducible(self, job: Job, detail: str) -> list[routing.Outgoing]:
+        attempts = job.task.attempt if job.task is not None else 0
+        return self._dead_letter(job, Failure("unproducible", detail), attempts=attempts)
+
+    def _send(self, out: routing.Outgoing, job: Job | None) -> None:
+        """Produce a record on behalf of ``job``; the job finishes when all are acknowledged.
+
+        Raises :class:`ProduceRejected` when librdkafka refuses the record outright.
+        """
         def acknowledged(error: Any, _message: Any) -> None:
             if error is not None:
                 self._delivery_error = kafka.delivery_error(error, out.topic)
@@ -563,18 +607,12 @@ class Worker:
                 if job.pending_acks == 0:
                     self._finish(job)
 
-        # Naming no partition and no headers when there are none saves a quarter of produce's
-        # cost, which counts on a per-task path.
-        where: dict[str, Any] = {"partition": out.partition} if out.partition >= 0 else {}
-        if out.headers:
-            where["headers"] = out.headers
-        while True:
-            try:
-                self._producer.produce(out.topic, out.value, out.key, on_delivery=acknowledged,
-                                       **where)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        kafka.produce(self._producer, out.topic, out.value, out.key, headers=out.headers,
+                      partition=out.partition, on_delivery=acknowledged)
+        if self._txn is not None:
+            self._txn.produced()
+        if job is not None:
+            job.pending_acks += 1
 
     def _raise_delivery_error(self) -> None:
         if self._delivery_error is not None:

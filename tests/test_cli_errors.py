@@ -80,3 +80,13 @@ def test_kafka_up_on_a_taken_port(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
         done = streamtask("kafka", "up", "--port", str(port), "--data-dir", str(tmp_path))
     assert_one_line_error(done, f"port {port} on 127.0.0.1 is already taken")
+
+
+def test_an_unexpected_crash_is_one_line_and_its_traceback_is_in_the_debug_log() -> None:
+    done = streamtask("worker", "tests.apps.crashing:app")
+    assert_one_line_error(done, "RuntimeError: an unexpected failure inside streamtask")
+    assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
+    debug = streamtask("worker", "tests.apps.crashing:app", "--log-level", "DEBUG",
+                       "--log-format", "json")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and '"exception"' in debug.stderr

@@ -2,11 +2,13 @@
 
 Every option can also be set from an environment variable (shown in ``--help``); this is the
 only place that reads the environment. streamtask's own errors end the command with a
-one-line message and exit code 1 instead of a traceback.
+one-line message and exit code 1 instead of a traceback. So does any other error (a bug):
+its traceback goes to the log at DEBUG level (``--log-level DEBUG``).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -18,6 +20,7 @@ from streamtask.cli.kafka import kafka_app
 from streamtask.cli.pipeline import graph, pipeline_app
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.worker import worker
+from streamtask.deadletter import describe
 from streamtask.errors import StreamtaskError
 
 app = typer.Typer(
@@ -44,4 +47,9 @@ def main() -> None:
         app()
     except StreamtaskError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug: one line here, the traceback in the debug log
+        logging.getLogger("streamtask").debug("crashed", exc_info=True)
+        typer.secho(f"error: unexpected {describe(exc)} (a bug; --log-level DEBUG shows "
+                    "the traceback)", fg=typer.colors.RED, err=True)
         sys.exit(1)
