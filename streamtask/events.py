@@ -34,6 +34,7 @@ class Event(StrEnum):
     JOIN_BRANCH_STORED = "join.branch_stored"
     JOIN_COMPLETED = "join.completed"
     JOIN_TIMED_OUT = "join.timed_out"
+    JOIN_LATE = "join.late_branch"
     RECORD_UNDECODABLE = "record.undecodable"
     RECORD_OVERSIZE = "record.oversize"
     TASK_TYPE_UNKNOWN = "record.unknown_task_type"
@@ -107,6 +108,7 @@ _LEVELS = {
     Event.JOIN_COMPLETED: logging.DEBUG,
     Event.JOIN_BRANCH_STORED: logging.DEBUG,
     Event.JOIN_TIMED_OUT: logging.WARNING,
+    Event.JOIN_LATE: logging.WARNING,
     Event.RECORD_UNDECODABLE: logging.ERROR,
     Event.RECORD_OVERSIZE: logging.ERROR,
     Event.TASK_TYPE_UNKNOWN: logging.ERROR,

@@ -32,6 +32,46 @@ class Outgoing(NamedTuple):
     """-1: let the key pick the partition."""
 
 
+class Rewritten:
+    """A received record standing for another value: a completed join's merged task.
+
+    A join runs its handler on the merged branch results, but the record it received is
+    only the last branch's. Its retry record and dead letter must carry the merged task
+    (the changelog entry that held the other branches is deleted with them), so the worker
+    routes the outcome of a joined task from this record: the merged task's envelope, keyed
+    by the fork, at the last branch's coordinates, marked as already joined.
+    """
+
+    def __init__(self, message: Any, value: bytes, key: str) -> None:
+        self._message = message
+        self._value = value
+        self._key = key
+        self._headers = [*((k, v) for k, v in message.headers() or ()
+                           if k != join.FROM_STAGE), (join.MERGED, b"1")]
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> str:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        return self._headers
+
+    def topic(self) -> str:
+        return str(self._message.topic())
+
+    def partition(self) -> int:
+        return int(self._message.partition())
+
+    def offset(self) -> int:
+        return int(self._message.offset())
+
+    def timestamp(self) -> tuple[int, int]:
+        kind, at = self._message.timestamp()
+        return int(kind), int(at)
+
+
 def size(out: Outgoing) -> int:
     """The size the producer counts for ``out`` against ``message.max.bytes``."""
     return dl.record_size(out.value, out.key, out.headers)

@@ -10,6 +10,7 @@ lasts (see ``_flow_control``), so a long task never costs a rebalance.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -18,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ from streamtask.errors import (
     StreamtaskError,
 )
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
-from streamtask.joining import JoinRuntime, Rejected, Stored
+from streamtask.joining import JoinRuntime, Late, Rejected, Stored
 from streamtask.offsets import PartitionOffsets
 from streamtask.ordering import KeyLanes
 from streamtask.retry import DeadLettered, RetryLater, decide
@@ -262,7 +263,8 @@ class Worker:
     def _ended_tasks(self) -> int:
         counts = self.counter.counts
         return (counts[Event.TASK_SUCCEEDED] + counts[Event.TASK_RETRIED]
-                + counts[Event.TASK_DEAD_LETTERED] + counts[Event.JOIN_BRANCH_STORED])
+                + counts[Event.TASK_DEAD_LETTERED] + counts[Event.JOIN_BRANCH_STORED]
+                + counts[Event.JOIN_LATE])
 
     def _shutdown(self) -> None:
         """Stop fetching, let running tasks finish (bounded), commit, leave the group."""
@@ -377,8 +379,15 @@ class Worker:
         outcome = self._joins.arrive(job.tp, job.message, task, _now_ms())
         if isinstance(outcome, Rejected):
             self._live.discard(job)
-            self._poison(job.stage, job.partition, job.message, Event.TASK_TYPE_UNKNOWN,
-                         "unknown-branch", outcome.detail)
+            event = Event.TASK_TYPE_UNKNOWN if outcome.reason == "unknown-branch" else \
+                Event.RECORD_UNPRODUCIBLE
+            self._poison(job.stage, job.partition, job.message, event, outcome.reason,
+                         outcome.detail)
+        elif isinstance(outcome, Late):
+            self.events.emit(Event.JOIN_LATE, stage=job.stage.name, fork=outcome.fork,
+                             branch=outcome.branch,
+                             where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}")
+            self._finish(job)
         elif isinstance(outcome, Stored):
             self.events.emit(Event.JOIN_BRANCH_STORED, stage=job.stage.name,
                              fork=outcome.fork, branch=outcome.branch)
@@ -386,6 +395,8 @@ class Worker:
         else:
             self.events.emit(Event.JOIN_COMPLETED, stage=job.stage.name, fork=outcome.fork)
             job.task, job.lane = outcome.task, outcome.fork
+            if outcome.value is not None:
+                job.message = routing.Rewritten(job.message, outcome.value, outcome.fork)
             job.extra = (*job.extra, outcome.tombstone)
             self._admit(job)
 
@@ -393,8 +404,10 @@ class Worker:
         for timed_out in self._joins.expire(_now_ms()):
             self.events.emit(Event.JOIN_TIMED_OUT, stage=timed_out.stage, fork=timed_out.fork,
                              missing=timed_out.missing, action=timed_out.action)
-            for record in timed_out.records:
-                self._send(record, None)
+            # The fork leaves the changelog only once its dead letter (or partial join) is
+            # durable: a crash in between restores the fork, which times out again.
+            self._send(timed_out.record, None,
+                       after=functools.partial(self._send, timed_out.tombstone, None))
 
     def _hold_if_early(self, tp: TP, message: Any) -> bool:
         """Hold a retry level's record (and its partition) until the record is due."""
@@ -593,8 +606,10 @@ class Worker:
         attempts = job.task.attempt if job.task is not None else 0
         return self._dead_letter(job, Failure("unproducible", detail), attempts=attempts)
 
-    def _send(self, out: routing.Outgoing, job: Job | None) -> None:
+    def _send(self, out: routing.Outgoing, job: Job | None,
+              after: Callable[[], None] | None = None) -> None:
         """Produce a record on behalf of ``job``; the job finishes when all are acknowledged.
+        ``after`` runs once the record is acknowledged.
 
         Raises :class:`ProduceRejected` when librdkafka refuses the record outright.
         """
@@ -602,6 +617,8 @@ class Worker:
             if error is not None:
                 self._delivery_error = kafka.delivery_error(error, out.topic)
                 return
+            if after is not None:
+                after()
             if job is not None:
                 job.pending_acks -= 1
                 if job.pending_acks == 0:

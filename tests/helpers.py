@@ -319,6 +319,19 @@ def recorder_run(bootstrap: str, unique: str, tmp_path: Path, *, sleep: float = 
         yield run
 
 
+def _watermarks(reader: Any, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
+    """A partition's watermarks; a topic created a moment ago may have no leader yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+            return int(low), int(high)
+        except kafka.KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
     """Every record of ``topic`` up to the end offsets it has now, in offset order per
     partition. Unlike a timed read, it cannot miss a record that is there: it reads until
@@ -329,8 +342,7 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
         partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
         ends, start = {}, []
         for partition in partitions:
-            low, high = reader.get_watermark_offsets(kafka.TopicPartition(topic, partition),
-                                                     timeout=10, cached=False)
+            low, high = _watermarks(reader, kafka.TopicPartition(topic, partition))
             if high > low:
                 ends[partition] = high
                 start.append(kafka.TopicPartition(topic, partition, low))
