@@ -75,6 +75,8 @@ class Job:
     pending_acks: int = 0
     running: bool = False
     """Handed to a runner (queued there or executing) and its outcome not routed yet."""
+    abandoned: bool = False
+    """Timed out while its handler still runs: its key stays taken until the handler ends."""
 
 
 @dataclass
@@ -473,6 +475,9 @@ class Worker:
             if isinstance(job, Job) and job.running:
                 self._route(job, result, error)
                 handled += 1
+            elif isinstance(job, Job) and job.abandoned:  # a timed-out handler really ended
+                job.abandoned = False
+                self._release_lane(job)
             try:
                 item = completions.get_nowait()
             except queue.Empty:
@@ -489,6 +494,7 @@ class Worker:
                 if timeout is None or started + timeout > now or not job.running:
                     continue
                 runner.abandon(job)
+                job.abandoned = True
                 self._route(job, None, TaskTimeout(
                     f"task at {job.tp[0]}[{job.tp[1]}]@{job.offset} exceeded the "
                     f"{timeout}s timeout of stage {job.stage.name!r}"))
@@ -498,9 +504,8 @@ class Worker:
     def _route(self, job: Job, result: Any, error: BaseException | None) -> None:
         """Map a handler's outcome to what must become durable before its offset moves."""
         self._stopped_running(job)
-        following = self._lanes.release(job.lane)
-        if following is not None:
-            self._ready.append(following)
+        if not job.abandoned:  # an abandoned handler frees its key when it really ends
+            self._release_lane(job)
         if self._partitions.get(job.tp) is not job.partition:  # revoked: the new owner reruns it
             self._end(job)
             return
