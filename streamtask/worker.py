@@ -109,7 +109,8 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self._by_topic = {topic: stage for stage in self.stages
                           for topic in (stage.topic, *stage.retry_topics)}
-        self._retry_topics = {topic for stage in self.stages for topic in stage.retry_topics}
+        self._retry_topics = {topic: delay for stage in self.stages
+                              for topic, delay in stage.retry_topics.items()}
         self._held = HeldRecords()
         self._just_assigned = False
         self._group_id = self._group()
@@ -414,6 +415,10 @@ class Worker:
     def _hold_if_early(self, tp: TP, message: Any) -> bool:
         """Hold a retry level's record (and its partition) until the record is due."""
         due = routing.due_time(message.headers()) or 0
+        # A due time past the level's delay (and any jitter) since the record was written is
+        # a corrupt header: it would hold the level forever. It waits out the delay instead.
+        latest = message.timestamp()[1] + round(self._retry_topics[tp[0]] * 2000) + 60_000
+        due = min(due, latest)
         if tp not in self._held and due <= _now_ms():
             return False
         # Records behind a held one wait their turn, in offset order.
