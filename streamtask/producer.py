@@ -49,7 +49,8 @@ class TaskProducer:
         """Encode a task for ``stage`` and queue it; the payload is checked against its schema.
 
         The partition key is ``key`` when given, else the task id, so tasks of one key stay
-        in order on one partition.
+        in order on one partition. A task librdkafka refuses outright (larger than
+        ``message.max.bytes``) raises :class:`~streamtask.errors.ProduceRejected`.
         """
         task = Task.new(stage, payload, key=key, id=task_id, run_id=run_id,
                         parent_id=parent_id, headers=headers)
