@@ -332,6 +332,18 @@ def _watermarks(reader: Any, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
             time.sleep(0.2)
 
 
+def wait_for_leaders(bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
+    """Wait until every partition of ``topics`` answers for its offsets: a topic created a
+    moment ago may have no leader yet (``NOT_LEADER_FOR_PARTITION``)."""
+    reader = kafka.consumer(KafkaSettings(bootstrap=bootstrap), "leaders")
+    try:
+        for topic in topics:
+            for partition in reader.list_topics(topic, timeout=10).topics[topic].partitions:
+                _watermarks(reader, kafka.TopicPartition(topic, partition), timeout)
+    finally:
+        reader.close()
+
+
 def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
     """Every record of ``topic`` up to the end offsets it has now, in offset order per
     partition. Unlike a timed read, it cannot miss a record that is there: it reads until

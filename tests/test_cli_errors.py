@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -90,3 +91,12 @@ def test_an_unexpected_crash_is_one_line_and_its_traceback_is_in_the_debug_log()
                        "--log-format", "json")
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and '"exception"' in debug.stderr
+
+
+def test_a_worker_error_is_one_json_log_line_under_the_json_log_format() -> None:
+    done = streamtask("worker", "tests.apps.crashing:app", "--log-format", "json")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    record = json.loads(line)
+    assert record["event"] == "command.failed" and record["level"] == "ERROR"
+    assert "RuntimeError: an unexpected failure inside streamtask" in record["error"]

@@ -13,7 +13,7 @@ from streamtask.join import FORK, FROM_STAGE
 from streamtask.pipeline import merged
 from streamtask.retry import RetryPolicy
 from streamtask.topics import ensure
-from tests.helpers import read_to_end
+from tests.helpers import read_to_end, wait_for_leaders
 from tests.inprocess import new_app, run_worker
 
 
@@ -31,6 +31,8 @@ def _join_app(kafka, unique, branches=("a", "b"), timeout=60.0, fail_until: int 
     for branch in branches:
         app.stage(branch)(merged)
     ensure(app)
+    # A worker restores a join from its changelog when assigned; give the new topic a leader.
+    wait_for_leaders(kafka.bootstrap, [app.stages["j"].changelog_topic])
     return app, seen
 
 
