@@ -534,6 +534,10 @@ class Worker:
             unroutable.__cause__ = broken
             self._route_failure(job, task, unroutable)
             return
+        too_large = self._oversize(children)
+        if too_large is not None:  # the producer would refuse it: nothing of it is sent
+            self._send_all(self._unproducible(job, too_large), job)
+            return
         self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
                          children=len(children))
         self._send_all(children, job)
@@ -581,13 +585,13 @@ class Worker:
 
     def _send_all(self, outs: list[routing.Outgoing], job: Job) -> None:
         """Send every record of an outcome (and the job's extra records); with none to send,
-        the job is durable now. An outcome with a record the producer would refuse becomes a
-        dead letter instead, before anything of it is sent.
+        the job is durable now. Should the producer refuse one, the task becomes a dead letter
+        (records of the outcome sent before it stay sent: at least once).
 
         In exactly-once mode the records are held and go out with the job's offset, in one
         transaction (see :mod:`streamtask.transactions`).
         """
-        outs = [*self._producible(outs, job), *job.extra]
+        outs = [*outs, *job.extra]
         if self._txn is not None:
             self._txn.hold(job.tp, job.offset, outs)
             self._finish(job)
@@ -603,14 +607,14 @@ class Worker:
         if not outs:
             self._finish(job)
 
-    def _producible(self, outs: list[routing.Outgoing], job: Job) -> list[routing.Outgoing]:
-        """``outs``, or a dead letter saying which record is too large to produce."""
+    def _oversize(self, outs: list[routing.Outgoing]) -> str | None:
+        """What is wrong with the first record of ``outs`` the producer would refuse."""
         for out in outs:
             size = routing.size(out)
-            if size > self._max_record and out.topic != job.stage.dlq_topic:
-                return self._unproducible(job, f"a record of {size} bytes for {out.topic} "
-                                               f"exceeds message.max.bytes={self._max_record}")
-        return outs
+            if size > self._max_record:
+                return (f"a record of {size} bytes for {out.topic} exceeds "
+                        f"message.max.bytes={self._max_record}")
+        return None
 
     def _unproducible(self, job: Job, detail: str) -> list[routing.Outgoing]:
         attempts = job.task.attempt if job.task is not None else 0

@@ -39,7 +39,7 @@ STAGE = app.stages["work"]
 VALID = app.codec.encode(Task.new("work", {"photo_id": "p", "width": 1, "height": 2}))
 OURS = sorted(dl.OURS | {"streamtask-from-stage", "streamtask-join-partial"})
 LIMIT = 1_000_000
-FUZZ = settings(max_examples=300, deadline=None,
+FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

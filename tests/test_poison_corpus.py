@@ -213,6 +213,7 @@ def test_every_kind_of_poison_is_dead_lettered_and_the_worker_runs_on(kafka, uni
         for label, m in dead.items()}
     assert got == expected
     assert stats.counts["task.dead_lettered"] == len(expected)
+    assert stats.counts["task.succeeded"] == len(valid) + sum(not i.reason for i in items)
     for label, message in dead.items():
         size = dl.record_size(message.value(), message.key(), message.headers())
         assert size <= LIMIT, f"{label}: a dead letter of {size} bytes"
