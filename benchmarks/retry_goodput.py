@@ -107,12 +107,7 @@ def send_at_rate(bootstrap: str, name: str, per_second: float, total: int) -> No
         pause = begin + n / per_second - time.time()
         if pause > 0:
             time.sleep(pause)
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        kafka.produce(producer, topic, value, key, wait=0.01)
         producer.poll(0)
     producer.flush(30)
 

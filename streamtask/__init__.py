@@ -13,6 +13,7 @@ from streamtask.errors import (
     DecodeError,
     DeliveryFailed,
     PayloadSchemaError,
+    ProduceRejected,
     StreamtaskError,
     UnknownTaskType,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "DeliveryFailed",
     "KafkaSettings",
     "PayloadSchemaError",
+    "ProduceRejected",
     "Stage",
     "StreamtaskError",
     "Task",

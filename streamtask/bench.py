@@ -141,12 +141,7 @@ def fill(app: App, tasks: int, progress: ProgressFn = _no_progress) -> None:
     for n in range(tasks):
         task = Task.new(WORK, _probe(n))
         value = codec.encode(task)
-        while True:
-            try:
-                producer.produce(topic, value, task.id)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        kafka.produce(producer, topic, value, task.id)
         if n % step == 0:
             producer.poll(0)
             progress(f"fill {topic}", n, tasks)
@@ -543,7 +538,7 @@ class RawLoop:
         producer.flush(10)
 
     def _handle(self, messages: list[Any]) -> None:
-        decode, encode, produce = self.codec.decode, self.codec.encode, self.producer.produce
+        decode, encode, produce = self.codec.decode, self.codec.encode, kafka.produce
         handler = self.handler
         sink_topic, sink_name = self.sink.topic, self.sink.name
         batch = _Batch()
@@ -557,12 +552,7 @@ class RawLoop:
             child = Task.new(sink_name, result, key=parent.key, run_id=parent.run_id,
                              parent_id=parent.id, headers=parent.headers)
             value = encode(child)
-            while True:
-                try:
-                    produce(sink_topic, value, child.key or child.id, on_delivery=ack)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            produce(self.producer, sink_topic, value, child.key or child.id, on_delivery=ack)
             batch.pending += 1
             batch.positions[(message.topic(), message.partition())] = message.offset() + 1
         batch.size = len(messages)

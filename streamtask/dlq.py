@@ -66,6 +66,11 @@ def record_of(message: Any) -> dl.DeadLetterRecord:
 
 def decode(stage: Stage, codec: EnvelopeCodec, record: dl.DeadLetterRecord) -> DeadLetter:
     """The dead letter with its task decoded, if it is a task ``stage`` can run again."""
+    if record.value_omitted is not None:
+        return DeadLetter(record, None, f"value omitted: its {record.value_omitted} bytes did "
+                                        "not fit in the dead letter")
+    if record.value is None:
+        return DeadLetter(record, None, "null value")
     try:
         # The attempt that failed last (the record is the task's record as first sent).
         task = codec.decode(record.value, attempt=record.attempts or None)
@@ -471,13 +476,8 @@ class Replay:
 
         if self._bucket is not None and topic == self.stage.topic:
             self._bucket.acquire()
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=headers,
-                                       on_delivery=acknowledged, **where)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        kafka.produce(self._producer, topic, value, key, headers=headers,
+                      on_delivery=acknowledged, **where)
 
     def _checkpoint(self, positions: dict[TP, int]) -> None:
         """Wait for every produced record's ack, then commit the DLQ positions (not if dry)."""

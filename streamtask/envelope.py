@@ -229,9 +229,12 @@ class EnvelopeCodec:
         if entry is None:
             entry = self._envelope_reader(data)
         env = decode_body(data, entry[0], entry[1], ENVELOPE_SCHEMA)
+        attempt = attempt or env["attempt"]
+        if attempt < 1:  # a corrupt record (or retry header): no task runs attempt 0 or less
+            raise DecodeError(f"task {env['task_id']!r}: attempt {attempt} is not 1 or more")
         return Task(
             env["task_id"], env["task_type"], self._decode_payload(env),
-            key=env["key"], attempt=attempt or env["attempt"], created_at=env["created_at"],
+            key=env["key"], attempt=attempt, created_at=env["created_at"],
             not_before=not_before or env["not_before"], run_id=env["run_id"],
             parent_id=env["parent_id"], headers=env["headers"],
             pipeline_version=env["pipeline_version"])

@@ -45,6 +45,20 @@ class DeliveryFailed(KafkaError):
     """The broker did not acknowledge a produced record; the task was not durably sent."""
 
 
+class ProduceRejected(KafkaError):
+    """librdkafka refused a record when it was handed over (``produce`` raised at once).
+
+    ``about_record`` is true when the record itself is at fault (too large, a partition that
+    does not exist): another record may well go through, so a worker dead-letters the task
+    instead of stopping. Otherwise the producer itself is unusable.
+    """
+
+    def __init__(self, message: str, code: str, about_record: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.about_record = about_record
+
+
 class BrokerSetupError(StreamtaskError):
     """The local development broker could not be installed, started or stopped."""
 

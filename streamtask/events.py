@@ -13,6 +13,8 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+from streamtask.deadletter import describe
+
 
 class Event(StrEnum):
     WORKER_STARTED = "worker.started"
@@ -32,36 +34,56 @@ class Event(StrEnum):
     JOIN_BRANCH_STORED = "join.branch_stored"
     JOIN_COMPLETED = "join.completed"
     JOIN_TIMED_OUT = "join.timed_out"
+    JOIN_LATE = "join.late_branch"
     RECORD_UNDECODABLE = "record.undecodable"
     RECORD_OVERSIZE = "record.oversize"
     TASK_TYPE_UNKNOWN = "record.unknown_task_type"
+    RECORD_UNPRODUCIBLE = "record.unproducible"
 
 
 Subscriber = Callable[[Event, dict[str, Any]], None]
+
+
+log = logging.getLogger("streamtask.events")
 
 
 class EventBus:
     """Fan each emitted event out to every subscriber, in subscription order.
 
     A bus may have a ``parent`` (say, one shared by several workers): what is emitted here
-    also reaches the parent's subscribers, those subscribed later included.
+    also reaches the parent's subscribers, those subscribed later included. Subscribers run
+    on the worker's loop thread, so a subscriber that raises is reported in the log
+    (``event.subscriber_failed``: its first failure, then every 1000th) and the others, and
+    the worker, carry on: user code never ends the worker.
     """
 
     def __init__(self, parent: EventBus | None = None) -> None:
         self._subscribers: list[Subscriber] = []
         self._parent = parent
+        self._failures: Counter[int] = Counter()
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 
     def emit(self, event: Event, **fields: Any) -> None:
-        for subscriber in self._subscribers:
-            subscriber(event, fields)
-        bus = self._parent
+        bus: EventBus | None = self
         while bus is not None:
             for subscriber in bus._subscribers:
-                subscriber(event, fields)
+                try:
+                    subscriber(event, fields)
+                except BaseException as error:  # a user's subscriber must not end the worker
+                    bus._failed(subscriber, event, error)
             bus = bus._parent
+
+    def _failed(self, subscriber: Subscriber, event: Event, error: BaseException) -> None:
+        count = self._failures[id(subscriber)] = self._failures[id(subscriber)] + 1
+        if count == 1 or count % 1000 == 0:
+            name = getattr(subscriber, "__qualname__", type(subscriber).__qualname__)
+            log.error("event.subscriber_failed subscriber=%s event=%s failures=%d error=%s",
+                      name, event.value, count, describe(error),
+                      extra={"event": "event.subscriber_failed",
+                             "fields": {"subscriber": name, "event_name": event.value,
+                                        "failures": count, "error": describe(error)}})
 
 
 class EventCounter:
@@ -86,9 +108,11 @@ _LEVELS = {
     Event.JOIN_COMPLETED: logging.DEBUG,
     Event.JOIN_BRANCH_STORED: logging.DEBUG,
     Event.JOIN_TIMED_OUT: logging.WARNING,
+    Event.JOIN_LATE: logging.WARNING,
     Event.RECORD_UNDECODABLE: logging.ERROR,
     Event.RECORD_OVERSIZE: logging.ERROR,
     Event.TASK_TYPE_UNKNOWN: logging.ERROR,
+    Event.RECORD_UNPRODUCIBLE: logging.ERROR,
 }
 
 

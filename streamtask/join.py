@@ -7,11 +7,19 @@ join's topic. The join holds the branch results that arrived, per fork, and mirr
 change to a compacted changelog topic co-partitioned with its input: a worker that takes
 over a partition restores the waiting forks from it, so a join survives restarts and
 rebalances. A branch's input offset is committed only once its changelog record is durable.
+
+A fork that completed (or timed out) is remembered, so that a branch result arriving after it
+(a late branch, or a branch that ran twice) is dropped instead of opening a phantom fork that
+would later time out into a spurious dead letter. The changelog's tombstones say which forks
+ended, so a worker taking over a partition knows them too; the most recent
+:data:`REMEMBERED_FORKS` per partition are kept (and compaction keeps tombstones for the
+topic's ``delete.retention.ms``, a day by default).
 """
 
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +32,13 @@ FROM_STAGE = "streamtask-from-stage"
 """Record header on a record sent to a join: the branch (stage) it comes from."""
 PARTIAL = "streamtask-join-partial"
 """Record header on a join's own input: a fork completed by timeout, run on partial results."""
+MERGED = "streamtask-join-merged"
+"""Record header on a completed join's retry record or dead letter: the value is the merged
+task, to run as it is (a dead letter replayed onto the join's input is not a branch)."""
 
 TP = tuple[str, int]
+REMEMBERED_FORKS = 10_000
+"""Ended forks remembered per join partition, to drop branch results that come too late."""
 
 
 def forked(headers: Mapping[str, str], fork_id: str) -> dict[str, str]:
@@ -75,6 +88,7 @@ class JoinStore:
 
     def __init__(self) -> None:
         self._waiting: dict[TP, dict[str, PendingJoin]] = {}
+        self._ended: dict[TP, OrderedDict[str, None]] = {}
 
     def add(self, tp: TP, fork_id: str, branch: str, value: bytes, now_ms: int) -> PendingJoin:
         forks = self._waiting.setdefault(tp, {})
@@ -85,14 +99,33 @@ class JoinStore:
         return pending
 
     def remove(self, tp: TP, fork_id: str) -> None:
+        """The fork ended (joined or timed out): forget its results, remember that it ended."""
         self._waiting.get(tp, {}).pop(fork_id, None)
+        ended = self._ended.setdefault(tp, OrderedDict())
+        ended[fork_id] = None
+        ended.move_to_end(fork_id)
+        if len(ended) > REMEMBERED_FORKS:
+            ended.popitem(last=False)
+
+    def retract(self, tp: TP, fork_id: str, branch: str) -> None:
+        """Take back a branch result that could not be stored (the fork stays open)."""
+        pending = self._waiting.get(tp, {}).get(fork_id)
+        if pending is not None:
+            pending.parts.pop(branch, None)
+            if not pending.parts:
+                del self._waiting[tp][fork_id]
+
+    def ended(self, tp: TP, fork_id: str) -> bool:
+        """Whether the fork already joined or timed out (as far as remembered)."""
+        return fork_id in self._ended.get(tp, ())
 
     def restore(self, tp: TP, key: str, value: bytes | None) -> None:
-        """Apply one changelog record (a tombstone removes the fork)."""
+        """Apply one changelog record (a tombstone: the fork ended)."""
         if value is None:
             self.remove(tp, key)
         else:
             self._waiting.setdefault(tp, {})[key] = PendingJoin.decode(value)
+            self._ended.get(tp, OrderedDict()).pop(key, None)
 
     def expired(self, timeouts: dict[str, float], now_ms: int) -> list[tuple[TP, str, PendingJoin]]:
         """Forks waiting longer than their join's timeout (``timeouts`` by topic, seconds)."""
@@ -104,6 +137,7 @@ class JoinStore:
     def drop(self, tps: set[TP]) -> None:
         for tp in tps:
             self._waiting.pop(tp, None)
+            self._ended.pop(tp, None)
 
     def waiting(self) -> int:
         return sum(len(forks) for forks in self._waiting.values())

@@ -13,6 +13,12 @@ from typing import Any
 import orjson
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+HANDLER_NAME = "streamtask"
+
+
+def configured() -> bool:
+    """Whether :func:`configure` set up the log output of this process."""
+    return any(h.get_name() == HANDLER_NAME for h in logging.getLogger().handlers)
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,6 +39,7 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Send logs to stderr as ``text`` or ``json`` lines."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from streamtask.deadletter import safe_str
 from streamtask.errors import ConfigurationError, RoutingError
 
 
@@ -36,12 +37,16 @@ class Switch:
 
     def target(self, payload: Any) -> str:
         value = payload.get(self.field) if isinstance(payload, Mapping) else None
-        chosen = self.cases.get(value)
+        try:
+            chosen = self.cases.get(value)
+        except TypeError:  # unhashable (a list or a dict): only its text can match a case
+            chosen = None
         if chosen is None and value is not None:  # Conductor compares case values as text
-            chosen = self.cases.get(str(value))
+            chosen = self.cases.get(safe_str(value))
         chosen = chosen or self.default
         if chosen is None:
-            raise RoutingError(f"no case for {self.field}={value!r} and no default "
+            shown = safe_str(value, repr)[:200]
+            raise RoutingError(f"no case for {self.field}={shown} and no default "
                                f"(cases: {sorted(map(str, self.cases))})")
         return chosen
 

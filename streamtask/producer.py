@@ -49,7 +49,8 @@ class TaskProducer:
         """Encode a task for ``stage`` and queue it; the payload is checked against its schema.
 
         The partition key is ``key`` when given, else the task id, so tasks of one key stay
-        in order on one partition.
+        in order on one partition. A task librdkafka refuses outright (larger than
+        ``message.max.bytes``) raises :class:`~streamtask.errors.ProduceRejected`.
         """
         task = Task.new(stage, payload, key=key, id=task_id, run_id=run_id,
                         parent_id=parent_id, headers=headers)
@@ -86,12 +87,7 @@ class TaskProducer:
                 future.set_result(Delivered(task.id, topic, message.partition(),
                                             message.offset()))
 
-        while True:
-            try:
-                self._producer.produce(topic, value, key, on_delivery=acknowledged)
-                break
-            except BufferError:  # local queue full: serve callbacks and let it drain
-                self._producer.poll(0.05)
+        kafka.produce(self._producer, topic, value, key, on_delivery=acknowledged)
         self._producer.poll(0)
 
     def flush(self, timeout: float | None = None) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
+from streamtask.deadletter import safe_str
 from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError, RoutingError
 
 DAY = 86_400.0
@@ -169,7 +170,7 @@ def decide(attempt: int, error: BaseException, policy: RetryPolicy, now_ms: int,
            rng: random.Random | None = None) -> Decision:
     """What to do after execution ``attempt`` (1-based) failed with ``error``."""
     if isinstance(error, DeadLetter):
-        return DeadLettered("requested", str(error))
+        return DeadLettered("requested", safe_str(error))
     if isinstance(error, policy.fatal) and not isinstance(error, Retry):
         return DeadLettered("fatal", f"{type(error).__name__} is fatal for this stage")
     if not isinstance(error, (Retry, *policy.retry_on)):
@@ -178,9 +179,11 @@ def decide(attempt: int, error: BaseException, policy: RetryPolicy, now_ms: int,
     if attempt > len(delays):
         return DeadLettered("exhausted", f"gave up after {attempt} attempt(s)")
     wanted = delays[attempt - 1]
-    if isinstance(error, Retry) and error.delay is not None:
-        wanted = max(0.0, error.delay)
     ladder = policy.levels_ascending
+    if isinstance(error, Retry) and error.delay is not None:
+        # A level is a FIFO topic: a record due later than its level's delay would hold
+        # every record behind it, so a longer wish waits the longest level's delay.
+        wanted = min(max(0.0, error.delay), ladder[-1])
     level = next((d for d in ladder if d >= wanted), ladder[-1])
     extra = (rng or random).uniform(0, policy.jitter * wanted) if policy.jitter else 0.0
     return RetryLater(level, now_ms + round((wanted + extra) * 1000), attempt + 1)

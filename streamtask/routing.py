@@ -32,6 +32,51 @@ class Outgoing(NamedTuple):
     """-1: let the key pick the partition."""
 
 
+class Rewritten:
+    """A received record standing for another value: a completed join's merged task.
+
+    A join runs its handler on the merged branch results, but the record it received is
+    only the last branch's. Its retry record and dead letter must carry the merged task
+    (the changelog entry that held the other branches is deleted with them), so the worker
+    routes the outcome of a joined task from this record: the merged task's envelope, keyed
+    by the fork, at the last branch's coordinates, marked as already joined.
+    """
+
+    def __init__(self, message: Any, value: bytes, key: str) -> None:
+        self._message = message
+        self._value = value
+        self._key = key
+        self._headers = [*((k, v) for k, v in message.headers() or ()
+                           if k != join.FROM_STAGE), (join.MERGED, b"1")]
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> str:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        return self._headers
+
+    def topic(self) -> str:
+        return str(self._message.topic())
+
+    def partition(self) -> int:
+        return int(self._message.partition())
+
+    def offset(self) -> int:
+        return int(self._message.offset())
+
+    def timestamp(self) -> tuple[int, int]:
+        kind, at = self._message.timestamp()
+        return int(kind), int(at)
+
+
+def size(out: Outgoing) -> int:
+    """The size the producer counts for ``out`` against ``message.max.bytes``."""
+    return dl.record_size(out.value, out.key, out.headers)
+
+
 def error_history(headers: Any, attempt: int, error: BaseException | str, now_ms: int) -> str:
     """The task's error history (JSON, newest last, bounded) with this failure appended."""
     raw = dl.find(headers, dl.ERRORS)
@@ -39,8 +84,10 @@ def error_history(headers: Any, attempt: int, error: BaseException | str, now_ms
         history = orjson.loads(raw) if raw else []
     except orjson.JSONDecodeError:
         history = []
+    if not isinstance(history, list):  # valid JSON of another shape: not ours, start afresh
+        history = []
     kind = type(error).__name__ if isinstance(error, BaseException) else "poison"
-    history.append({"attempt": attempt, "error": kind, "message": str(error)[:500],
+    history.append({"attempt": attempt, "error": kind, "message": dl.safe_str(error)[:500],
                     "at": now_ms})
     return orjson.dumps(history[-MAX_HISTORY:]).decode()
 
@@ -76,8 +123,9 @@ def retry_overrides(headers: Any) -> dict[str, int | None]:
 
 
 def dead_letter_record(stage: Stage, message: Any, failure: dl.Failure, *, group: str,
-                       worker: str, attempts: int, now_ms: int) -> Outgoing:
-    """The original record, untouched, with headers saying where it failed and why."""
+                       worker: str, attempts: int, now_ms: int, limit: int) -> Outgoing:
+    """The original record, untouched, with headers saying where it failed and why; what
+    would take it past ``limit`` bytes is dropped, as the headers say (:func:`dl.fitted`)."""
     headers = message.headers()
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     origin = dl.Origin(topic, partition, offset, message.timestamp()[1], group)
@@ -89,7 +137,8 @@ def dead_letter_record(stage: Stage, message: Any, failure: dl.Failure, *, group
         value = dl.find(headers, name)
         if value is not None:
             out.append((name, value))
-    return Outgoing(stage.dlq_topic, message.value() or b"", message.key(), out)
+    value, key, out = dl.fitted(message.value(), message.key(), out, limit)
+    return Outgoing(stage.dlq_topic, value, key, out)
 
 
 def child_records(app: App, stage: Stage, parent: Task, result: Any) -> list[Outgoing]:

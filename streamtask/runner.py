@@ -3,7 +3,11 @@
 The worker loop owns all Kafka state and never runs user code itself; runners execute
 handlers and report each outcome on a queue the loop drains. Python cannot kill a thread, so a
 task past its deadline is *abandoned*: the loop records a timeout, and the runner starts a
-replacement thread so capacity stays constant while the stuck one finishes on its own.
+replacement thread so capacity stays constant while the stuck one finishes on its own. At
+most ``size`` abandoned threads get a replacement at a time: beyond that, capacity shrinks
+until one of them returns, so hung handlers cannot pile up threads without bound. An
+abandoned handler still reports its outcome when it ends, which tells the loop that its key
+is free again (the loop ignores the outcome itself).
 
 The thread pool takes every task the loop may start at once and its threads pull them one by
 one: the thread count is the concurrency limit. Handing tasks over one at a time, each only
@@ -15,6 +19,7 @@ no-op handlers).
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -22,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
+log = logging.getLogger("streamtask.worker")
 Completion = tuple[object, Any, BaseException | None]
 """(token, result, error) as reported by a runner."""
 
@@ -41,6 +47,9 @@ class ThreadRunner:
         single ``dict.pop``, so exactly one of them wins."""
         self._current: dict[threading.Thread, tuple[object, float]] = {}
         self._retiring: set[threading.Thread] = set()
+        self._owed = 0
+        """Replacements not started because too many abandoned threads are still running."""
+        self._lock = threading.Lock()
         self._size = size
         for _ in range(size):
             self._start_thread()
@@ -84,17 +93,35 @@ class ThreadRunner:
             except BaseException as error:  # user code must never kill the worker
                 completions.put((token, None, error))
             current.pop(me, None)
-            if me in self._retiring:
-                self._retiring.discard(me)
+            if me in self._retiring and self._retired(me):
                 return
 
+    def _retired(self, thread: threading.Thread) -> bool:
+        """An abandoned thread returned: it exits, or stays as the replacement still owed."""
+        with self._lock:
+            self._retiring.discard(thread)
+            if self._owed > 0:
+                self._owed -= 1
+                return False
+            return True
+
     def abandon(self, token: object) -> None:
-        """Give up on ``token``'s handler: its thread retires when it returns; replace it."""
+        """Give up on ``token``'s handler: its thread retires when it returns; replace it
+        (unless ``size`` abandoned threads already run: then once one of them returns)."""
         for thread, (running, _started) in list(self._current.items()):
             if running is token:
-                self._retiring.add(thread)
+                with self._lock:
+                    self._retiring.add(thread)
+                    replace = len(self._retiring) <= self._size
+                    if not replace:
+                        self._owed += 1
                 self._current.pop(thread, None)
-                self._start_thread()
+                if replace:
+                    self._start_thread()
+                else:
+                    log.warning("%d timed-out handlers are still running; the thread pool "
+                                "shrinks to %d until one returns", len(self._retiring),
+                                self._size - self._owed)
                 return
 
     def shutdown(self) -> None:
@@ -119,8 +146,9 @@ class AsyncRunner:
         self._started[token] = time.monotonic()  # before the coroutine can finish and pop it
         future = asyncio.run_coroutine_threadsafe(self._run(token, handler, task), self._loop)
         self._futures[token] = future
-        if future.done():  # it finished before it was noted: nothing to keep
-            self._futures.pop(token, None)
+        # The coroutine may have finished (and its cleanup run) before the line above; the
+        # callback runs at once then, so a finished coroutine's future is never kept.
+        future.add_done_callback(lambda _done: self._futures.pop(token, None))
 
     def withdraw(self, _drop: Callable[[Any], bool]) -> list[Any]:
         """Nothing waits here: the loop hands over coroutines only up to the limit."""
@@ -134,8 +162,10 @@ class AsyncRunner:
                    task: Any) -> None:
         try:
             result = await handler(task)
-        except asyncio.CancelledError:
-            return  # abandoned after its deadline; the loop already recorded the timeout
+        except asyncio.CancelledError as error:
+            # The handler cancelled itself, or was abandoned past its deadline: either way
+            # the loop hears that it ended (it ignores the outcome of an abandoned one).
+            self._completions.put((token, None, error))
         except BaseException as error:
             self._completions.put((token, None, error))
         else:
@@ -150,5 +180,10 @@ class AsyncRunner:
         if future is not None:
             future.cancel()
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the event loop and close it (an unclosed loop warns when it is collected,
+        wherever that happens to be). Coroutines still in flight are dropped with it."""
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        if not self._loop.is_running():
+            self._loop.close()

@@ -10,6 +10,7 @@ lasts (see ``_flow_control``), so a long task never costs a rebalance.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -18,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,15 +27,22 @@ from streamtask import kafka, routing
 from streamtask.app import App, Stage
 from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.deadletter import Failure
+from streamtask.deadletter import Failure, describe
 from streamtask.delays import HeldRecords
 from streamtask.envelope import Task
-from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, StreamtaskError
+from streamtask.errors import (
+    ConfigurationError,
+    DecodeError,
+    DeliveryFailed,
+    ProduceRejected,
+    RoutingError,
+    StreamtaskError,
+)
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
-from streamtask.joining import JoinRuntime, Rejected, Stored
+from streamtask.joining import JoinRuntime, Late, Rejected, Stored
 from streamtask.offsets import PartitionOffsets
 from streamtask.ordering import KeyLanes
-from streamtask.retry import RetryLater, decide
+from streamtask.retry import DeadLettered, RetryLater, decide
 from streamtask.runner import AsyncRunner, Completion, ThreadRunner
 from streamtask.transactions import Transactions
 from streamtask.window import HeldWindow
@@ -68,6 +76,8 @@ class Job:
     pending_acks: int = 0
     running: bool = False
     """Handed to a runner (queued there or executing) and its outcome not routed yet."""
+    abandoned: bool = False
+    """Timed out while its handler still runs: its key stays taken until the handler ends."""
 
 
 @dataclass
@@ -100,7 +110,8 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self._by_topic = {topic: stage for stage in self.stages
                           for topic in (stage.topic, *stage.retry_topics)}
-        self._retry_topics = {topic for stage in self.stages for topic in stage.retry_topics}
+        self._retry_topics = {topic: delay for stage in self.stages
+                              for topic, delay in stage.retry_topics.items()}
         self._held = HeldRecords()
         self._window = HeldWindow(self.settings.max_buffered)
         self._just_assigned = False
@@ -123,6 +134,7 @@ class Worker:
         self._finished_since_commit = 0
         self._delivery_error: DeliveryFailed | None = None
         self._next_deadline_check = 0.0
+        self._max_record = kafka.max_record_bytes(self.kafka)
 
     def stop(self) -> None:
         """Ask the loop to drain and exit; safe to call from a signal handler or thread."""
@@ -257,7 +269,8 @@ class Worker:
     def _ended_tasks(self) -> int:
         counts = self.counter.counts
         return (counts[Event.TASK_SUCCEEDED] + counts[Event.TASK_RETRIED]
-                + counts[Event.TASK_DEAD_LETTERED] + counts[Event.JOIN_BRANCH_STORED])
+                + counts[Event.TASK_DEAD_LETTERED] + counts[Event.JOIN_BRANCH_STORED]
+                + counts[Event.JOIN_LATE])
 
     def _shutdown(self) -> None:
         """Stop fetching, let running tasks finish (bounded), commit, leave the group."""
@@ -373,8 +386,15 @@ class Worker:
         outcome = self._joins.arrive(job.tp, job.message, task, _now_ms())
         if isinstance(outcome, Rejected):
             self._live.discard(job)
-            self._poison(job.stage, job.partition, job.message, Event.TASK_TYPE_UNKNOWN,
-                         "unknown-branch", outcome.detail)
+            event = Event.TASK_TYPE_UNKNOWN if outcome.reason == "unknown-branch" else \
+                Event.RECORD_UNPRODUCIBLE
+            self._poison(job.stage, job.partition, job.message, event, outcome.reason,
+                         outcome.detail)
+        elif isinstance(outcome, Late):
+            self.events.emit(Event.JOIN_LATE, stage=job.stage.name, fork=outcome.fork,
+                             branch=outcome.branch,
+                             where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}")
+            self._finish(job)
         elif isinstance(outcome, Stored):
             self.events.emit(Event.JOIN_BRANCH_STORED, stage=job.stage.name,
                              fork=outcome.fork, branch=outcome.branch)
@@ -382,6 +402,8 @@ class Worker:
         else:
             self.events.emit(Event.JOIN_COMPLETED, stage=job.stage.name, fork=outcome.fork)
             job.task, job.lane = outcome.task, outcome.fork
+            if outcome.value is not None:
+                job.message = routing.Rewritten(job.message, outcome.value, outcome.fork)
             job.extra = (*job.extra, outcome.tombstone)
             self._admit(job)
 
@@ -389,12 +411,18 @@ class Worker:
         for timed_out in self._joins.expire(_now_ms()):
             self.events.emit(Event.JOIN_TIMED_OUT, stage=timed_out.stage, fork=timed_out.fork,
                              missing=timed_out.missing, action=timed_out.action)
-            for record in timed_out.records:
-                self._send(record, None)
+            # The fork leaves the changelog only once its dead letter (or partial join) is
+            # durable: a crash in between restores the fork, which times out again.
+            self._send(timed_out.record, None,
+                       after=functools.partial(self._send, timed_out.tombstone, None))
 
     def _hold_if_early(self, tp: TP, message: Any) -> bool:
         """Hold a retry level's record (and its partition) until the record is due."""
         due = routing.due_time(message.headers()) or 0
+        # A due time past the level's delay (and any jitter) since the record was written is
+        # a corrupt header: it would hold the level forever. It waits out the delay instead.
+        latest = message.timestamp()[1] + round(self._retry_topics[tp[0]] * 2000) + 60_000
+        due = min(due, latest)
         if tp not in self._held and due <= _now_ms():
             return False
         # Records behind a held one wait their turn, in offset order.
@@ -461,6 +489,9 @@ class Worker:
             if isinstance(job, Job) and job.running:
                 self._route(job, result, error)
                 handled += 1
+            elif isinstance(job, Job) and job.abandoned:  # a timed-out handler really ended
+                job.abandoned = False
+                self._release_lane(job)
             try:
                 item = completions.get_nowait()
             except queue.Empty:
@@ -477,6 +508,7 @@ class Worker:
                 if timeout is None or started + timeout > now or not job.running:
                     continue
                 runner.abandon(job)
+                job.abandoned = True
                 self._route(job, None, TaskTimeout(
                     f"task at {job.tp[0]}[{job.tp[1]}]@{job.offset} exceeded the "
                     f"{timeout}s timeout of stage {job.stage.name!r}"))
@@ -486,9 +518,8 @@ class Worker:
     def _route(self, job: Job, result: Any, error: BaseException | None) -> None:
         """Map a handler's outcome to what must become durable before its offset moves."""
         self._stopped_running(job)
-        following = self._lanes.release(job.lane)
-        if following is not None:
-            self._ready.append(following)
+        if not job.abandoned:  # an abandoned handler frees its key when it really ends
+            self._release_lane(job)
         if self._partitions.get(job.tp) is not job.partition:  # revoked: the new owner reruns it
             self._end(job)
             return
@@ -498,7 +529,7 @@ class Worker:
             event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
             self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
                              where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
-                             error=f"{type(error).__name__}: {error}")
+                             error=describe(error))
             self._route_failure(job, task, error)
             return
         try:
@@ -506,84 +537,122 @@ class Worker:
         except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
             self._route_failure(job, task, bad_result)
             return
+        except Exception as broken:  # a result whose own code fails as it is routed
+            unroutable = RoutingError(f"the handler's result cannot be routed: "
+                                      f"{describe(broken)}")
+            unroutable.__cause__ = broken
+            self._route_failure(job, task, unroutable)
+            return
+        too_large = self._oversize(children)
+        if too_large is not None:  # the producer would refuse it: nothing of it is sent
+            self._send_all(self._unproducible(job, too_large), job)
+            return
         self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
                          children=len(children))
-        self._send_all([*children, *job.extra], job)
+        self._send_all(children, job)
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
         """Next retry level or dead-letter queue; the offset moves once that is acknowledged."""
         now = _now_ms()
         decision = decide(task.attempt, error, job.stage.retry, now)
+        message = describe(error)
         if isinstance(decision, RetryLater):
             out = routing.retry_record(job.stage, task, job.message, decision, error, now)
-            self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
-                             attempt=decision.attempt, topic=out.topic, due=decision.due)
-            self._send_all([out, *job.extra], job)
-            return
-        message = f"{type(error).__name__}: {error}"
+            if routing.size(out) <= self._max_record:
+                self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
+                                 attempt=decision.attempt, topic=out.topic, due=decision.due)
+                self._send_all([out], job)
+                return
+            decision = DeadLettered("unproducible", f"its retry record of {routing.size(out)} "
+                                    f"bytes exceeds message.max.bytes={self._max_record}")
         if decision.detail:
             message = f"{message} ({decision.detail})"
         outs = self._dead_letter(job, Failure(decision.reason, message, error),
                                  attempts=task.attempt)
-        self._send_all([*outs, *job.extra], job)
+        self._send_all(outs, job)
 
     def _dead_letter(self, job: Job, failure: Failure, attempts: int) -> list[routing.Outgoing]:
         """The dead letter of ``job`` (and its compensation task, if the stage has one)."""
         group = self._group_id + (".retry" if job.tp[0] in self._retry_topics else "")
         out = routing.dead_letter_record(job.stage, job.message, failure, group=group,
                                          worker=self.worker_id, attempts=attempts,
-                                         now_ms=_now_ms())
+                                         now_ms=_now_ms(), limit=self._max_record)
         self.events.emit(Event.TASK_DEAD_LETTERED, stage=job.stage.name, reason=failure.reason,
                          task_id=job.task.id if job.task else None,
                          where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
                          error=failure.message)
-        if job.task is not None and job.stage.compensate is not None:
-            return [out, routing.compensation_record(self.app, job.stage, job.task, failure)]
-        return [out]
+        if job.task is None or job.stage.compensate is None:
+            return [out]
+        compensation = routing.compensation_record(self.app, job.stage, job.task, failure)
+        if routing.size(compensation) > self._max_record:
+            self.events.emit(Event.RECORD_UNPRODUCIBLE, stage=job.stage.name,
+                             task_id=job.task.id, topic=compensation.topic,
+                             error=f"compensation task of {routing.size(compensation)} bytes "
+                                   f"exceeds message.max.bytes={self._max_record}")
+            return [out]
+        return [out, compensation]
 
     def _send_all(self, outs: list[routing.Outgoing], job: Job) -> None:
-        """Send every record of an outcome; with none to send, the job is durable now.
+        """Send every record of an outcome (and the job's extra records); with none to send,
+        the job is durable now. Should the producer refuse one, the task becomes a dead letter
+        (records of the outcome sent before it stay sent: at least once).
 
         In exactly-once mode the records are held and go out with the job's offset, in one
         transaction (see :mod:`streamtask.transactions`).
         """
+        outs = [*outs, *job.extra]
         if self._txn is not None:
             self._txn.hold(job.tp, job.offset, outs)
             self._finish(job)
             return
-        for out in outs:
-            self._send(out, job)
+        try:
+            for out in outs:
+                self._send(out, job)
+        except ProduceRejected as error:
+            if not error.about_record or job.stage.dlq_topic in {o.topic for o in outs}:
+                raise  # the producer, or even a dead letter, fails: stop; the task reruns
+            self._send_all(self._unproducible(job, str(error)), job)
+            return
         if not outs:
             self._finish(job)
 
-    def _send(self, out: routing.Outgoing, job: Job | None) -> None:
-        """Produce a record on behalf of ``job``; the job finishes when all are acknowledged."""
-        if self._txn is not None:
-            self._txn.produced()
-        if job is not None:
-            job.pending_acks += 1
+    def _oversize(self, outs: list[routing.Outgoing]) -> str | None:
+        """What is wrong with the first record of ``outs`` the producer would refuse."""
+        for out in outs:
+            size = routing.size(out)
+            if size > self._max_record:
+                return (f"a record of {size} bytes for {out.topic} exceeds "
+                        f"message.max.bytes={self._max_record}")
+        return None
 
+    def _unproducible(self, job: Job, detail: str) -> list[routing.Outgoing]:
+        attempts = job.task.attempt if job.task is not None else 0
+        return self._dead_letter(job, Failure("unproducible", detail), attempts=attempts)
+
+    def _send(self, out: routing.Outgoing, job: Job | None,
+              after: Callable[[], None] | None = None) -> None:
+        """Produce a record on behalf of ``job``; the job finishes when all are acknowledged.
+        ``after`` runs once the record is acknowledged.
+
+        Raises :class:`ProduceRejected` when librdkafka refuses the record outright.
+        """
         def acknowledged(error: Any, _message: Any) -> None:
             if error is not None:
                 self._delivery_error = kafka.delivery_error(error, out.topic)
                 return
+            if after is not None:
+                after()
             if job is not None:
                 job.pending_acks -= 1
                 if job.pending_acks == 0:
                     self._finish(job)
 
-        # Naming no partition and no headers when there are none saves a quarter of produce's
-        # cost, which counts on a per-task path.
-        where: dict[str, Any] = {"partition": out.partition} if out.partition >= 0 else {}
-        if out.headers:
-            where["headers"] = out.headers
-        while True:
-            try:
-                self._producer.produce(out.topic, out.value, out.key, on_delivery=acknowledged,
-                                       **where)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        kafka.produce(self._producer, out.topic, out.value, out.key, headers=out.headers,
+                      partition=out.partition, on_delivery=acknowledged)
+        if self._txn is not None:
+            self._txn.produced()
+        if job is not None:
+            job.pending_acks += 1
 
     def _raise_delivery_error(self) -> None:
         if self._delivery_error is not None:

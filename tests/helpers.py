@@ -23,7 +23,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from streamtask import App, kafka
-from streamtask.config import WorkerSettings
+from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.topics import ensure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -319,6 +319,67 @@ def recorder_run(bootstrap: str, unique: str, tmp_path: Path, *, sleep: float = 
                      partitions=partitions, fail_every=fail_every, emit=emit) as run:
         run.ensure_topics()
         yield run
+
+
+def _watermarks(reader: Any, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
+    """A partition's watermarks; a topic created a moment ago may have no leader yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+            return int(low), int(high)
+        except kafka.KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def wait_for_leaders(bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
+    """Wait until every partition of ``topics`` answers for its offsets: a topic created a
+    moment ago may have no leader yet (``NOT_LEADER_FOR_PARTITION``)."""
+    reader = kafka.consumer(KafkaSettings(bootstrap=bootstrap), "leaders")
+    try:
+        for topic in topics:
+            for partition in reader.list_topics(topic, timeout=10).topics[topic].partitions:
+                _watermarks(reader, kafka.TopicPartition(topic, partition), timeout)
+    finally:
+        reader.close()
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record of ``topic`` up to the end offsets it has now, in offset order per
+    partition. Unlike a timed read, it cannot miss a record that is there: it reads until
+    each partition reaches the high watermark taken at the start (and fails if it cannot)."""
+    reader = kafka.consumer(KafkaSettings(bootstrap=bootstrap), f"read-{topic}",
+                            **{"isolation.level": "read_uncommitted"})
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        ends, start = {}, []
+        for partition in partitions:
+            low, high = _watermarks(reader, kafka.TopicPartition(topic, partition))
+            if high > low:
+                ends[partition] = high
+                start.append(kafka.TopicPartition(topic, partition, low))
+        records: list[Any] = []
+        if not start:
+            return records
+        reader.assign(start)
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"reading {topic} to its end timed out; still to read: "
+                                     f"{ends} ({len(records)} records read)")
+            message = reader.poll(0.2)
+            if message is not None and message.error() is None:
+                records.append(message)
+            # Positions, not the last record's offset: a transaction's commit marker may be
+            # the last offset, and a consumer never returns it.
+            for position in reader.position([kafka.TopicPartition(topic, p) for p in ends]):
+                if position.offset >= ends[position.partition]:
+                    ends.pop(position.partition)
+        return records
+    finally:
+        reader.close()
 
 
 def wait_for_assignment(worker: WorkerProcess, topic: str, timeout: float = 30.0) -> None:

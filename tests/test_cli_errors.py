@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -80,3 +81,22 @@ def test_kafka_up_on_a_taken_port(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
         done = streamtask("kafka", "up", "--port", str(port), "--data-dir", str(tmp_path))
     assert_one_line_error(done, f"port {port} on 127.0.0.1 is already taken")
+
+
+def test_an_unexpected_crash_is_one_line_and_its_traceback_is_in_the_debug_log() -> None:
+    done = streamtask("worker", "tests.apps.crashing:app")
+    assert_one_line_error(done, "RuntimeError: an unexpected failure inside streamtask")
+    assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
+    debug = streamtask("worker", "tests.apps.crashing:app", "--log-level", "DEBUG",
+                       "--log-format", "json")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and '"exception"' in debug.stderr
+
+
+def test_a_worker_error_is_one_json_log_line_under_the_json_log_format() -> None:
+    done = streamtask("worker", "tests.apps.crashing:app", "--log-format", "json")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    record = json.loads(line)
+    assert record["event"] == "command.failed" and record["level"] == "ERROR"
+    assert "RuntimeError: an unexpected failure inside streamtask" in record["error"]

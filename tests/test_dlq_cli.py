@@ -134,6 +134,27 @@ def test_show_marks_undecodable_poison_and_previews_its_bytes(kafka, unique) -> 
     assert [row[1] for row in rows[1:]] == ["-", faulty.runs[0].task_id]
 
 
+@pytest.mark.timeout(120)
+def test_show_says_a_value_was_null_or_omitted_for_size(kafka, unique) -> None:
+    faulty = build(kafka.bootstrap, unique, partitions=1)
+    ensure(faulty.app)
+    raw = confluent_kafka.Producer({"bootstrap.servers": kafka.bootstrap,
+                                    "message.max.bytes": 1_048_000})
+    raw.produce(f"{faulty.app.name}.work", None, key=b"null")
+    raw.produce(f"{faulty.app.name}.work", b"\x01" * 1_020_000, key=b"big")
+    raw.flush(10)
+    fill(faulty, "work", [], queued=2)
+    human = dlq("show", faulty.ref, "work").stdout
+    assert "value   null" in human
+    assert "value   omitted (1020000 bytes, too large for the dead letter)" in human
+    letters = {letter["key"]: letter for letter in map(
+        orjson.loads, dlq("show", faulty.ref, "work", "--json").stdout.splitlines())}
+    null, big = letters["null"], letters["big"]
+    assert null["value"] is None and null["value_omitted"] is None
+    assert big["value"] is None and big["value_omitted"] == 1_020_000
+    assert big["reason"] == "poison:oversize" and "value omitted" in big["problem"]
+
+
 def test_bad_arguments_end_with_one_line_errors() -> None:
     ref = "tests.apps.recorder:app"
     assert_one_line_error(streamtask("dlq", "ls", ref, "--stage", "nope"),

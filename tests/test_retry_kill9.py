@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import missing, recorder_run, summary, wait_for_assignment
-from tests.test_retry_ladder import read_all
+from tests.helpers import missing, read_to_end, recorder_run, summary, wait_for_assignment
 
 TASKS = 2000
 FAIL_EVERY = 4
@@ -47,4 +46,4 @@ def test_kill9_during_retries_loses_nothing(kafka, unique: str, tmp_path: Path) 
         # Every multiple of FAIL_EVERY can only have succeeded on a retry level.
         executions = run.executions()
         assert not missing(executions, TASKS), summary(executions, TASKS)
-        assert read_all(kafka.bootstrap, run.stage.dlq_topic, 1, timeout=2) == []
+        assert read_to_end(kafka.bootstrap, run.stage.dlq_topic) == []

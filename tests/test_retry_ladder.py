@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 
 import confluent_kafka
+import pytest
 
 from streamtask import Task
 from streamtask import deadletter as dl
-from streamtask.retry import Backoff, RetryPolicy
+from streamtask.retry import Backoff, Retry, RetryPolicy
+from tests.helpers import read_to_end
 from tests.inprocess import new_app, run_worker, send_all
 
 
@@ -48,7 +50,7 @@ def test_fails_twice_then_succeeds_on_the_third_attempt_never_early(kafka, uniqu
     (_, first, _), (_, second, due2), (_, third, due3) = runs
     assert due2 is not None and second >= due2 >= first + 1000
     assert due3 is not None and third >= due3 >= second + 2000
-    assert read_all(kafka.bootstrap, app.stages["flaky"].dlq_topic, 1, timeout=2) == []
+    assert read_to_end(kafka.bootstrap, app.stages["flaky"].dlq_topic) == []
 
 
 def test_keeps_failing_lands_in_dlq_with_every_header(kafka, unique) -> None:
@@ -96,3 +98,23 @@ def test_a_backing_off_task_does_not_block_its_partition(kafka, unique) -> None:
     run_worker(app, max_tasks=21, idle_timeout=15)
     assert finished[-1] == (0, 2), "the retried task ran last, after its 6 s back-off"
     assert sorted(n for n, _ in finished[:-1]) == list(range(1, 20))
+
+
+@pytest.mark.timeout(120)
+def test_a_retry_wish_beyond_the_longest_level_waits_that_level_and_blocks_nothing(
+        kafka, unique) -> None:
+    app = new_app(kafka.bootstrap, unique)
+    runs: list[tuple[int, int, float]] = []
+
+    @app.stage("wish", partitions=1, retry=RetryPolicy(max_attempts=2, levels=(0.5,)))
+    def wish(task: Task) -> None:
+        runs.append((task.payload["n"], task.attempt, time.monotonic()))
+        if task.attempt == 1 and task.payload["n"] == 0:
+            raise Retry(delay=3600)  # beyond the only level: waits 0.5 s, not an hour
+        if task.attempt == 1:
+            raise ConnectionError("down")  # behind it on the same retry level
+
+    send_all(app, "wish", [{"n": 0}, {"n": 1}])
+    stats = run_worker(app, max_tasks=4, idle_timeout=30)
+    assert sorted((n, attempt) for n, attempt, _ in runs) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert stats.counts["task.retried"] == 2 and stats.counts["task.succeeded"] == 2

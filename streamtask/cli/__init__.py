@@ -2,15 +2,20 @@
 
 Every option can also be set from an environment variable (shown in ``--help``); this is the
 only place that reads the environment. streamtask's own errors end the command with a
-one-line message and exit code 1 instead of a traceback.
+one-line message and exit code 1 instead of a traceback. So does any other error (a bug):
+its traceback goes to the log at DEBUG level (``--log-level DEBUG``). Under a command that
+set up logging (``worker``), the line is a log record (``command.failed``), so that a JSON
+log stays one object per line.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
 
+from streamtask import logs
 from streamtask.cli.bench import bench
 from streamtask.cli.demo import demo
 from streamtask.cli.dlq import dlq_app
@@ -18,6 +23,7 @@ from streamtask.cli.kafka import kafka_app
 from streamtask.cli.pipeline import graph, pipeline_app
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.worker import worker
+from streamtask.deadletter import describe
 from streamtask.errors import StreamtaskError
 
 app = typer.Typer(
@@ -43,5 +49,18 @@ def main() -> None:
     try:
         app()
     except StreamtaskError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+        _fail(str(exc))
+    except Exception as exc:  # a bug: one line here, the traceback in the debug log
+        logging.getLogger("streamtask").debug("crashed", exc_info=True)
+        _fail(f"unexpected {describe(exc)} (a bug; --log-level DEBUG shows the traceback)")
+
+
+def _fail(message: str) -> None:
+    """End the command with one line: a log record if logging is set up, else plain text."""
+    if logs.configured():
+        logging.getLogger("streamtask").error(
+            "error: %s", message,
+            extra={"event": "command.failed", "fields": {"error": message}})
+    else:
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    sys.exit(1)

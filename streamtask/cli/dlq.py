@@ -142,7 +142,7 @@ def _as_json(letter: dlq.DeadLetter) -> str:
     record = letter.record
     out = asdict(record)
     out["key"] = _text(record.key)
-    out["value"] = record.value.hex()
+    out["value"] = record.value.hex() if record.value is not None else None
     out["carried_headers"] = [[k, _text(v)] for k, v in record.carried_headers]
     with suppress(orjson.JSONDecodeError):  # not written by streamtask: keep the text
         out["errors"] = orjson.loads(record.errors) if record.errors else []
@@ -168,6 +168,14 @@ def _iso(epoch_ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _value(record: DeadLetterRecord) -> str:
+    if record.value_omitted is not None:
+        return f"omitted ({record.value_omitted} bytes, too large for the dead letter)"
+    if record.value is None:
+        return "null"
+    return f"{len(record.value)} bytes: {_preview(record.value)}"
+
+
 def _preview(value: bytes, limit: int = 32) -> str:
     """A short, printable view of raw bytes for records that do not decode."""
     return repr(value[:limit]) + ("..." if len(value) > limit else "")
@@ -189,7 +197,7 @@ def _describe(letter: dlq.DeadLetter) -> str:
     task = letter.task
     if task is None:
         lines.append(f"  task    - ({letter.problem})")
-        lines.append(f"  value   {len(record.value)} bytes: {_preview(record.value)}")
+        lines.append(f"  value   {_value(record)}")
     else:
         payload = orjson.dumps(task.payload, default=_jsonable).decode()
         lines.append(f"  task    {task.id} (key {task.key or '-'}, attempt {task.attempt}, "
