@@ -24,6 +24,7 @@ lint: install
 	bash .ci/compose-check
 
 test: lint
+	bash .ci/install-promtool
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
 
 demo: install
