@@ -8,7 +8,8 @@ of the execution that produced it as its parent span; a retry is the same record
 each attempt's span is a sibling under the same sender span.
 
 Without the ``opentelemetry-api`` package nothing of it is imported: the worker only writes a
-fresh span id into each child's ``traceparent``. With it, the worker records one CONSUMER
+fresh span id into each child's ``traceparent``. With it, and a tracer provider configured
+before the worker is created, the worker records one CONSUMER
 span per execution (stage, attempt, partition, outcome), created after the handler returned
 with its measured start and end times, on the worker loop's thread; spans the handler opens
 itself are not nested under it.
@@ -115,6 +116,14 @@ def _outcome(error: BaseException | None) -> str:
 
 
 def execution_spans() -> ExecutionSpans | None:
-    """Span recording for a worker, or None when OpenTelemetry is not installed."""
-    return ExecutionSpans() if otel_installed() else None
+    """Span recording for a worker, or None when OpenTelemetry is not installed or no tracer
+    provider is configured yet (spans would go nowhere, and cost about 10 µs each)."""
+    if not otel_installed():
+        return None
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return None
+    return ExecutionSpans()
 
