@@ -24,6 +24,7 @@ lint: install
 	bash .ci/compose-check
 
 test: lint
+	bash .ci/install-promtool
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
 
 # The long chaos runs (100,000 tasks, 20 kill -9s and a broker outage, at-least-once and

@@ -12,8 +12,8 @@ exactly-once mode the positions go into the open transaction instead
 
 from __future__ import annotations
 
-import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +22,6 @@ from streamtask.events import Event, EventBus
 from streamtask.offsets import PartitionOffsets
 from streamtask.transactions import Transactions
 
-log = logging.getLogger("streamtask.worker")
 TP = tuple[str, int]
 RETRY_AFTER = 0.2
 """Seconds after a failed commit before it is tried again."""
@@ -40,6 +39,9 @@ class Committer:
         self._txn: Transactions | None = None
         self._produce: Callable[[Any], None] = lambda _record: None
         self._retry_at: float | None = None
+        self._requested: dict[str, deque[float]] = {}
+        """Per owning consumer (by its first topic), when each pending asynchronous commit
+        was sent: librdkafka reports a consumer's commits in order."""
 
     def attach(self, owner: dict[str, Any], txn: Transactions | None,
                produce: Callable[[Any], None]) -> None:
@@ -98,27 +100,39 @@ class Committer:
                               transaction=True)
 
     def _commit_to(self, consumer: Any, offsets: list[Any], asynchronous: bool) -> None:
+        sent = time.monotonic()
         try:
             if asynchronous:
                 consumer.commit(offsets=offsets, asynchronous=True)
+                self._requested.setdefault(self._key(offsets), deque()).append(sent)
             else:
                 consumer.commit(offsets=offsets, asynchronous=False)
+                self._events.emit(Event.OFFSETS_COMMIT_ACKNOWLEDGED,
+                                  seconds=time.monotonic() - sent)
         except kafka.KafkaException as exc:
             self._failed(exc.args[0] if exc.args else exc, offsets)
 
+    def _key(self, offsets: list[Any]) -> str:
+        """Which consumer a commit went through, named by the first topic it owns."""
+        consumer = self._owner.get(offsets[0].topic) if offsets else None
+        return next((t for t, c in self._owner.items() if c is consumer), "")
+
     def on_commit(self, error: Any, partitions: list[Any]) -> None:
         """librdkafka's report of an asynchronous commit."""
+        pending = self._requested.get(self._key(partitions))
+        sent = pending.popleft() if pending else None
         if error is not None:
             self._failed(error, partitions)
+        elif sent is not None:
+            self._events.emit(Event.OFFSETS_COMMIT_ACKNOWLEDGED,
+                              seconds=time.monotonic() - sent)
 
     def _failed(self, error: Any, partitions: list[Any]) -> None:
+        """Mark the positions uncommitted and try again soon. ``rebalancing`` says the
+        commit only raced a group change (expected; the revoke commits synchronously)."""
         name = error.name() if isinstance(error, kafka.LibrdkafkaError) else ""
-        if name in REBALANCING:
-            log.info("commit raced a rebalance (%s); committing again in %.1fs", name,
-                     RETRY_AFTER)
-        else:
-            log.warning("commit failed, committing again in %.1fs (the tasks since the last "
-                        "good commit run again if the worker dies first): %s", RETRY_AFTER, error)
+        self._events.emit(Event.OFFSETS_COMMIT_FAILED, error=str(error),
+                          rebalancing=name in REBALANCING, retry_in=RETRY_AFTER)
         self._uncommitted(partitions)
         self._retry_at = time.monotonic() + RETRY_AFTER
 

@@ -28,8 +28,8 @@ from concurrent.futures import Future
 from typing import Any
 
 log = logging.getLogger("streamtask.worker")
-Completion = tuple[object, Any, BaseException | None]
-"""(token, result, error) as reported by a runner."""
+Completion = tuple[object, Any, BaseException | None, float]
+"""(token, result, error, seconds the handler ran) as reported by a runner."""
 
 _NOT_ITERATORS = frozenset({type(None), dict, list, tuple, str, bytes, int, float, bool})
 """Common results, answered without the (slower) ``Iterator`` ABC check."""
@@ -84,14 +84,14 @@ class ThreadRunner:
             token, handler, task = item
             if queued.pop(token, 0) is not None:
                 continue  # withdrawn before it started
-            current[me] = (token, monotonic())
+            current[me] = (token, started := monotonic())
             try:
                 result = handler(task)
                 if type(result) not in _NOT_ITERATORS and isinstance(result, Iterator):
                     result = list(result)  # run generator handlers here, not in the loop
-                completions.put((token, result, None))
+                completions.put((token, result, None, monotonic() - started))
             except BaseException as error:  # user code must never kill the worker
-                completions.put((token, None, error))
+                completions.put((token, None, error, monotonic() - started))
             current.pop(me, None)
             if me in self._retiring and self._retired(me):
                 return
@@ -160,16 +160,15 @@ class AsyncRunner:
 
     async def _run(self, token: object, handler: Callable[[Any], Awaitable[Any]],
                    task: Any) -> None:
+        started = time.monotonic()
         try:
             result = await handler(task)
-        except asyncio.CancelledError as error:
-            # The handler cancelled itself, or was abandoned past its deadline: either way
-            # the loop hears that it ended (it ignores the outcome of an abandoned one).
-            self._completions.put((token, None, error))
         except BaseException as error:
-            self._completions.put((token, None, error))
+            # CancelledError included: the handler cancelled itself, or was abandoned past its
+            # deadline; either way the loop hears that it ended (it ignores an abandoned one).
+            self._completions.put((token, None, error, time.monotonic() - started))
         else:
-            self._completions.put((token, result, None))
+            self._completions.put((token, result, None, time.monotonic() - started))
         finally:
             self._futures.pop(token, None)
             self._started.pop(token, None)

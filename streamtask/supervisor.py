@@ -19,7 +19,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger("streamtask.supervisor")
 SUPERVISED_ENV = "STREAMTASK_SUPERVISED"
@@ -28,9 +28,12 @@ SUPERVISED_ENV = "STREAMTASK_SUPERVISED"
 
 class Supervisor:
     def __init__(self, command: Sequence[str], processes: int, *, grace: float = 40.0,
-                 restart_delay: float = 1.0, instance_id: str | None = None) -> None:
+                 restart_delay: float = 1.0,
+                 env_for: Callable[[int], dict[str, str]] = lambda _index: {}) -> None:
+        """``env_for(i)``: environment variables for child ``i`` (0-based), which keeps
+        its index when it is restarted (its own instance id and metrics port)."""
         self.command = list(command)
-        self.instance_id = instance_id
+        self.env_for = env_for
         self.processes = processes
         self.grace = grace
         self.restart_delay = restart_delay
@@ -69,9 +72,8 @@ class Supervisor:
             self._children[index] = self._spawn(index)
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
-        env = {**os.environ, SUPERVISED_ENV: "1", "STREAMTASK_PROCESSES": "1"}
-        if self.instance_id is not None:
-            env["STREAMTASK_INSTANCE_ID"] = f"{self.instance_id}-{index}"
+        env = {**os.environ, SUPERVISED_ENV: "1", "STREAMTASK_PROCESSES": "1",
+               **self.env_for(index)}
         child = subprocess.Popen(self.command, env=env)
         log.info("started worker pid %s", child.pid)
         return child

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import kafka, routing
+from streamtask import kafka, routing, tracing
 from streamtask.app import App, Stage
 from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
@@ -135,10 +135,22 @@ class Worker:
         self._delivery_error: DeliveryFailed | None = None
         self._next_deadline_check = 0.0
         self._max_record = kafka.max_record_bytes(self.kafka)
+        self._spans = tracing.execution_spans()
+        """One OpenTelemetry span per execution, when OpenTelemetry is installed."""
 
     def stop(self) -> None:
         """Ask the loop to drain and exit; safe to call from a signal handler or thread."""
         self._stop.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks a handler is executing now (read by metrics from another thread)."""
+        return sum(len(runner.executing()) for runner in getattr(self, "_runners", ()))
+
+    @property
+    def held(self) -> int:
+        """Tasks received and not finished, plus retry records held until they are due."""
+        return len(self._live) + len(self._held)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -485,9 +497,9 @@ class Worker:
         except queue.Empty:
             return 0
         while True:
-            job, result, error = item
+            job, result, error, seconds = item
             if isinstance(job, Job) and job.running:
-                self._route(job, result, error)
+                self._route(job, result, error, seconds)
                 handled += 1
             elif isinstance(job, Job) and job.abandoned:  # a timed-out handler really ended
                 job.abandoned = False
@@ -511,12 +523,14 @@ class Worker:
                 job.abandoned = True
                 self._route(job, None, TaskTimeout(
                     f"task at {job.tp[0]}[{job.tp[1]}]@{job.offset} exceeded the "
-                    f"{timeout}s timeout of stage {job.stage.name!r}"))
+                    f"{timeout}s timeout of stage {job.stage.name!r}"), now - started)
 
     # -- route the outcome -----------------------------------------------------------------
 
-    def _route(self, job: Job, result: Any, error: BaseException | None) -> None:
-        """Map a handler's outcome to what must become durable before its offset moves."""
+    def _route(self, job: Job, result: Any, error: BaseException | None,
+               seconds: float) -> None:
+        """Map a handler's outcome (after ``seconds`` of running) to what must become
+        durable before its offset moves."""
         self._stopped_running(job)
         if not job.abandoned:  # an abandoned handler frees its key when it really ends
             self._release_lane(job)
@@ -525,15 +539,20 @@ class Worker:
             return
         task = job.task
         assert task is not None  # only tasks run
+        span = None
+        if self._spans is not None:
+            span = self._spans.executed(task.headers, job.stage.name, task.attempt,
+                                        f"{job.tp[0]}[{job.tp[1]}]", seconds, error)
         if error is not None:
             event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
             self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
                              where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
-                             error=describe(error))
+                             error=describe(error), seconds=seconds,
+                             run_id=task.run_id, parent_id=task.parent_id)
             self._route_failure(job, task, error)
             return
         try:
-            children = routing.child_records(self.app, job.stage, task, result)
+            children = routing.child_records(self.app, job.stage, task, result, span)
         except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
             self._route_failure(job, task, bad_result)
             return
@@ -548,7 +567,8 @@ class Worker:
             self._send_all(self._unproducible(job, too_large), job)
             return
         self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
-                         children=len(children))
+                         children=len(children), seconds=seconds, attempt=task.attempt,
+                         run_id=task.run_id, parent_id=task.parent_id)
         self._send_all(children, job)
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
@@ -560,7 +580,8 @@ class Worker:
             out = routing.retry_record(job.stage, task, job.message, decision, error, now)
             if routing.size(out) <= self._max_record:
                 self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
-                                 attempt=decision.attempt, topic=out.topic, due=decision.due)
+                                 attempt=decision.attempt, topic=out.topic, due=decision.due,
+                                 run_id=task.run_id, parent_id=task.parent_id)
                 self._send_all([out], job)
                 return
             decision = DeadLettered("unproducible", f"its retry record of {routing.size(out)} "
@@ -577,16 +598,19 @@ class Worker:
         out = routing.dead_letter_record(job.stage, job.message, failure, group=group,
                                          worker=self.worker_id, attempts=attempts,
                                          now_ms=_now_ms(), limit=self._max_record)
+        task = job.task
         self.events.emit(Event.TASK_DEAD_LETTERED, stage=job.stage.name, reason=failure.reason,
-                         task_id=job.task.id if job.task else None,
+                         task_id=task.id if task else None,
                          where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
-                         error=failure.message)
-        if job.task is None or job.stage.compensate is None:
+                         error=failure.message, attempt=attempts,
+                         run_id=task.run_id if task else None,
+                         parent_id=task.parent_id if task else None)
+        if task is None or job.stage.compensate is None:
             return [out]
-        compensation = routing.compensation_record(self.app, job.stage, job.task, failure)
+        compensation = routing.compensation_record(self.app, job.stage, task, failure)
         if routing.size(compensation) > self._max_record:
             self.events.emit(Event.RECORD_UNPRODUCIBLE, stage=job.stage.name,
-                             task_id=job.task.id, topic=compensation.topic,
+                             task_id=task.id, topic=compensation.topic,
                              error=f"compensation task of {routing.size(compensation)} bytes "
                                    f"exceeds message.max.bytes={self._max_record}")
             return [out]
@@ -639,6 +663,7 @@ class Worker:
         def acknowledged(error: Any, _message: Any) -> None:
             if error is not None:
                 self._delivery_error = kafka.delivery_error(error, out.topic)
+                self.events.emit(Event.DELIVERY_FAILED, topic=out.topic, error=error.str())
                 return
             if after is not None:
                 after()

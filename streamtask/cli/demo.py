@@ -46,5 +46,8 @@ def demo(
     out = Console()
     out.print(summary_table(result))
     out.print(summary_line(result))
+    if result.run_id:
+        out.print(f"inspect one run: streamtask runs show {result.app} {result.run_id} "
+                  f"--bootstrap {bootstrap}")
     if not result.done():
         raise typer.Exit(1)

@@ -6,11 +6,12 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import typer
 
-from streamtask import logs
+from streamtask import __version__, logs
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
 from streamtask.errors import ConfigurationError
@@ -83,6 +84,17 @@ def worker(
         envvar="STREAMTASK_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     log_format: Annotated[LogFormat, typer.Option(
         envvar="STREAMTASK_LOG_FORMAT", help="text, or json: one object per line.")] = "text",
+    metrics_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, envvar="STREAMTASK_METRICS_PORT",
+        help="Serve Prometheus metrics on this port (/metrics); with --processes N, child i "
+             "serves port + i.")] = None,
+    metrics_addr: Annotated[str, typer.Option(
+        envvar="STREAMTASK_METRICS_ADDR", help="Address the metrics port listens on.")
+    ] = "0.0.0.0",
+    trail: Annotated[bool, typer.Option(
+        envvar="STREAMTASK_TRAIL",
+        help="Write the execution trail of every run to <app>.events (`streamtask runs`).")
+    ] = True,
 ) -> None:
     """Run stage workers: consume, execute, and commit each offset only after its task ran."""
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -91,7 +103,7 @@ def worker(
     if processes > 1:
         child = [sys.executable, "-m", "streamtask", *_child_args(sys.argv[1:])]
         supervisor = Supervisor(child, processes, grace=drain_timeout + 10,
-                                instance_id=instance_id)
+                                env_for=_child_env(instance_id, metrics_port))
         _on_supervisor_signals(supervisor)
         raise typer.Exit(supervisor.run())
     app = open_app(app_ref, bootstrap)
@@ -100,10 +112,25 @@ def worker(
     settings = WorkerSettings(concurrency=concurrency, drain_timeout=drain_timeout,
                               commit_interval=commit_interval, commit_every=commit_every,
                               prefetch=prefetch, instance_id=instance_id)
-    runner = Worker(app, stage, settings)
+    server = None
+    if metrics_port is None:
+        runner = Worker(app, stage, settings)
+    else:
+        from streamtask.metrics import observed_worker  # prometheus_client only when asked
+
+        runner, server = observed_worker(app, stage, settings, port=metrics_port,
+                                         addr=metrics_addr, version=__version__)
+    if trail:
+        from streamtask.trail import TrailWriter
+
+        runner.events.subscribe(TrailWriter(app, runner.worker_id))
     _on_signals(runner.stop)
     tune_for_worker()
-    stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
+    try:
+        stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
+    finally:
+        if server is not None:
+            server.close()
     summary = dict(sorted(stats.counts.items()))
     logging.getLogger("streamtask.worker").info(
         "worker.summary %s", " ".join(f"{k}={v}" for k, v in summary.items()),
@@ -111,15 +138,32 @@ def worker(
 
 
 def _child_args(argv: list[str]) -> list[str]:
-    """The same command line for one supervised child, without --processes and without
-    --instance-id (the supervisor gives each child its own, in the environment)."""
+    """The same command line for one supervised child, without --processes, --instance-id
+    and --metrics-port (each child gets its own in its environment, see :func:`_child_env`)."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--processes", "--instance-id"):
+        elif arg in _PER_CHILD:
             skip = True
-        elif not arg.startswith(("--processes=", "--instance-id=")):
+        elif not arg.startswith(tuple(f"{option}=" for option in _PER_CHILD)):
             out.append(arg)
     return out
+
+
+_PER_CHILD = ("--processes", "--instance-id", "--metrics-port")
+
+
+def _child_env(instance_id: str | None,
+               metrics_port: int | None) -> Callable[[int], dict[str, str]]:
+    """Child ``i`` (0-based, kept across restarts) is instance ``<id>-i`` (exactly-once
+    workers derive their transactional id from it) and serves metrics on ``metrics_port + i``."""
+    def env(index: int) -> dict[str, str]:
+        out = {}
+        if instance_id is not None:
+            out["STREAMTASK_INSTANCE_ID"] = f"{instance_id}-{index}"
+        if metrics_port is not None:
+            out["STREAMTASK_METRICS_PORT"] = str(metrics_port + index)
+        return out
+    return env
