@@ -17,6 +17,7 @@ from streamtask.cli.dlq import dlq_app
 from streamtask.cli.kafka import kafka_app
 from streamtask.cli.pipeline import graph, pipeline_app
 from streamtask.cli.tasks import send, topics_app
+from streamtask.cli.ui import ui
 from streamtask.cli.worker import worker
 from streamtask.errors import StreamtaskError
 
@@ -36,6 +37,7 @@ app.command()(send)
 app.command()(demo)
 app.command()(bench)
 app.command()(graph)
+app.command()(ui)
 
 
 def main() -> None:

@@ -1,0 +1,14 @@
+"""``streamtask ui``: a small web console for an app, served by a process that runs no worker.
+
+Pages: the pipeline (its diagram, live dead-letter counts per stage), dead letters (browse
+per stage with filters, decoded payload, headers and error history; replay one, a selection
+or a filter through ``dlq replay``'s own machinery) and a designer for Conductor workflow
+definitions (JSON beside its live diagram, ``pipeline check`` on every change). Needs the
+``ui`` extra: ``pip install 'streamtask[ui]'``.
+"""
+
+from __future__ import annotations
+
+from streamtask.ui.server import ConsoleSettings, create_app
+
+__all__ = ["ConsoleSettings", "create_app"]
