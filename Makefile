@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   runs the main job on a local broker it starts itself
 #   make test   installs everything and runs the whole test suite against a real broker
+#               (and Debian's chromium for the web console's browser tests)
 # Both work inside the project's own virtual environment (.venv, created on first use) and
 # install the exact versions in constraints.txt, so nothing else on the machine takes part.
 # `make lock` refreshes constraints.txt from what pyproject.toml allows today.
@@ -24,6 +25,7 @@ lint: install
 	bash .ci/compose-check
 
 test: lint
+	bash .ci/chromium
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
 
 demo: install
