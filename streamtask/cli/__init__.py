@@ -16,6 +16,7 @@ from streamtask.cli.demo import demo
 from streamtask.cli.dlq import dlq_app
 from streamtask.cli.kafka import kafka_app
 from streamtask.cli.pipeline import graph, pipeline_app
+from streamtask.cli.status import status
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.ui import ui
 from streamtask.cli.worker import worker
@@ -37,6 +38,7 @@ app.command()(send)
 app.command()(demo)
 app.command()(bench)
 app.command()(graph)
+app.command()(status)
 app.command()(ui)
 
 

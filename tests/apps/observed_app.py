@@ -1,0 +1,49 @@
+"""A test app for ``streamtask status``, metrics and alerts: a stage that can be made to hang.
+
+:func:`build` registers each test's app as an attribute of this module, so the CLI loads it
+as ``tests.apps.observed_app:<app name>``. A task whose payload says ``{"hang": true}``
+blocks its handler until the test opens ``Observed.gate``; ``{"fail": "ValueError"}`` raises.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamtask import App, Task
+from streamtask.retry import RetryPolicy
+from tests.inprocess import new_app
+
+
+@dataclass
+class Observed:
+    app: App
+    gate: threading.Event = field(default_factory=threading.Event)
+    hanging: threading.Event = field(default_factory=threading.Event)
+    """Set once a handler started waiting at the gate."""
+    done: list[Any] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{__name__}:{self.app.name}"
+
+    def handle(self, task: Task) -> Any:
+        if task.payload.get("hang"):
+            self.hanging.set()
+            self.gate.wait(120)
+        if task.payload.get("fail"):
+            raise ValueError(f"failing n={task.payload.get('n')}")
+        self.done.append(task.payload)
+        return None
+
+
+def build(bootstrap: str, unique: str, *, partitions: int = 1,
+          retry: RetryPolicy | None = None, timeout: float | None = None) -> Observed:
+    """A new app ``t<unique>`` with one stage ``work``, reachable by the CLI."""
+    observed = Observed(new_app(bootstrap, unique))
+    observed.app.stage("work", partitions=partitions, timeout=timeout,
+                       retry=retry or RetryPolicy(max_attempts=1))(observed.handle)
+    setattr(sys.modules[__name__], observed.app.name, observed.app)
+    return observed
