@@ -1,6 +1,7 @@
 """The web console in a real browser (headless Chromium driven by selenium) against a real
-broker: a dead letter replayed from its page runs again, the pipeline page shows new dead
-letters without a reload, and the designer flags a broken edit and accepts the fixed one.
+broker: a dead letter replayed from its page runs again, the pipeline page shows a stage
+turning stuck and new dead letters without a reload, and the designer flags a broken edit
+and accepts the fixed one.
 
 Screenshots of each page go to ``build/ui-screenshots/`` (or ``$STREAMTASK_UI_SCREENSHOTS``)
 as test artefacts. Needs Debian's ``chromium`` and ``chromium-driver``: ``make test``
@@ -29,9 +30,12 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from streamtask import Worker, WorkerSettings
 from streamtask.broker import free_port
+from streamtask.topics import ensure
 from streamtask.ui import ConsoleSettings, create_app
 from streamtask.ui.letters import LetterIndex
+from tests.apps import observed_app
 from tests.apps.dlq_app import Faulty, build, fill
 from tests.inprocess import run_worker, send_all
 
@@ -68,12 +72,14 @@ def browser() -> Iterator[WebDriver]:
 class Served:
     """The console served by uvicorn on a free port, in a thread of this process."""
 
-    def __init__(self, faulty: Faulty, **settings: Any) -> None:
+    def __init__(self, faulty: Faulty | observed_app.Observed, **settings: Any) -> None:
         self.asgi = create_app(faulty.app, ConsoleSettings(**settings))
         self.index: LetterIndex = self.asgi.state.console.index
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.asgi, host="127.0.0.1",
-                                                    port=self.port, log_level="warning"))
+        # Open pages keep their event streams: stop without waiting for them to close.
+        self.server = uvicorn.Server(uvicorn.Config(
+            self.asgi, host="127.0.0.1", port=self.port, log_level="warning",
+            timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Served:
@@ -164,6 +170,37 @@ def test_the_pipeline_page_shows_new_dead_letters_without_a_reload(
         wait(browser).until(lambda d: d.current_url.endswith("/stages/work"))
         assert len(browser.find_elements(By.CSS_SELECTOR, "tr.letter")) == 3
         shot(browser, "stage")
+
+
+@pytest.mark.timeout(180)
+def test_the_pipeline_page_shows_a_stage_turning_stuck(
+        browser: WebDriver, kafka: Any, unique: str) -> None:
+    observed = observed_app.build(kafka.bootstrap, unique)
+    app = observed.app
+    ensure(app)
+    worker = Worker(app, settings=WorkerSettings(concurrency=1, commit_interval=0.2))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        with Served(observed, status_interval=1.0) as served:
+            browser.get(served.url("/pipeline"))
+            stage = browser.find_element(By.CSS_SELECTOR, 'g.stage[data-stage="work"]')
+            wait(browser, 60).until(lambda _: stage.get_attribute("data-verdict") == "healthy")
+            with app.producer() as producer:  # one task hangs; the rest queue behind it
+                producer.send("work", {"n": 0, "hang": True})
+                producer.send_many("work", [{"n": n} for n in range(1, 5)])
+            assert observed.hanging.wait(60), "the hanging task never started"
+            wait(browser, 60).until(lambda _: stage.get_attribute("data-verdict") == "stuck")
+            assert "stuck" in (stage.get_attribute("class") or "").split()
+            row = browser.find_element(By.CSS_SELECTOR, 'tr[data-stage="work"]')
+            assert row.find_element(By.CSS_SELECTOR, ".verdict").text == "stuck"
+            assert row.find_element(By.CSS_SELECTOR, ".workers").text == "1"
+            assert row.find_element(By.CSS_SELECTOR, ".lag").text == "5"
+            shot(browser, "pipeline-stuck")
+    finally:
+        observed.gate.set()
+        worker.stop()
+        thread.join(60)
 
 
 @pytest.mark.timeout(180)

@@ -41,6 +41,9 @@ def ui(
     workflow: Annotated[Path | None, typer.Option(
         help="A workflow definition (*.json) for the designer to open (default: TARGET "
              "when it is one).")] = None,
+    status_interval: Annotated[float, typer.Option(
+        min=0.5, help="Seconds between two looks of the status loop that colours the "
+                      "pipeline (one loop for every viewer).")] = 5.0,
     designer_dir: Annotated[Path, typer.Option(
         help="Where the designer saves definitions.")] = Path("."),
     bootstrap: Bootstrap = None,
@@ -62,9 +65,12 @@ def ui(
     if workflow is not None and not workflow.is_file():
         raise ConfigurationError(f"workflow file {str(workflow)!r} does not exist")
     settings = ConsoleSettings(read_only=read_only, token=token,
-                               designer_dir=designer_dir.resolve(), workflow=workflow)
+                               designer_dir=designer_dir.resolve(), workflow=workflow,
+                               status_interval=status_interval)
     configure()
     logging.getLogger("streamtask.ui").info(
         "console for app %s on http://%s:%d/ %s", app.name, host, port,
         "(read-only)" if read_only else "")
-    uvicorn.run(create_app(app, settings), host=host, port=port, log_level="warning")
+    # Open pipeline pages keep an event stream each: Ctrl-C must not wait for them to close.
+    uvicorn.run(create_app(app, settings), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=2)

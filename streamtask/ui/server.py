@@ -33,6 +33,7 @@ from streamtask.graph import ladder, svg
 from streamtask.ui import designer
 from streamtask.ui.access import TokenGate
 from streamtask.ui.letters import KEEP, LetterIndex
+from streamtask.ui.live import StatusFeed
 from streamtask.ui.replays import ReplayJobs
 from streamtask.ui.views import letter_view, row_view
 
@@ -53,6 +54,8 @@ class ConsoleSettings:
     workflow: Path | None = None
     """The definition the designer opens with (else a small starter)."""
     keep: int = KEEP
+    status_interval: float = 5.0
+    """Seconds between two looks of the shared status loop (the verdicts' window)."""
 
 
 class Console:
@@ -64,37 +67,45 @@ class Console:
         self.settings = settings
         self.index = index or LetterIndex(app, keep=settings.keep)
         self.replays = ReplayJobs(app)
+        self.feed = StatusFeed(app, settings.status_interval)
         self.templates = Jinja2Templates(directory=HERE / "templates")
 
-    def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    def page(self, request: Request, name: str, code: int = 200, **context: Any) -> Response:
         context.update(app=self.app, read_only=self.settings.read_only,
-                       problem=self.index.problem, ready=self.index.ready)
-        return self.templates.TemplateResponse(request, name, context, status_code=status)
+                       problem=self.index.problem or self.feed.problem, ready=self.index.ready)
+        return self.templates.TemplateResponse(request, name, context, status_code=code)
 
     # -- pipeline ------------------------------------------------------------------------
 
     async def pipeline(self, request: Request) -> Response:
         stages = [{"stage": stage, "ladder": ladder(stage)} for stage in self.app.stages.values()]
         return self.page(request, "pipeline.html", svg=svg(self.app), stages=stages,
-                         counts=self.index.counts())
+                         counts=self.index.counts(), status=self.feed.as_json(),
+                         interval=self.settings.status_interval)
 
     async def stage(self, request: Request) -> Response:
         stage = self._stage(request.path_params["stage"])
         recent = self.index.find(stage.name, lambda r: True, 1, 10)
         return self.page(request, "stage.html", stage=stage, ladder=ladder(stage),
                          counts=self.index.counts()[stage.name],
+                         status=self.feed.statuses.get(stage.name),
                          rows=[row_view(r) for r in recent.letters])
 
     async def events(self, request: Request) -> Response:
-        """Server-sent events: the dead-letter counts per stage whenever they change."""
+        """Server-sent events: the dead-letter counts per stage and the stages' verdicts,
+        each whenever it changes (read from the shared loops, never from the broker)."""
         async def stream() -> AsyncIterator[bytes]:
-            seen = -1
+            seen = (-1, -1)
             while not await request.is_disconnected():
-                if self.index.version != seen:
-                    seen = self.index.version
+                now = (self.index.version, self.feed.version)
+                if now[0] != seen[0]:
                     counts = {name: {"dead": dead, "held": held}
                               for name, (dead, held) in self.index.counts().items()}
                     yield b"event: counts\ndata: " + orjson.dumps(counts) + b"\n\n"
+                if now[1] != seen[1] and self.feed.statuses:
+                    yield b"event: status\ndata: " + orjson.dumps(self.feed.as_json()) + \
+                        b"\n\n"
+                seen = now
                 await asyncio.sleep(PUSH_SECONDS)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
@@ -117,7 +128,7 @@ class Console:
             chosen, error = dlq.Filter(), str(exc)
         number = _int(request.query_params.get("page"), 1)
         found = self.index.find(stage.name, chosen.matches, number, PAGE_SIZE)
-        return self.page(request, "letters.html", status=400 if error else 200, stage=stage,
+        return self.page(request, "letters.html", code=400 if error else 200, stage=stage,
                          query=query, error=error, found=found,
                          rows=[row_view(r) for r in found.letters],
                          error_types=self.index.error_types(stage.name).most_common(),
@@ -128,7 +139,7 @@ class Console:
         record = self.index.get(stage.name, request.path_params["partition"],
                                 request.path_params["offset"])
         if record is None:
-            return self.page(request, "missing.html", status=404,
+            return self.page(request, "missing.html", code=404,
                              what=f"dead letter {stage.dlq_topic}"
                                   f"[{request.path_params['partition']}]"
                                   f"@{request.path_params['offset']}")
@@ -255,13 +266,15 @@ def create_app(app: App, settings: ConsoleSettings | None = None, *,
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         console.index.start()
+        console.feed.start()
         try:
             yield
         finally:
-            await asyncio.to_thread(console.index.stop)
+            await asyncio.gather(asyncio.to_thread(console.index.stop),
+                                 asyncio.to_thread(console.feed.stop))
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return console.page(request, "missing.html", status=404, what=str(exc))
+        return console.page(request, "missing.html", code=404, what=str(exc))
 
     routes = [
         Route("/", lambda request: RedirectResponse("/pipeline")),

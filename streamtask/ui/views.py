@@ -44,8 +44,8 @@ def row_view(record: dl.DeadLetterRecord) -> dict[str, Any]:
     """One line of a dead-letter list."""
     return {"partition": record.dlq_partition, "offset": record.dlq_offset,
             "key": text(record.key), "error_type": record.error_type,
-            "message": record.message, "error": error_line(record), "reason": record.reason, "attempts": record.attempts,
-            "replays": record.replays, "dead_at": when(record.dead_at)}
+            "message": record.message, "error": error_line(record), "reason": record.reason,
+            "attempts": record.attempts, "replays": record.replays, "dead_at": when(record.dead_at)}
 
 
 def _history(raw: str) -> list[dict[str, Any]]:

@@ -40,6 +40,35 @@ function markStage(diagram, name, dead) {
   }
 }
 
+const VERDICTS = ["healthy", "backlog-growing", "stuck", "no-workers"];
+
+function showVerdict(diagram, name, status) {
+  const verdict = status.verdict.replace(" ", "-");
+  const group = diagram.querySelector(`g.stage[data-stage="${CSS.escape(name)}"]`);
+  if (group) {
+    group.classList.remove(...VERDICTS);
+    group.classList.add(verdict);
+    group.dataset.verdict = status.verdict;
+    let title = group.querySelector("title.status");
+    if (!title) {
+      title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+      title.setAttribute("class", "status");
+      group.appendChild(title);
+    }
+    title.textContent = `${status.verdict}: ${status.reason}`;
+  }
+  const row = document.querySelector(`#stages tr[data-stage="${CSS.escape(name)}"]`);
+  if (!row) return;
+  const label = row.querySelector(".verdict");
+  label.className = `v verdict ${verdict}`;
+  label.textContent = status.verdict;
+  label.title = status.reason;
+  row.querySelector(".lag").textContent = String(status.lag);
+  row.querySelector(".retries").textContent = `${status.due} / ${status.waiting}`;
+  row.querySelector(".workers").textContent = String(status.workers);
+  row.querySelector(".rate").textContent = String(status.rate);
+}
+
 function livePipeline(diagram) {
   diagram.querySelectorAll("g.stage").forEach((group) => {
     group.addEventListener("click", () => { location.href = `/stages/${encodeURIComponent(group.dataset.stage)}`; });
@@ -54,6 +83,12 @@ function livePipeline(diagram) {
       if (cell) cell.textContent = count.dead === null ? "-" : String(count.dead);
     }
     diagram.dataset.updated = String(Date.now());
+  });
+  source.addEventListener("status", (event) => {
+    for (const [name, status] of Object.entries(JSON.parse(event.data))) {
+      showVerdict(diagram, name, status);
+    }
+    diagram.dataset.judged = String(Date.now());
   });
 }
 
