@@ -9,10 +9,11 @@ It re-reads the topic list every ``refresh`` seconds, so a DLQ created later is 
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,48 @@ class Page:
         return max(1, -(-self.matched // self.size))
 
 
+def _order(record: DeadLetterRecord) -> tuple[int, int, int]:
+    return (record.dead_at, record.dlq_partition, record.dlq_offset)
+
+
+class _Held:
+    """One stage's held dead letters, oldest first by dead-at time, at most ``keep``; with
+    the counts by error type and the lookup by position kept as records come and go, so a
+    page load never sorts or counts them all."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.records: list[DeadLetterRecord] = []
+        self.keys: list[tuple[int, int, int]] = []
+        self.types: Counter[str] = Counter()
+        self.at: dict[tuple[int, int], DeadLetterRecord] = {}
+
+    def add(self, record: DeadLetterRecord) -> None:
+        key = _order(record)
+        if self.keys and key < self.keys[-1]:  # rare: partitions interleave in time
+            place = bisect.bisect(self.keys, key)
+            self.keys.insert(place, key)
+            self.records.insert(place, record)
+        else:
+            self.keys.append(key)
+            self.records.append(record)
+        self.types[record.error_type] += 1
+        self.at[(record.dlq_partition, record.dlq_offset)] = record
+
+    def trim(self) -> None:
+        """Drop the oldest beyond ``keep`` (once per batch: one slice, not one per record)."""
+        excess = len(self.records) - self.keep
+        if excess <= 0:
+            return
+        for old in self.records[:excess]:
+            self.types[old.error_type] -= 1
+            if not self.types[old.error_type]:
+                del self.types[old.error_type]
+            self.at.pop((old.dlq_partition, old.dlq_offset), None)
+        del self.records[:excess]
+        del self.keys[:excess]
+
+
 class LetterIndex:
     """Every stage's recent dead letters, read by one background thread (see the module)."""
 
@@ -51,8 +94,7 @@ class LetterIndex:
         self.keep = keep
         self.refresh = refresh
         self._stage_of = {stage.dlq_topic: stage.name for stage in app.stages.values()}
-        self._held: dict[str, deque[DeadLetterRecord]] = {
-            name: deque(maxlen=keep) for name in app.stages}
+        self._held = {name: _Held(keep) for name in app.stages}
         self._totals: dict[str, int | None] = dict.fromkeys(app.stages)
         self._assigned: dict[tuple[str, int], int] = {}  # partition -> end seen when assigned
         self._lock = threading.Lock()
@@ -139,7 +181,9 @@ class LetterIndex:
         if records:
             with self._lock:
                 for record in records:
-                    self._held[self._stage_of[record.dlq_topic]].append(record)
+                    self._held[self._stage_of[record.dlq_topic]].add(record)
+                for held in self._held.values():
+                    held.trim()
                 self.version += 1
 
     # -- what pages ask ------------------------------------------------------------------
@@ -152,24 +196,27 @@ class LetterIndex:
     def counts(self) -> dict[str, tuple[int | None, int]]:
         """Per stage: dead letters in its DLQ now (None: no topic) and how many are held."""
         with self._lock:
-            return {name: (self._totals[name], len(held)) for name, held in self._held.items()}
+            return {name: (self._totals[name], len(held.records))
+                    for name, held in self._held.items()}
 
     def error_types(self, stage: str) -> Counter[str]:
         with self._lock:
-            return Counter(record.error_type for record in self._held[stage])
+            return Counter(self._held[stage].types)
 
-    def find(self, stage: str, where: Callable[[DeadLetterRecord], bool], number: int = 1,
-             size: int = 50) -> Page:
-        """Page ``number`` (from 1) of the stage's held dead letters that ``where`` accepts,
-        newest first."""
-        with self._lock:
-            held = list(self._held[stage])
-        matched = [record for record in held if where(record)]
-        matched.sort(key=lambda r: (r.dead_at, r.dlq_partition, r.dlq_offset), reverse=True)
+    def find(self, stage: str, where: Callable[[DeadLetterRecord], bool] | None = None,
+             number: int = 1, size: int = 50) -> Page:
+        """Page ``number`` (from 1) of the stage's held dead letters that ``where`` accepts
+        (all when None), newest first."""
         start = (max(1, number) - 1) * size
+        with self._lock:
+            held = self._held[stage].records
+            if where is None:
+                newest = len(held) - start
+                return Page(held[max(0, newest - size):max(0, newest)][::-1], len(held),
+                            max(1, number), size)
+            matched = [record for record in reversed(held) if where(record)]
         return Page(matched[start:start + size], len(matched), max(1, number), size)
 
     def get(self, stage: str, partition: int, offset: int) -> DeadLetterRecord | None:
         with self._lock:
-            return next((r for r in self._held[stage]
-                         if r.dlq_partition == partition and r.dlq_offset == offset), None)
+            return self._held[stage].at.get((partition, offset))

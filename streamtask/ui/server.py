@@ -85,7 +85,7 @@ class Console:
 
     async def stage(self, request: Request) -> Response:
         stage = self._stage(request.path_params["stage"])
-        recent = self.index.find(stage.name, lambda r: True, 1, 10)
+        recent = self.index.find(stage.name, None, 1, 10)
         return self.page(request, "stage.html", stage=stage, ladder=ladder(stage),
                          counts=self.index.counts()[stage.name],
                          status=self.feed.statuses.get(stage.name),
@@ -127,7 +127,8 @@ class Console:
         except ConfigurationError as exc:
             chosen, error = dlq.Filter(), str(exc)
         number = _int(request.query_params.get("page"), 1)
-        found = self.index.find(stage.name, chosen.matches, number, PAGE_SIZE)
+        found = self.index.find(stage.name, None if chosen == dlq.Filter() else chosen.matches,
+                                number, PAGE_SIZE)
         return self.page(request, "letters.html", code=400 if error else 200, stage=stage,
                          query=query, error=error, found=found,
                          rows=[row_view(r) for r in found.letters],
