@@ -46,5 +46,9 @@ def demo(
     out = Console()
     out.print(summary_table(result))
     out.print(summary_line(result))
+    if broker is None or keep_broker:  # the broker stays up: its dead letters can be browsed
+        where = "" if bootstrap == f"127.0.0.1:{DEFAULT_PORT}" else f" --bootstrap {bootstrap}"
+        console.print(f"browse it (pipeline, dead letters): streamtask ui "
+                      f"streamtask.demo:app{where}")
     if not result.done():
         raise typer.Exit(1)
