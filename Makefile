@@ -29,7 +29,7 @@ test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
 
 demo: install
-	$(BIN)/streamtask demo
+	$(BIN)/streamtask demo $(DEMO_ARGS)
 
 # A fresh environment from pyproject.toml alone, frozen: run it when a dependency changes,
 # then `make test` and commit constraints.txt with the change.
