@@ -25,6 +25,7 @@ lint: install
 	bash .ci/compose-check
 
 test: lint
+	bash .ci/install-promtool
 	bash .ci/chromium
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
 

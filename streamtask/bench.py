@@ -288,6 +288,8 @@ class RunSpec:
     group: str
     tasks: int
     concurrency: int
+    observed: bool = False
+    """The streamtask side serves Prometheus metrics (event subscriber, librdkafka stats)."""
 
 
 def _cpu() -> float:
@@ -457,7 +459,15 @@ def _child_streamtask(spec: RunSpec) -> RunResult:
     events = EventBus()
     events.subscribe(_CommitProgress())
     clock = _Clock()
-    worker = Worker(app, [WORK], WorkerSettings(concurrency=spec.concurrency), events=events)
+    settings = WorkerSettings(concurrency=spec.concurrency)
+    if spec.observed:
+        from streamtask.metrics import observed_worker
+
+        # The server stays up until the child exits, as a worker's does.
+        worker, _server = observed_worker(app, [WORK], settings, port=0, addr="127.0.0.1",
+                                          events=events)
+    else:
+        worker = Worker(app, [WORK], settings, events=events)
     # As `streamtask worker` does. The raw loop's side is left as is: the same settings moved
     # its CPU per task by less than the noise (measured).
     tune_for_worker()
@@ -660,7 +670,8 @@ def spawn_run(spec: RunSpec, on_progress: Callable[[int], None] = lambda _n: Non
 
 
 def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency: int,
-                 progress: ProgressFn = _no_progress, *, label: str = "") -> RunResult:
+                 progress: ProgressFn = _no_progress, *, label: str = "",
+                 observed: bool = False) -> RunResult:
     """Fresh topics, filled with ``tasks``; one child drains them; check; delete the topics."""
     app = _fresh_app(bootstrap, side)
     group = app.get_stage(WORK).group if side == "streamtask" else f"{app.name}.raw"
@@ -668,7 +679,8 @@ def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency
         fill(app, tasks, progress)
         title = f"{label}{side} drains {tasks:,}"
         progress(title, 0, tasks)
-        result = spawn_run(RunSpec(mode, side, bootstrap, app.name, group, tasks, concurrency),
+        result = spawn_run(RunSpec(mode, side, bootstrap, app.name, group, tasks, concurrency,
+                                   observed),
                            lambda n: progress(title, n, tasks))
         result.committed, result.sink_records = _durable(app, group)
     finally:
@@ -687,18 +699,21 @@ def _warmup_size(tasks: int) -> int:
 
 
 def drain(bootstrap: str, tasks: int = DEFAULT_TASKS, pairs: int = 5, concurrency: int = 8,
-          progress: ProgressFn = _no_progress, warmup: bool = True) -> DrainReport:
-    """Interleaved pairs (A B, B A, ...) after a warm-up run of each side."""
+          progress: ProgressFn = _no_progress, warmup: bool = True,
+          observed: bool = False) -> DrainReport:
+    """Interleaved pairs (A B, B A, ...) after a warm-up run of each side; ``observed``: the
+    streamtask side serves metrics (what they cost is the ratio's change)."""
     if warmup:
         for side in SIDES:
             measured_run(bootstrap, "drain", side, _warmup_size(tasks), concurrency,
-                         progress, label="warm-up: ")
+                         progress, label="warm-up: ", observed=observed)
     runs: dict[Side, list[RunResult]] = {side: [] for side in SIDES}
     for pair in range(pairs):
         order = SIDES if pair % 2 == 0 else SIDES[::-1]
         for side in order:
             runs[side].append(measured_run(bootstrap, "drain", side, tasks, concurrency,
-                                           progress, label=f"pair {pair + 1}/{pairs}: "))
+                                           progress, label=f"pair {pair + 1}/{pairs}: ",
+                                           observed=observed))
     a, b = runs["streamtask"], runs["raw"]
     ratios = [x.rate / y.rate for x, y in zip(a, b, strict=True)]
     cpu_ratios = [x.cpu_us_per_task / y.cpu_us_per_task for x, y in zip(a, b, strict=True)]

@@ -10,7 +10,8 @@ into the open transaction instead (:mod:`streamtask.transactions`).
 
 from __future__ import annotations
 
-import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,6 @@ from streamtask.events import Event, EventBus
 from streamtask.offsets import PartitionOffsets
 from streamtask.transactions import Transactions
 
-log = logging.getLogger("streamtask.worker")
 TP = tuple[str, int]
 
 
@@ -31,6 +31,9 @@ class Committer:
         self._consumers: list[Any] = []
         self._txn: Transactions | None = None
         self._produce: Callable[[Any], None] = lambda _record: None
+        self._requested: dict[str, deque[float]] = {}
+        """Per owning consumer (by its first topic), when each pending asynchronous commit
+        was sent: librdkafka reports a consumer's commits in order."""
 
     def attach(self, owner: dict[str, Any], txn: Transactions | None,
                produce: Callable[[Any], None]) -> None:
@@ -78,20 +81,36 @@ class Committer:
                               transaction=True)
 
     def _commit_to(self, consumer: Any, offsets: list[Any], asynchronous: bool) -> None:
+        sent = time.monotonic()
         try:
             if asynchronous:
                 consumer.commit(offsets=offsets, asynchronous=True)
+                self._requested.setdefault(self._key(offsets), deque()).append(sent)
             else:
                 consumer.commit(offsets=offsets, asynchronous=False)
+                self._events.emit(Event.OFFSETS_COMMIT_ACKNOWLEDGED,
+                                  seconds=time.monotonic() - sent)
         except kafka.KafkaException as exc:
-            log.warning("commit failed (the tasks may run again): %s", exc)
+            self._events.emit(Event.OFFSETS_COMMIT_FAILED,
+                              error=f"{exc} (the tasks may run again)")
             self._uncommitted(offsets)
+
+    def _key(self, offsets: list[Any]) -> str:
+        """Which consumer a commit went through, named by the first topic it owns."""
+        consumer = self._owner.get(offsets[0].topic) if offsets else None
+        return next((t for t, c in self._owner.items() if c is consumer), "")
 
     def on_commit(self, error: Any, partitions: list[Any]) -> None:
         """librdkafka's report of an asynchronous commit."""
+        pending = self._requested.get(self._key(partitions))
+        sent = pending.popleft() if pending else None
         if error is not None:
-            log.warning("asynchronous commit failed, will retry: %s", error)
+            self._events.emit(Event.OFFSETS_COMMIT_FAILED,
+                              error=f"{error} (asynchronous; will retry)")
             self._uncommitted(partitions)
+        elif sent is not None:
+            self._events.emit(Event.OFFSETS_COMMIT_ACKNOWLEDGED,
+                              seconds=time.monotonic() - sent)
 
     def _uncommitted(self, partitions: list[Any]) -> None:
         for tp in partitions:

@@ -22,6 +22,9 @@ class Event(StrEnum):
     PARTITIONS_REVOKED = "partitions.revoked"
     PARTITIONS_LOST = "partitions.lost"
     OFFSETS_COMMITTED = "offsets.committed"
+    OFFSETS_COMMIT_ACKNOWLEDGED = "offsets.commit_acknowledged"
+    OFFSETS_COMMIT_FAILED = "offsets.commit_failed"
+    DELIVERY_FAILED = "record.delivery_failed"
     TASK_SUCCEEDED = "task.succeeded"
     TASK_FAILED = "task.failed"
     TASK_TIMED_OUT = "task.timed_out"
@@ -77,6 +80,9 @@ class EventCounter:
 _LEVELS = {
     Event.TASK_SUCCEEDED: logging.DEBUG,
     Event.OFFSETS_COMMITTED: logging.DEBUG,
+    Event.OFFSETS_COMMIT_ACKNOWLEDGED: logging.DEBUG,
+    Event.OFFSETS_COMMIT_FAILED: logging.WARNING,
+    Event.DELIVERY_FAILED: logging.DEBUG,  # the worker raises DeliveryFailed on the first
     Event.TASK_FAILED: logging.WARNING,
     Event.TASK_TIMED_OUT: logging.WARNING,
     Event.TASK_ABANDONED: logging.WARNING,

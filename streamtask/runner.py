@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-Completion = tuple[object, Any, BaseException | None]
-"""(token, result, error) as reported by a runner."""
+Completion = tuple[object, Any, BaseException | None, float]
+"""(token, result, error, seconds the handler ran) as reported by a runner."""
 
 _NOT_ITERATORS = frozenset({type(None), dict, list, tuple, str, bytes, int, float, bool})
 """Common results, answered without the (slower) ``Iterator`` ABC check."""
@@ -75,14 +75,14 @@ class ThreadRunner:
             token, handler, task = item
             if queued.pop(token, 0) is not None:
                 continue  # withdrawn before it started
-            current[me] = (token, monotonic())
+            current[me] = (token, started := monotonic())
             try:
                 result = handler(task)
                 if type(result) not in _NOT_ITERATORS and isinstance(result, Iterator):
                     result = list(result)  # run generator handlers here, not in the loop
-                completions.put((token, result, None))
+                completions.put((token, result, None, monotonic() - started))
             except BaseException as error:  # user code must never kill the worker
-                completions.put((token, None, error))
+                completions.put((token, None, error, monotonic() - started))
             current.pop(me, None)
             if me in self._retiring:
                 self._retiring.discard(me)
@@ -132,14 +132,15 @@ class AsyncRunner:
 
     async def _run(self, token: object, handler: Callable[[Any], Awaitable[Any]],
                    task: Any) -> None:
+        started = time.monotonic()
         try:
             result = await handler(task)
         except asyncio.CancelledError:
             return  # abandoned after its deadline; the loop already recorded the timeout
         except BaseException as error:
-            self._completions.put((token, None, error))
+            self._completions.put((token, None, error, time.monotonic() - started))
         else:
-            self._completions.put((token, result, None))
+            self._completions.put((token, result, None, time.monotonic() - started))
         finally:
             self._futures.pop(token, None)
             self._started.pop(token, None)

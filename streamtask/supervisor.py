@@ -7,18 +7,23 @@ worker started by hand; the supervisor only forwards stop signals and restarts t
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger("streamtask.supervisor")
 
 
 class Supervisor:
     def __init__(self, command: Sequence[str], processes: int, *, grace: float = 40.0,
-                 restart_delay: float = 1.0) -> None:
+                 restart_delay: float = 1.0,
+                 env_for: Callable[[int], dict[str, str]] = lambda _index: {}) -> None:
+        """``env_for(i)``: environment variables for child ``i`` (0-based), which keeps
+        its index when it is restarted (e.g. its own metrics port)."""
         self.command = list(command)
+        self.env_for = env_for
         self.processes = processes
         self.grace = grace
         self.restart_delay = restart_delay
@@ -38,7 +43,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped; returns the worst exit code of the final children."""
-        self._children = [self._spawn() for _ in range(self.processes)]
+        self._children = [self._spawn(index) for index in range(self.processes)]
         while not self._stopping:
             codes = [child.poll() for child in self._children]
             if all(code == 0 for code in codes):
@@ -54,10 +59,11 @@ class Supervisor:
         time.sleep(self.restart_delay)
         if not self._stopping:  # a stop may have come in while we waited
             self.restarts += 1
-            self._children[index] = self._spawn()
+            self._children[index] = self._spawn(index)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(self.command)
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        extra = self.env_for(index)
+        child = subprocess.Popen(self.command, env={**os.environ, **extra} if extra else None)
         log.info("started worker pid %s", child.pid)
         return child
 

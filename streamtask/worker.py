@@ -126,6 +126,16 @@ class Worker:
         """Ask the loop to drain and exit; safe to call from a signal handler or thread."""
         self._stop.set()
 
+    @property
+    def in_flight(self) -> int:
+        """Tasks a handler is executing now (read by metrics from another thread)."""
+        return sum(len(runner.executing()) for runner in getattr(self, "_runners", ()))
+
+    @property
+    def held(self) -> int:
+        """Tasks received and not finished, plus retry records held until they are due."""
+        return len(self._live) + len(self._held)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def run(self, *, max_tasks: int | None = None,
@@ -448,9 +458,9 @@ class Worker:
         except queue.Empty:
             return 0
         while True:
-            job, result, error = item
+            job, result, error, seconds = item
             if isinstance(job, Job) and job.running:
-                self._route(job, result, error)
+                self._route(job, result, error, seconds)
                 handled += 1
             try:
                 item = completions.get_nowait()
@@ -470,12 +480,14 @@ class Worker:
                 runner.abandon(job)
                 self._route(job, None, TaskTimeout(
                     f"task at {job.tp[0]}[{job.tp[1]}]@{job.offset} exceeded the "
-                    f"{timeout}s timeout of stage {job.stage.name!r}"))
+                    f"{timeout}s timeout of stage {job.stage.name!r}"), now - started)
 
     # -- route the outcome -----------------------------------------------------------------
 
-    def _route(self, job: Job, result: Any, error: BaseException | None) -> None:
-        """Map a handler's outcome to what must become durable before its offset moves."""
+    def _route(self, job: Job, result: Any, error: BaseException | None,
+               seconds: float) -> None:
+        """Map a handler's outcome (after ``seconds`` of running) to what must become
+        durable before its offset moves."""
         self._stopped_running(job)
         following = self._lanes.release(job.lane)
         if following is not None:
@@ -489,7 +501,7 @@ class Worker:
             event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
             self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
                              where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
-                             error=f"{type(error).__name__}: {error}")
+                             error=f"{type(error).__name__}: {error}", seconds=seconds)
             self._route_failure(job, task, error)
             return
         try:
@@ -498,7 +510,7 @@ class Worker:
             self._route_failure(job, task, bad_result)
             return
         self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
-                         children=len(children))
+                         children=len(children), seconds=seconds)
         self._send_all([*children, *job.extra], job)
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
@@ -557,6 +569,7 @@ class Worker:
         def acknowledged(error: Any, _message: Any) -> None:
             if error is not None:
                 self._delivery_error = kafka.delivery_error(error, out.topic)
+                self.events.emit(Event.DELIVERY_FAILED, topic=out.topic, error=error.str())
                 return
             if job is not None:
                 job.pending_acks -= 1

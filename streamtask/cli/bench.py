@@ -127,6 +127,9 @@ def bench(
         min=1, help="The worker's --concurrency (tasks in flight).")] = 8,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print the results as JSON on stdout.")] = False,
+    metrics: Annotated[bool, typer.Option(
+        "--metrics", help="The worker serves Prometheus metrics during the drain, as "
+                          "`worker --metrics-port` does (to measure their cost).")] = False,
 ) -> None:
     """Measure the worker against the raw confluent-kafka loop doing the same work."""
     console = Console(stderr=True)
@@ -139,7 +142,8 @@ def bench(
         bar = _Bar(progress)
         if "drain" in runs:
             results["drain"] = benchmarks.drain(
-                servers, tasks or benchmarks.DEFAULT_TASKS, pairs, concurrency, bar)
+                servers, tasks or benchmarks.DEFAULT_TASKS, pairs, concurrency, bar,
+                observed=metrics)
         if "latency" in runs:
             measured = results.get("drain")
             rate = measured.streamtask.median_rate / 2 if measured is not None else None

@@ -6,11 +6,12 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import typer
 
-from streamtask import logs
+from streamtask import __version__, logs
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
 from streamtask.errors import ConfigurationError
@@ -64,6 +65,13 @@ def worker(
         envvar="STREAMTASK_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     log_format: Annotated[LogFormat, typer.Option(
         envvar="STREAMTASK_LOG_FORMAT", help="text, or json: one object per line.")] = "text",
+    metrics_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, envvar="STREAMTASK_METRICS_PORT",
+        help="Serve Prometheus metrics on this port (/metrics); with --processes N, child i "
+             "serves port + i.")] = None,
+    metrics_addr: Annotated[str, typer.Option(
+        envvar="STREAMTASK_METRICS_ADDR", help="Address the metrics port listens on.")
+    ] = "0.0.0.0",
 ) -> None:
     """Run stage workers: consume, execute, and commit each offset only after its task ran."""
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -71,7 +79,8 @@ def worker(
     logs.configure(log_level, log_format)
     if processes > 1:
         child = [sys.executable, "-m", "streamtask", *_child_args(sys.argv[1:])]
-        supervisor = Supervisor(child, processes, grace=drain_timeout + 10)
+        supervisor = Supervisor(child, processes, grace=drain_timeout + 10,
+                                env_for=_child_env(metrics_port))
         _on_signals(supervisor.stop)
         raise typer.Exit(supervisor.run())
     app = open_app(app_ref, bootstrap)
@@ -79,10 +88,21 @@ def worker(
         ensure(app)
     settings = WorkerSettings(concurrency=concurrency, drain_timeout=drain_timeout,
                               commit_interval=commit_interval, instance_id=instance_id)
-    runner = Worker(app, stage, settings)
+    server = None
+    if metrics_port is None:
+        runner = Worker(app, stage, settings)
+    else:
+        from streamtask.metrics import observed_worker  # prometheus_client only when asked
+
+        runner, server = observed_worker(app, stage, settings, port=metrics_port,
+                                         addr=metrics_addr, version=__version__)
     _on_signals(runner.stop)
     tune_for_worker()
-    stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
+    try:
+        stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
+    finally:
+        if server is not None:
+            server.close()
     summary = dict(sorted(stats.counts.items()))
     logging.getLogger("streamtask.worker").info(
         "worker.summary %s", " ".join(f"{k}={v}" for k, v in summary.items()),
@@ -90,14 +110,24 @@ def worker(
 
 
 def _child_args(argv: list[str]) -> list[str]:
-    """The same command line with --processes removed, for one supervised child."""
+    """The same command line without --processes and --metrics-port, for one supervised
+    child (a child's port comes in its environment, see :func:`_child_env`)."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--processes":
+        elif arg in ("--processes", "--metrics-port"):
             skip = True
-        elif not arg.startswith("--processes="):
+        elif not arg.startswith(("--processes=", "--metrics-port=")):
             out.append(arg)
     return out
+
+
+def _child_env(metrics_port: int | None) -> Callable[[int], dict[str, str]]:
+    """Child ``i`` (0-based, kept across restarts) serves its metrics on ``metrics_port + i``."""
+    def env(index: int) -> dict[str, str]:
+        if metrics_port is None:
+            return {}
+        return {"STREAMTASK_METRICS_PORT": str(metrics_port + index)}
+    return env
