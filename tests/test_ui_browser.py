@@ -28,7 +28,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from streamtask import Worker, WorkerSettings
 from streamtask.broker import free_port
@@ -232,3 +232,54 @@ def test_the_designer_flags_a_broken_edit_and_accepts_the_fixed_one(
         wait(browser).until(lambda _: saved.text.startswith("saved"))
         shot(browser, "designer")
     assert json.loads((tmp_path / "fixed.json").read_text()) == definition
+
+
+@pytest.mark.timeout(180)
+def test_the_designer_edits_tasks_picked_on_the_diagram(
+        browser: WebDriver, kafka: Any, unique: str, tmp_path: Path) -> None:
+    faulty = build(kafka.bootstrap, unique)
+    with Served(faulty, workflow=EXAMPLE, designer_dir=tmp_path) as served:
+        browser.get(served.url("/designer"))
+        status = browser.find_element(By.ID, "check-status")
+        editor = browser.find_element(By.ID, "definition")
+        wait(browser).until(lambda _: status.get_attribute("data-checked"))
+
+        def edited() -> dict[str, Any]:
+            return dict(json.loads(editor.get_attribute("value") or "{}"))
+
+        def stages() -> list[str | None]:
+            return [g.get_attribute("data-stage")
+                    for g in browser.find_elements(By.CSS_SELECTOR, "#design-diagram g.stage")]
+
+        browser.find_element(By.CSS_SELECTOR, 'g.stage[data-stage="process_payment"]').click()
+        panel = browser.find_element(By.ID, "task-panel")
+        assert panel.is_displayed()
+        type_into(browser, panel.find_element(By.NAME, "retryCount"), "5")
+        Select(panel.find_element(By.NAME, "retryLogic")).select_by_visible_text(
+            "EXPONENTIAL_BACKOFF")
+        type_into(browser, panel.find_element(By.NAME, "retryDelaySeconds"), "2")
+        type_into(browser, panel.find_element(By.NAME, "name"), "charge_card")
+        browser.find_element(By.ID, "task-apply").click()
+        wait(browser).until(lambda _: "charge_card" in stages())
+        charge = edited()["tasks"][1]
+        assert charge == {**charge, "name": "charge_card", "retryCount": 5,
+                          "retryLogic": "EXPONENTIAL_BACKOFF", "retryDelaySeconds": 2}
+        assert status.text == "check passed"
+        type_into(browser, panel.find_element(By.NAME, "retryDelaySeconds"), "-1")
+        browser.execute_script("arguments[0].noValidate = true", panel)
+        browser.find_element(By.ID, "task-apply").click()  # a bad value: flagged on the box
+        wait(browser).until(lambda _: status.text == "problems found")
+        flagged = browser.find_elements(By.CSS_SELECTOR, "g.stage.flagged")
+        assert [g.get_attribute("data-stage") for g in flagged] == ["charge_card"]
+        type_into(browser, panel.find_element(By.NAME, "retryDelaySeconds"), "2")
+        browser.find_element(By.ID, "task-apply").click()
+        wait(browser).until(lambda _: status.text == "check passed")
+        browser.find_element(By.ID, "task-add").click()
+        wait(browser).until(lambda _: "new_task_1" in stages())
+        assert [t["name"] for t in edited()["tasks"]][:3] == [
+            "validate_order", "charge_card", "new_task_1"]
+        shot(browser, "designer-task-panel")
+        browser.find_element(By.ID, "task-remove").click()  # new_task_1 is now picked
+        wait(browser).until(lambda _: "new_task_1" not in stages())
+        assert status.text == "check passed"
+        assert "new_task_1" not in (editor.get_attribute("value") or "")

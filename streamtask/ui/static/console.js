@@ -178,6 +178,7 @@ function designer(editor) {
   const list = document.getElementById("problems");
   let timer = null;
   let sequence = 0;
+  let highlight = () => {};
   const check = async () => {
     const mine = ++sequence;
     const response = await fetch("/api/designer/check", {method: "POST", body: editor.value,
@@ -187,6 +188,7 @@ function designer(editor) {
     if (design.svg) diagram.innerHTML = design.svg;
     diagram.classList.toggle("stale", !design.svg);
     markProblems(diagram, design.problems);
+    highlight();
     list.replaceChildren(...design.problems.map((problem) => {
       const item = document.createElement("li");
       item.className = problem.warning ? "warning" : "problem";
@@ -198,7 +200,8 @@ function designer(editor) {
     status.dataset.checked = String(mine);
   };
   editor.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 250); });
-  markProblems(diagram, []);
+  check();  // marks the problems of the definition the page opened with
+  highlight = taskPanel(editor, () => { clearTimeout(timer); check(); });
   document.getElementById("download").addEventListener("click", () => {
     const link = document.createElement("a");
     link.href = URL.createObjectURL(new Blob([editor.value], {type: "application/json"}));
@@ -206,6 +209,98 @@ function designer(editor) {
     link.click();
   });
   document.getElementById("save")?.addEventListener("click", () => save(editor));
+}
+
+// -- designer: direct manipulation of SIMPLE tasks (the JSON stays the source of truth) ----
+
+const RETRY_FIELDS = ["retryCount", "retryLogic", "retryDelaySeconds", "timeoutSeconds"];
+
+function taskLists(tasks, found = []) {
+  // Every task list of a definition: the top level, fork branches, switch cases.
+  if (!Array.isArray(tasks)) return found;
+  found.push(tasks);
+  for (const task of tasks) {
+    if (!task || typeof task !== "object") continue;
+    for (const branch of Array.isArray(task.forkTasks) ? task.forkTasks : []) taskLists(branch, found);
+    const cases = task.decisionCases && typeof task.decisionCases === "object" ? Object.values(task.decisionCases) : [];
+    for (const list of cases) taskLists(list, found);
+    taskLists(task.defaultCase, found);
+  }
+  return found;
+}
+
+function locate(definition, name) {
+  // The list holding the SIMPLE task called `name`, and its index there.
+  for (const list of taskLists(definition.tasks)) {
+    const index = list.findIndex((task) => task && task.name === name && (task.type || "SIMPLE") === "SIMPLE");
+    if (index >= 0) return {list, index};
+  }
+  return null;
+}
+
+function taskPanel(editor, rerun) {
+  const panel = document.getElementById("task-panel");
+  const problem = document.getElementById("task-problem");
+  let selected = null;
+  const parsed = () => { try { return JSON.parse(editor.value); } catch (e) { return null; } };
+  const write = (definition, name) => {
+    editor.value = JSON.stringify(definition, null, 2);
+    selected = name;
+    rerun();
+  };
+  const open = (name) => {
+    const definition = parsed();
+    const where = definition && locate(definition, name);
+    if (!where) return;
+    selected = name;
+    const task = where.list[where.index];
+    document.getElementById("task-title").textContent = name;
+    panel.elements.name.value = name;
+    for (const field of RETRY_FIELDS) panel.elements[field].value = task[field] ?? "";
+    problem.hidden = true;
+    panel.hidden = false;
+    highlight();
+  };
+  const highlight = () => document.querySelectorAll("#design-diagram g.stage").forEach(
+    (group) => group.classList.toggle("selected", group.dataset.stage === selected));
+  const change = (how) => {
+    const definition = parsed();
+    const where = definition && locate(definition, selected);
+    if (!where) { problem.textContent = "the JSON does not parse or no longer has this task: fix it first"; problem.hidden = false; return; }
+    write(definition, how(where.list, where.index));
+  };
+  panel.addEventListener("submit", (event) => {
+    event.preventDefault();
+    change((list, index) => {
+      const task = list[index];
+      task.name = panel.elements.name.value;
+      for (const field of RETRY_FIELDS) {
+        const value = panel.elements[field].value;
+        if (value === "") delete task[field];
+        else task[field] = field === "retryLogic" ? value : Number(value);
+      }
+      document.getElementById("task-title").textContent = task.name;
+      return task.name;
+    });
+  });
+  document.getElementById("task-add").addEventListener("click", () => change((list, index) => {
+    let number = 1;
+    while (editor.value.includes(`"new_task_${number}"`)) number += 1;
+    const name = `new_task_${number}`;
+    list.splice(index + 1, 0, {name, taskReferenceName: `${name}_ref`, type: "SIMPLE"});
+    setTimeout(() => open(name), 0);
+    return name;
+  }));
+  document.getElementById("task-remove").addEventListener("click", () => change((list, index) => {
+    list.splice(index, 1);
+    panel.hidden = true;
+    return null;
+  }));
+  document.getElementById("design-diagram").addEventListener("click", (event) => {
+    const group = event.target.closest("g.stage");
+    if (group) open(group.dataset.stage);
+  });
+  return highlight;
 }
 
 async function save(editor) {
