@@ -4,6 +4,7 @@ only where it may, ``--read-only`` refuses every write, and a token keeps strang
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,20 @@ def test_a_token_is_needed_for_every_request(tmp_path: Path) -> None:
 ])
 def test_cli_refuses_unsafe_or_wrong_options_in_one_line(args: list[str], needle: str) -> None:
     assert_one_line_error(streamtask("ui", str(EXAMPLE), *args), needle)
+
+
+@pytest.mark.timeout(60)
+def test_without_a_broker_the_pages_still_answer_and_say_why() -> None:
+    app = load_workflow(json.loads(EXAMPLE.read_text()),
+                        passthrough_handlers(json.loads(EXAMPLE.read_text())),
+                        kafka=KafkaSettings(bootstrap="127.0.0.1:1", connect_timeout=1))
+    asgi = create_app(app, ConsoleSettings(status_interval=0.5))
+    with TestClient(asgi) as client:
+        assert client.get("/pipeline").status_code == 200  # never waits for the broker
+        deadline = time.monotonic() + 30
+        while "index-problem" not in (page := client.get("/letters").text):
+            assert time.monotonic() < deadline, "no page ever said the broker is missing"
+            time.sleep(0.2)
+        assert "listing topics failed" in page or "no Kafka broker answered" in page
+        stopped = time.monotonic()
+    assert time.monotonic() - stopped < 20  # shutting down does not hang on the broker
