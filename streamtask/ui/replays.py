@@ -21,6 +21,8 @@ from streamtask.app import App
 from streamtask.errors import ConfigurationError, StreamtaskError
 
 log = logging.getLogger("streamtask.ui")
+KEEP_FINISHED = 100
+"""Finished replays remembered for their pages; older ones are forgotten (they are logged)."""
 
 
 @dataclass
@@ -42,7 +44,8 @@ class ReplayJob:
 
     def as_json(self) -> dict[str, object]:
         return {"id": self.id, "stage": self.stage, "group": self.group, "asked": self.asked,
-                "done": self.done, "total": self.total, "counts": self.counts,
+                "started": self.started, "done": self.done, "total": self.total,
+                "counts": self.counts,
                 "stopped_at_limit": self.stopped_at_limit, "parked_topic": self.parked_topic,
                 "error": self.error, "finished": self.finished}
 
@@ -66,6 +69,9 @@ class ReplayJobs:
                                          f"(consumer group {group}); wait for it to finish")
             job = ReplayJob(next(self._ids), stage, group, asked)
             self._jobs[job.id] = job
+            finished = [old for old in self._jobs.values() if old.finished]
+            for old in finished[:max(0, len(finished) - KEEP_FINISHED)]:
+                del self._jobs[old.id]
         threading.Thread(target=self._run, args=(job, options), daemon=True,
                          name=f"streamtask-ui-replay-{job.id}").start()
         return job

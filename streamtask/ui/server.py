@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from streamtask import dlq
-from streamtask.app import App
+from streamtask.app import App, Stage
 from streamtask.errors import ConfigurationError
 from streamtask.graph import ladder, svg
 from streamtask.ui import designer
@@ -199,7 +199,7 @@ class Console:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _stage(self, name: str) -> Any:
+    def _stage(self, name: str) -> Stage:
         stage = self.app.stages.get(name)
         if stage is None:
             raise _NotFound(f"stage {name!r}")
