@@ -30,7 +30,7 @@ def test_the_demo_app_is_reachable_by_reference() -> None:
     assert app.name == "demo" and tuple(app.stages) == STAGES
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_the_console_shows_the_demo_pipeline_and_its_dead_letter(kafka: Any,
                                                                  unique: str) -> None:
     name = f"demo{unique}"
@@ -38,7 +38,7 @@ def test_the_console_shows_the_demo_pipeline_and_its_dead_letter(kafka: Any,
     assert result.done()
     asgi = create_app(build_app(kafka.bootstrap, name, []), ConsoleSettings())
     with TestClient(asgi) as client:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not asgi.state.console.index.ready:
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -52,7 +52,7 @@ def test_the_console_shows_the_demo_pipeline_and_its_dead_letter(kafka: Any,
         assert CURSED in detail and "content scanner rejects this photo" in detail
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(200)
 def test_the_command_serves_until_interrupted(kafka: Any, tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "streamtask", "ui", "examples/order_fulfillment.json",
@@ -60,7 +60,7 @@ def test_the_command_serves_until_interrupted(kafka: Any, tmp_path: Path) -> Non
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/designer", timeout=5) as r:
