@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 from unittest import mock
 
-from streamtask import kafka
+from streamtask import kafka, tracing
 from streamtask.app import App
 from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.envelope import Task
@@ -139,7 +139,7 @@ def fill(app: App, tasks: int, progress: ProgressFn = _no_progress) -> None:
     codec, topic = app.codec, app.get_stage(WORK).topic
     step = max(1, tasks // 100)
     for n in range(tasks):
-        task = Task.new(WORK, _probe(n))
+        task = Task.new(WORK, _probe(n), headers=tracing.outgoing(None))  # as send() does
         value = codec.encode(task)
         while True:
             try:

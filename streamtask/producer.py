@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from streamtask import kafka
+from streamtask import kafka, tracing
 from streamtask.envelope import Task
 from streamtask.errors import DeliveryFailed
 
@@ -49,10 +49,11 @@ class TaskProducer:
         """Encode a task for ``stage`` and queue it; the payload is checked against its schema.
 
         The partition key is ``key`` when given, else the task id, so tasks of one key stay
-        in order on one partition.
+        in order on one partition. The task carries W3C trace context: a ``traceparent`` in
+        ``headers``, else the current OpenTelemetry span's, else a new trace's.
         """
         task = Task.new(stage, payload, key=key, id=task_id, run_id=run_id,
-                        parent_id=parent_id, headers=headers)
+                        parent_id=parent_id, headers=tracing.outgoing(headers))
         if self._app.version is not None:
             task = task.with_(pipeline_version=self._app.version)
         return self.send_task(task)

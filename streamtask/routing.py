@@ -16,6 +16,7 @@ from streamtask.app import App, Stage
 from streamtask.envelope import Task
 from streamtask.pipeline import next_tasks
 from streamtask.retry import RetryLater
+from streamtask.tracing import TRACEPARENT, child_traceparent, new_span_id
 
 MAX_HISTORY = 10
 
@@ -92,12 +93,14 @@ def dead_letter_record(stage: Stage, message: Any, failure: dl.Failure, *, group
     return Outgoing(stage.dlq_topic, message.value() or b"", message.key(), out)
 
 
-def child_records(app: App, stage: Stage, parent: Task, result: Any) -> list[Outgoing]:
+def child_records(app: App, stage: Stage, parent: Task, result: Any,
+                  span: str | None = None) -> list[Outgoing]:
     """The next tasks of ``parent``'s run, built (and schema-checked) before any is sent.
 
     Children carry the run id, the pipeline version and the headers of their parent, whose
     id becomes their parent id. They keep the parent's key, so a key's tasks stay in order
-    down the pipeline.
+    down the pipeline. A traced parent's children keep its trace, under ``span`` (the
+    parent's execution span; a fresh span id if not given).
     """
     out = []
     headers = parent.headers  # Task.new copies it
@@ -105,6 +108,9 @@ def child_records(app: App, stage: Stage, parent: Task, result: Any) -> list[Out
         headers = join.joined(headers)
     if isinstance(stage.then, tuple):
         headers = join.forked(headers, parent.id)
+    trace = headers.get(TRACEPARENT)
+    if trace is not None:
+        headers = {**headers, TRACEPARENT: child_traceparent(trace, span or new_span_id())}
     for nxt in next_tasks(stage.then, result):
         target = app.get_stage(nxt.stage)
         key = nxt.key if nxt.key is not None else parent.key

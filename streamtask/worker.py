@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import kafka, routing
+from streamtask import kafka, routing, tracing
 from streamtask.app import App, Stage
 from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
@@ -121,6 +121,8 @@ class Worker:
         self._finished_since_commit = 0
         self._delivery_error: DeliveryFailed | None = None
         self._next_deadline_check = 0.0
+        self._spans = tracing.execution_spans()
+        """One OpenTelemetry span per execution, when OpenTelemetry is installed."""
 
     def stop(self) -> None:
         """Ask the loop to drain and exit; safe to call from a signal handler or thread."""
@@ -497,6 +499,10 @@ class Worker:
             return
         task = job.task
         assert task is not None  # only tasks run
+        span = None
+        if self._spans is not None:
+            span = self._spans.executed(task.headers, job.stage.name, task.attempt,
+                                        f"{job.tp[0]}[{job.tp[1]}]", seconds, error)
         if error is not None:
             event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
             self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
@@ -505,7 +511,7 @@ class Worker:
             self._route_failure(job, task, error)
             return
         try:
-            children = routing.child_records(self.app, job.stage, task, result)
+            children = routing.child_records(self.app, job.stage, task, result, span)
         except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
             self._route_failure(job, task, bad_result)
             return
