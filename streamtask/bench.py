@@ -289,7 +289,8 @@ class RunSpec:
     tasks: int
     concurrency: int
     observed: bool = False
-    """The streamtask side serves Prometheus metrics (event subscriber, librdkafka stats)."""
+    """The streamtask side serves Prometheus metrics and writes the execution trail, as
+    ``streamtask worker --metrics-port P`` does."""
 
 
 def _cpu() -> float:
@@ -462,10 +463,12 @@ def _child_streamtask(spec: RunSpec) -> RunResult:
     settings = WorkerSettings(concurrency=spec.concurrency)
     if spec.observed:
         from streamtask.metrics import observed_worker
+        from streamtask.trail import TrailWriter
 
         # The server stays up until the child exits, as a worker's does.
         worker, _server = observed_worker(app, [WORK], settings, port=0, addr="127.0.0.1",
                                           events=events)
+        worker.events.subscribe(TrailWriter(app, worker.worker_id))
     else:
         worker = Worker(app, [WORK], settings, events=events)
     # As `streamtask worker` does. The raw loop's side is left as is: the same settings moved
@@ -702,7 +705,8 @@ def drain(bootstrap: str, tasks: int = DEFAULT_TASKS, pairs: int = 5, concurrenc
           progress: ProgressFn = _no_progress, warmup: bool = True,
           observed: bool = False) -> DrainReport:
     """Interleaved pairs (A B, B A, ...) after a warm-up run of each side; ``observed``: the
-    streamtask side serves metrics (what they cost is the ratio's change)."""
+    streamtask side serves metrics and writes the execution trail (what they cost is the
+    ratio's change)."""
     if warmup:
         for side in SIDES:
             measured_run(bootstrap, "drain", side, _warmup_size(tasks), concurrency,

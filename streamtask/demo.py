@@ -23,10 +23,11 @@ from rich.table import Table
 from streamtask.app import App
 from streamtask.broker import DEFAULT_PORT
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.envelope import Task
+from streamtask.envelope import Task, new_task_id
 from streamtask.events import Event, EventBus
 from streamtask.retry import Backoff, RetryPolicy
 from streamtask.topics import ensure
+from streamtask.trail import TrailWriter
 from streamtask.worker import Worker
 
 STAGES = ("resize", "filter", "scan", "notify_followers", "update_feeds")
@@ -45,6 +46,9 @@ class DemoResult:
     retried: Counter[str] = field(default_factory=Counter)
     dead: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
+    app: str = ""
+    run_id: str = ""
+    """One run to inspect with ``streamtask runs show``."""
 
     @property
     def expected_at_end(self) -> int:
@@ -101,11 +105,14 @@ def run_demo(bootstrap: str, uploads: int = 500, console: Console | None = None,
     bus.subscribe(lambda event, fields: _count(result, event, fields))
     workers = [Worker(app, [stage], WorkerSettings(concurrency=8), events=bus)
                for stage in STAGES]
+    for worker, stage in zip(workers, STAGES, strict=True):
+        worker.events.subscribe(TrailWriter(app, f"{worker.worker_id}-{stage}"))
+    result.app = app.name
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    _send_uploads(app, uploads)
+    result.run_id = _send_uploads(app, uploads)
     try:
         _show_progress(console, result, started + timeout)
     finally:
@@ -117,12 +124,21 @@ def run_demo(bootstrap: str, uploads: int = 500, console: Console | None = None,
     return result
 
 
-def _send_uploads(app: App, uploads: int) -> None:
+def _send_uploads(app: App, uploads: int) -> str:
+    """Send the uploads; returns the run id of one worth inspecting (the cursed photo's, whose
+    scan is dead-lettered, else photo-7's, whose filter is retried)."""
+    shown = CURSED if uploads > 13 else "photo-7"
+    run_id = ""
     with app.producer() as producer:
         for n in range(uploads):
-            producer.send("resize", {"photo_id": f"photo-{n}", "width": 640, "height": 480},
-                          key=f"user-{n % 50}",
+            photo = f"photo-{n}"
+            task_id = new_task_id()
+            if photo == shown or not run_id:
+                run_id = task_id
+            producer.send("resize", {"photo_id": photo, "width": 640, "height": 480},
+                          key=f"user-{n % 50}", task_id=task_id,
                           headers={"uploaded_at": str(int(time.time() * 1000))})
+    return run_id
 
 
 def _count(result: DemoResult, event: Event, fields: dict[str, Any]) -> None:

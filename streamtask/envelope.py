@@ -50,14 +50,16 @@ def _now_ms() -> int:
 
 
 def new_task_id() -> str:
-    """128 random bits as 32 hex digits.
+    """32 hex digits: the creation time in milliseconds (12 digits, as in UUIDv7), then 80
+    random bits. A run's id is its first task's, so a run's start time can be read from its
+    id, and its execution trail found by time (:mod:`streamtask.trail`).
 
     Ids must be unique, not secret, so they come from the ``random`` module (seeded from the
     OS per process and reseeded in forked children) rather than ``os.urandom``: a system call
     per task that also releases the interpreter lock, which cost the worker loop a thread
     switch per task (measured).
     """
-    return f"{getrandbits(128):032x}"
+    return f"{time.time_ns() // 1_000_000:012x}{getrandbits(80):020x}"
 
 
 @dataclass(frozen=True, slots=True)

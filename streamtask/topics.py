@@ -24,6 +24,8 @@ from streamtask.config import KafkaSettings
 from streamtask.errors import KafkaError
 
 DLQ_RETENTION_MS = 30 * 86_400_000
+EVENTS_PARTITIONS = 6
+EVENTS_RETENTION_MS = 7 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,13 @@ def app_topics(app: App) -> list[TopicSpec]:
             specs.append(TopicSpec(stage.changelog_topic, stage.partitions,
                                    {"cleanup.policy": "compact"}))
     return specs
+
+
+def events_topic(app: App) -> TopicSpec:
+    """The app's execution trail (:mod:`streamtask.trail`), created by the first worker that
+    writes it (not by ``ensure``: apps that turn the trail off never get it)."""
+    return TopicSpec(f"{app.name}.events", EVENTS_PARTITIONS,
+                     {"retention.ms": str(EVENTS_RETENTION_MS)})
 
 
 def ensure(app: App, settings: KafkaSettings | None = None, timeout: float = 30.0) -> EnsureReport:

@@ -507,7 +507,8 @@ class Worker:
             event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
             self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
                              where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
-                             error=f"{type(error).__name__}: {error}", seconds=seconds)
+                             error=f"{type(error).__name__}: {error}", seconds=seconds,
+                             run_id=task.run_id, parent_id=task.parent_id)
             self._route_failure(job, task, error)
             return
         try:
@@ -516,7 +517,8 @@ class Worker:
             self._route_failure(job, task, bad_result)
             return
         self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
-                         children=len(children), seconds=seconds)
+                         children=len(children), seconds=seconds, attempt=task.attempt,
+                         run_id=task.run_id, parent_id=task.parent_id)
         self._send_all([*children, *job.extra], job)
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
@@ -526,7 +528,8 @@ class Worker:
         if isinstance(decision, RetryLater):
             out = routing.retry_record(job.stage, task, job.message, decision, error, now)
             self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
-                             attempt=decision.attempt, topic=out.topic, due=decision.due)
+                             attempt=decision.attempt, topic=out.topic, due=decision.due,
+                             run_id=task.run_id, parent_id=task.parent_id)
             self._send_all([out, *job.extra], job)
             return
         message = f"{type(error).__name__}: {error}"
@@ -542,10 +545,13 @@ class Worker:
         out = routing.dead_letter_record(job.stage, job.message, failure, group=group,
                                          worker=self.worker_id, attempts=attempts,
                                          now_ms=_now_ms())
+        task = job.task
         self.events.emit(Event.TASK_DEAD_LETTERED, stage=job.stage.name, reason=failure.reason,
-                         task_id=job.task.id if job.task else None,
+                         task_id=task.id if task else None,
                          where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
-                         error=failure.message)
+                         error=failure.message, attempt=attempts,
+                         run_id=task.run_id if task else None,
+                         parent_id=task.parent_id if task else None)
         if job.task is not None and job.stage.compensate is not None:
             return [out, routing.compensation_record(self.app, job.stage, job.task, failure)]
         return [out]

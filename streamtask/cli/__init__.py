@@ -16,6 +16,7 @@ from streamtask.cli.demo import demo
 from streamtask.cli.dlq import dlq_app
 from streamtask.cli.kafka import kafka_app
 from streamtask.cli.pipeline import graph, pipeline_app
+from streamtask.cli.runs import runs_app
 from streamtask.cli.status import status
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.ui import ui
@@ -33,6 +34,7 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(runs_app, name="runs")
 app.command()(worker)
 app.command()(send)
 app.command()(demo)

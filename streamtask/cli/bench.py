@@ -127,9 +127,10 @@ def bench(
         min=1, help="The worker's --concurrency (tasks in flight).")] = 8,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print the results as JSON on stdout.")] = False,
-    metrics: Annotated[bool, typer.Option(
-        "--metrics", help="The worker serves Prometheus metrics during the drain, as "
-                          "`worker --metrics-port` does (to measure their cost).")] = False,
+    observed: Annotated[bool, typer.Option(
+        "--observed", help="The worker serves Prometheus metrics and writes the execution "
+                           "trail during the drain, as `worker --metrics-port P` does (to "
+                           "measure their cost).")] = False,
 ) -> None:
     """Measure the worker against the raw confluent-kafka loop doing the same work."""
     console = Console(stderr=True)
@@ -143,7 +144,7 @@ def bench(
         if "drain" in runs:
             results["drain"] = benchmarks.drain(
                 servers, tasks or benchmarks.DEFAULT_TASKS, pairs, concurrency, bar,
-                observed=metrics)
+                observed=observed)
         if "latency" in runs:
             measured = results.get("drain")
             rate = measured.streamtask.median_rate / 2 if measured is not None else None

@@ -72,6 +72,10 @@ def worker(
     metrics_addr: Annotated[str, typer.Option(
         envvar="STREAMTASK_METRICS_ADDR", help="Address the metrics port listens on.")
     ] = "0.0.0.0",
+    trail: Annotated[bool, typer.Option(
+        envvar="STREAMTASK_TRAIL",
+        help="Write the execution trail of every run to <app>.events (`streamtask runs`).")
+    ] = True,
 ) -> None:
     """Run stage workers: consume, execute, and commit each offset only after its task ran."""
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -96,6 +100,10 @@ def worker(
 
         runner, server = observed_worker(app, stage, settings, port=metrics_port,
                                          addr=metrics_addr, version=__version__)
+    if trail:
+        from streamtask.trail import TrailWriter
+
+        runner.events.subscribe(TrailWriter(app, runner.worker_id))
     _on_signals(runner.stop)
     tune_for_worker()
     try:
