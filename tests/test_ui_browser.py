@@ -1,7 +1,7 @@
 """The web console in a real browser (headless Chromium driven by selenium) against a real
 broker: a dead letter replayed from its page runs again, the pipeline page shows a stage
-turning stuck and new dead letters without a reload, and the designer flags a broken edit
-and accepts the fixed one.
+turning stuck and new dead letters without a reload, a run's timeline shows its retry, and
+the designer flags a broken edit, accepts the fixed one and edits tasks picked on it.
 
 Screenshots of each page go to ``build/ui-screenshots/`` (or ``$STREAMTASK_UI_SCREENSHOTS``)
 as test artefacts. Needs Debian's ``chromium`` and ``chromium-driver``: ``make test``
@@ -30,7 +30,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from streamtask import Worker, WorkerSettings
+from streamtask import App, Worker, WorkerSettings
 from streamtask.broker import free_port
 from streamtask.topics import ensure
 from streamtask.ui import ConsoleSettings, create_app
@@ -38,6 +38,7 @@ from streamtask.ui.letters import LetterIndex
 from tests.apps import observed_app
 from tests.apps.dlq_app import Faulty, build, fill
 from tests.inprocess import run_worker, send_all
+from tests.test_ui_runs import flaky, run_with_trail
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "order_fulfillment.json"
@@ -72,8 +73,9 @@ def browser() -> Iterator[WebDriver]:
 class Served:
     """The console served by uvicorn on a free port, in a thread of this process."""
 
-    def __init__(self, faulty: Faulty | observed_app.Observed, **settings: Any) -> None:
-        self.asgi = create_app(faulty.app, ConsoleSettings(**settings))
+    def __init__(self, faulty: Faulty | observed_app.Observed | App, **settings: Any) -> None:
+        app = faulty if isinstance(faulty, App) else faulty.app
+        self.asgi = create_app(app, ConsoleSettings(**settings))
         self.index: LetterIndex = self.asgi.state.console.index
         self.port = free_port()
         # Open pages keep their event streams: stop without waiting for them to close.
@@ -283,3 +285,31 @@ def test_the_designer_edits_tasks_picked_on_the_diagram(
         wait(browser).until(lambda _: "new_task_1" not in stages())
         assert status.text == "check passed"
         assert "new_task_1" not in (editor.get_attribute("value") or "")
+
+
+@pytest.mark.timeout(300)
+def test_a_runs_timeline_shows_its_retry(browser: WebDriver, kafka: Any, unique: str) -> None:
+    app = flaky(kafka.bootstrap, unique)
+    run_with_trail(app)
+    with Served(app) as served:
+        deadline = time.monotonic() + 120
+        while True:  # the trail's last records may still be on their way
+            browser.get(served.url("/runs?since=10m"))
+            runs = browser.find_elements(By.CSS_SELECTOR, "tr.run")
+            if len(runs) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert len(runs) == 2
+        shot(browser, "runs")
+        retried = next(r for r in runs if "dead" not in (r.get_attribute("class") or ""))
+        retried.find_element(By.CSS_SELECTOR, "a").click()
+        work = browser.find_element(By.CSS_SELECTOR, 'tr.task[data-stage="work"]')
+        attempts = [a.text for a in work.find_elements(By.CSS_SELECTOR, "td > div.o")]
+        assert attempts[0].startswith("#1 failed") and "busy on attempt 1" in attempts[0]
+        assert attempts[1].startswith("#2 succeeded")
+        bars = work.find_elements(By.CSS_SELECTOR, ".lane .bar")
+        assert [b.get_attribute("class") for b in bars] == ["bar failed", "bar succeeded"]
+        assert bars[0].location["x"] < bars[1].location["x"]  # the retry comes after
+        store = browser.find_element(By.CSS_SELECTOR, 'tr.task[data-stage="store"]')
+        assert store.find_element(By.CSS_SELECTOR, "div.o").text.startswith("#1 succeeded")
+        shot(browser, "run")

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.applications import Starlette
@@ -26,15 +27,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from streamtask import dlq
+from streamtask import dlq, trail
 from streamtask.app import App, Stage
-from streamtask.errors import ConfigurationError
+from streamtask.errors import ConfigurationError, StreamtaskError
 from streamtask.graph import ladder, svg
 from streamtask.ui import designer
 from streamtask.ui.access import TokenGate
 from streamtask.ui.letters import KEEP, LetterIndex
 from streamtask.ui.live import StatusFeed
 from streamtask.ui.replays import ReplayJobs
+from streamtask.ui.runs import run_lines, timeline
 from streamtask.ui.views import letter_view, row_view
 
 log = logging.getLogger("streamtask.ui")
@@ -167,6 +169,40 @@ class Console:
             return JSONResponse({"error": "no such replay"}, status_code=404)
         return JSONResponse(job.as_json())
 
+    # -- runs ----------------------------------------------------------------------------
+
+    async def runs(self, request: Request) -> Response:
+        """Runs of the execution trail since a time (read from Kafka on a worker thread)."""
+        query = {k: request.query_params.get(k, "").strip()
+                 for k in ("run", "stage", "outcome", "since")}
+        if query["run"]:
+            return RedirectResponse(f"/runs/{quote(query['run'], safe='')}", status_code=303)
+        query["since"] = query["since"] or "1h"
+        context: dict[str, Any] = {"query": query, "outcomes": trail.OUTCOMES,
+                                   "topic": trail.topic_of(self.app), "lines": None,
+                                   "matched": 0, "error": None}
+        try:
+            since_ms = dlq.parse_since(query["since"], time.time_ns() // 1_000_000)
+            records = await asyncio.to_thread(trail.read_since, self.app, since_ms)
+        except ConfigurationError as exc:
+            return self.page(request, "runs.html", code=400, **{**context, "error": str(exc)})
+        except StreamtaskError as exc:
+            return self.page(request, "runs.html", code=503, **{**context, "error": str(exc)})
+        lines, matched = run_lines(records, query["stage"] or None, query["outcome"] or None)
+        return self.page(request, "runs.html", **{**context, "lines": [x.view for x in lines],
+                                                  "matched": matched})
+
+    async def run(self, request: Request) -> Response:
+        """One run's tree and timeline."""
+        run_id = request.path_params["run_id"]
+        try:
+            events = await asyncio.to_thread(trail.read_run, self.app, run_id)
+        except StreamtaskError as exc:
+            return self.page(request, "run.html", code=503, run_id=run_id, error=str(exc),
+                             line=None)
+        return self.page(request, "run.html", run_id=run_id, error=None,
+                         line=timeline(trail.tree(events)))
+
     # -- designer ------------------------------------------------------------------------
 
     async def designer_page(self, request: Request) -> Response:
@@ -287,6 +323,8 @@ def create_app(app: App, settings: ConsoleSettings | None = None, *,
         Route("/letters/{stage}/{partition:int}/{offset:int}", console.letter),
         Route("/api/replays", console.start_replay, methods=["POST"]),
         Route("/api/replays/{job:int}", console.replay_status),
+        Route("/runs", console.runs),
+        Route("/runs/{run_id}", console.run),
         Route("/designer", console.designer_page),
         Route("/api/designer/check", console.check_design, methods=["POST"]),
         Route("/api/designer/save", console.save_design, methods=["POST"]),
