@@ -144,5 +144,7 @@ def test_without_a_broker_the_pages_still_answer_and_say_why() -> None:
             assert time.monotonic() < deadline, "no page ever said the broker is missing"
             time.sleep(0.2)
         assert "listing topics failed" in page or "no Kafka broker answered" in page
+        runs = client.get("/runs")  # read from Kafka on request: says why it cannot
+        assert runs.status_code == 503 and 'id="runs-error"' in runs.text
         stopped = time.monotonic()
     assert time.monotonic() - stopped < 20  # shutting down does not hang on the broker
