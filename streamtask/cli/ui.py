@@ -48,8 +48,9 @@ def ui(
         help="Where the designer saves definitions.")] = Path("."),
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Serve the web console: the pipeline, its dead letters (browse, replay) and a workflow
-    designer. It runs no worker and changes nothing unless asked (replay, save)."""
+    """Serve the web console: the live pipeline, its dead letters (browse, replay), runs from
+    the execution trail and a workflow designer. It runs no worker and changes nothing unless
+    asked (replay, save)."""
     try:
         import uvicorn
 

@@ -1,4 +1,4 @@
-"""The console's pages and actions (an ASGI app): pipeline, dead letters, designer.
+"""The console's pages and actions (an ASGI app): pipeline, dead letters, runs, designer.
 
 Pages are rendered on the server from the shared :class:`~streamtask.ui.letters.LetterIndex`
 (never a broker read per page load). Actions that change something (replay, save) are
