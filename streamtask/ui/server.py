@@ -1,9 +1,11 @@
 """The console's pages and actions (an ASGI app): pipeline, dead letters, runs, designer.
 
-Pages are rendered on the server from the shared :class:`~streamtask.ui.letters.LetterIndex`
-(never a broker read per page load). Actions that change something (replay, save) are
-POSTs of JSON, logged with the client's address, and refused with 403 under ``read_only``.
-Kafka work that blocks (a replay) runs on threads of its own, never on the event loop.
+Pages are rendered on the server from what the shared loops hold: the
+:class:`~streamtask.ui.letters.LetterIndex` and the :class:`~streamtask.ui.live.StatusFeed`
+(no broker read per page load), except the Runs pages, which read the execution trail when
+asked. Actions that change something (replay, save) are POSTs of JSON, logged with the
+client's address, and refused with 403 under ``read_only``. Kafka work that blocks (a
+replay, a trail read) runs on other threads, never on the event loop.
 """
 
 from __future__ import annotations
