@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   runs the main job on a local broker it starts itself
 #   make test   installs everything and runs the whole test suite against a real broker
+#               (and Debian's chromium for the web console's browser tests)
 # Both work inside the project's own virtual environment (.venv, created on first use) and
 # install the exact versions in constraints.txt, so nothing else on the machine takes part.
 # `make lock` refreshes constraints.txt from what pyproject.toml allows today.
@@ -25,6 +26,7 @@ lint: install
 
 test: lint
 	bash .ci/install-promtool
+	bash .ci/chromium
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
 
 # The long chaos runs (100,000 tasks, 20 kill -9s and a broker outage, at-least-once and
@@ -33,7 +35,7 @@ soak: install
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -s -m soak tests/test_chaos_pipeline.py
 
 demo: install
-	$(BIN)/streamtask demo
+	$(BIN)/streamtask demo $(DEMO_ARGS)
 
 # A fresh environment from pyproject.toml alone, frozen: run it when a dependency changes,
 # then `make test` and commit constraints.txt with the change.

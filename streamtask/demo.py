@@ -12,7 +12,6 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streamtask.app import App
+from streamtask.broker import DEFAULT_PORT
 from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.envelope import Task, new_task_id
 from streamtask.events import Event, EventBus
@@ -31,6 +31,8 @@ from streamtask.trail import TrailWriter
 from streamtask.worker import Worker
 
 STAGES = ("resize", "filter", "scan", "notify_followers", "update_feeds")
+NAME = "demo"
+"""The demo app's name: its topics and groups are ``demo.<stage>``, kept between runs."""
 CURSED = "photo-13"
 """The photo whose content scan always fails: it ends in the dead-letter queue."""
 QUICK_RETRIES = RetryPolicy(max_attempts=3, backoff=Backoff.FIXED, delay=0.5)
@@ -94,10 +96,10 @@ def build_app(bootstrap: str, name: str, latencies: list[float]) -> App:
 
 
 def run_demo(bootstrap: str, uploads: int = 500, console: Console | None = None,
-             timeout: float = 300.0) -> DemoResult:
+             timeout: float = 300.0, name: str = NAME) -> DemoResult:
     console = console or Console(stderr=True)
     result = DemoResult(uploads)
-    app = build_app(bootstrap, f"demo-{uuid.uuid4().hex[:6]}", result.latencies_ms)
+    app = build_app(bootstrap, name, result.latencies_ms)
     ensure(app)
     bus = EventBus()
     bus.subscribe(lambda event, fields: _count(result, event, fields))
@@ -188,3 +190,8 @@ def summary_line(result: DemoResult) -> str:
     return (f"upload -> feed updated: p50 {cuts[49]:.0f} ms, p99 {cuts[98]:.0f} ms; "
             f"{result.succeeded['update_feeds'] / result.seconds:.0f} photos/s end to end; "
             f"{sum(result.retried.values())} retries, {sum(result.dead.values())} dead letter(s)")
+
+
+app = build_app(f"127.0.0.1:{DEFAULT_PORT}", NAME, [])
+"""The demo's app on the broker ``make demo`` starts, for the tools that take an app after
+the demo ran: ``streamtask ui streamtask.demo:app``, ``streamtask dlq ls streamtask.demo:app``."""

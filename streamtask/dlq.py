@@ -234,29 +234,57 @@ def error_type_matches(actual: str, wanted: str) -> bool:
 
 @dataclass(frozen=True)
 class Filter:
-    """Which dead letters a replay takes; the filters also name the replay's group."""
+    """Which dead letters a replay takes; the filters also name the replay's group.
+
+    ``key`` and ``positions`` serve the web console: a replay of the dead letters with one
+    key, or of exactly the ones picked on the page (``(partition, offset)`` in the DLQ).
+    """
 
     error_type: str | None = None
     since: str | None = None
     """As the user wrote it: the hash stays stable for relative times like ``2h``."""
     since_ms: int | None = None
+    key: str | None = None
+    positions: frozenset[tuple[int, int]] | None = None
 
     @classmethod
-    def build(cls, error_type: str | None, since: str | None, now_ms: int) -> Filter:
+    def build(cls, error_type: str | None, since: str | None, now_ms: int, *,
+              key: str | None = None,
+              positions: frozenset[tuple[int, int]] | None = None) -> Filter:
         since_ms = parse_since(since, now_ms) if since is not None else None
-        return cls(error_type or None, since, since_ms)
+        return cls(error_type or None, since, since_ms, key or None, positions or None)
 
     def matches(self, record: dl.DeadLetterRecord) -> bool:
         if self.error_type is not None and not error_type_matches(record.error_type,
                                                                   self.error_type):
             return False
+        if self.key is not None and record.key != self.key.encode():
+            return False
+        if self.positions is not None and \
+                (record.dlq_partition, record.dlq_offset) not in self.positions:
+            return False
         return self.since_ms is None or record.dead_at >= self.since_ms
+
+    def narrow(self, spans: dict[TP, Span]) -> dict[TP, Span]:
+        """``spans`` cut to the partitions and offsets ``positions`` picks (all without)."""
+        if self.positions is None:
+            return spans
+        out: dict[TP, Span] = {}
+        for (topic, partition), (start, end) in spans.items():
+            picked = [offset for p, offset in self.positions if p == partition]
+            if picked:
+                out[(topic, partition)] = (max(start, min(picked)), min(end, max(picked) + 1))
+        return out
 
     @property
     def fingerprint(self) -> str:
         """8 hex digits, stable across runs with the same filter options."""
-        text = orjson.dumps({"error_type": self.error_type, "since": self.since},
-                            option=orjson.OPT_SORT_KEYS)
+        fields: dict[str, Any] = {"error_type": self.error_type, "since": self.since}
+        if self.key is not None:  # only when set: older replays' groups keep their names
+            fields["key"] = self.key
+        if self.positions is not None:
+            fields["positions"] = sorted(self.positions)
+        text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(text).hexdigest()[:8]
 
 
@@ -397,7 +425,8 @@ class Replay:
                     starts[tp.partition] = max(starts[tp.partition], first)
         except kafka.KafkaException as exc:
             raise kafka.mapped(exc, f"reading the replay's position on {topic}") from exc
-        return {(topic, p): (max(starts[p], low), high) for p, (low, high) in marks.items()}
+        spans = {(topic, p): (max(starts[p], low), high) for p, (low, high) in marks.items()}
+        return self.options.filter.narrow(spans)
 
     def _replay_spans(self, spans: dict[TP, Span], total: int) -> None:
         """Handle the records batch by batch; commit each batch once its records are acked.

@@ -176,8 +176,9 @@ def svg(app: App) -> str:
              'font-family="Helvetica, Arial, sans-serif" font-size="12">',
              _defs(), '<rect width="100%" height="100%" fill="white"/>',
              _text(_MARGIN, 20, f"app {app.name}{version}", weight="bold", size=14)]
-    for name, stage in app.stages.items():
-        parts += _stage_svg(stage, boxes[name])
+    for name, stage in app.stages.items():  # a group per stage: the web console marks it
+        parts += [f'<g class="stage" data-stage={quoteattr(name)}>',
+                  *_stage_svg(stage, boxes[name]), "</g>"]
     for edge in drawn:
         lane = laned.index(edge) if edge in laned else None
         parts.append(_edge_svg(edge, boxes[edge.source], boxes[edge.target], lane))

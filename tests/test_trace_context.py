@@ -122,8 +122,10 @@ def test_one_span_per_execution_with_opentelemetry(kafka, unique) -> None:
     assert tracing.span_id(chain[("c", 1)]) == f"{spans[('b', 2)].context.span_id:016x}"
 
 
-def test_streamtask_imports_no_opentelemetry_until_a_worker_or_send_needs_it() -> None:
+def test_streamtask_never_imports_opentelemetry() -> None:
     code = ("import sys, streamtask, streamtask.cli, streamtask.worker, streamtask.metrics; "
+            "from streamtask import tracing; tracing.outgoing(None); "
+            "assert tracing.execution_spans() is None; "
             "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=True)

@@ -24,6 +24,7 @@ from streamtask.cli.pipeline import graph, pipeline_app
 from streamtask.cli.runs import runs_app
 from streamtask.cli.status import status
 from streamtask.cli.tasks import send, topics_app
+from streamtask.cli.ui import ui
 from streamtask.cli.worker import worker
 from streamtask.deadletter import describe
 from streamtask.errors import StreamtaskError
@@ -46,6 +47,7 @@ app.command()(demo)
 app.command()(bench)
 app.command()(graph)
 app.command()(status)
+app.command()(ui)
 
 
 def main() -> None:

@@ -49,5 +49,9 @@ def demo(
     if result.run_id:
         out.print(f"inspect one run: streamtask runs show {result.app} {result.run_id} "
                   f"--bootstrap {bootstrap}")
+    if broker is None or keep_broker:  # the broker stays up: its dead letters can be browsed
+        where = "" if bootstrap == f"127.0.0.1:{DEFAULT_PORT}" else f" --bootstrap {bootstrap}"
+        console.print(f"browse it (pipeline, dead letters, runs): streamtask ui "
+                      f"streamtask.demo:app{where}")
     if not result.done():
         raise typer.Exit(1)
