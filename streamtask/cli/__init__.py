@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from streamtask.cli.acls import acls_app
 from streamtask.cli.bench import bench
 from streamtask.cli.demo import demo
 from streamtask.cli.dlq import dlq_app
@@ -31,6 +32,7 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(acls_app, name="acls")
 app.command()(worker)
 app.command()(send)
 app.command()(demo)
