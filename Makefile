@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-.PHONY: install test demo lint lock soak
+.PHONY: install test test-cluster demo lint lock soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: install
 
 test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q
+
+# Broker failover on a local 3-broker cluster (three JVMs, a few minutes): not in `make test`.
+test-cluster: install
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -m cluster tests/test_cluster_failover.py
 
 demo: install
 	$(BIN)/streamtask demo

@@ -362,7 +362,8 @@ class LocalBroker:
             return
         cluster_id = self.cluster_id or base64.urlsafe_b64encode(
             uuid.uuid4().bytes).rstrip(b"=").decode()
-        command = [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format",
+        command = [java, "-XX:TieredStopAtLevel=1", "-cp", f"{lib}/*",
+                   "kafka.tools.StorageTool", "format",
                    f"--cluster-id={cluster_id}",  # an id may start with '-': never a separate arg
                    "-c", str(properties), "--ignore-formatted"]
         if self.security is not None:
