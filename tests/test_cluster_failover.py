@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
+from streamtask import kafka
 from streamtask.broker import free_port, port_is_free
 from streamtask.cluster import LocalCluster
 from streamtask.config import WorkerSettings
@@ -35,6 +37,7 @@ from tests.helpers import (
     summary,
     wait_until,
 )
+from tests.test_cli_errors import streamtask
 from tests.test_exactly_once_kill9 import results_by_n
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -47,28 +50,57 @@ SETTINGS = WorkerSettings(concurrency=2)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
+    """Started and stopped with the CLI (``kafka up --brokers 3``, ``kafka down``)."""
     data_dir = Path(tempfile.mkdtemp(prefix="streamtask-test-cluster-"))
     port = next(p for p in iter(free_port, None)
                 if all(port_is_free(p + k) for k in range(1, 6)))
-    local = LocalCluster(data_dir, 3, port)
-    local.up(timeout=240)
+    up = streamtask("kafka", "up", "--brokers", "3", "--port", str(port),
+                    "--data-dir", str(data_dir), "--timeout", "240", timeout=300)
+    assert up.returncode == 0, up.stderr
+    local = LocalCluster(data_dir)
+    assert up.stdout.strip() == local.bootstrap
+    status = streamtask("kafka", "status", "--data-dir", str(data_dir))
+    assert status.returncode == 0 and status.stdout.count("running (pid") == 3, status.stdout
     try:
         yield local
     finally:
-        local.down()
+        down = streamtask("kafka", "down", "--data-dir", str(data_dir), timeout=200)
+        assert down.stdout.strip() == "stopped", down.stderr
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_topics_ensure_gives_three_replicas_and_min_isr_two(
+        cluster: LocalCluster, unique: str) -> None:
+    app = build(f"r{unique}", cluster.bootstrap)
+    ensure(app)
+    client = kafka.admin(cluster.client_settings())
+    topic = f"r{unique}.double"
+    partitions = client.list_topics(topic, timeout=10).topics[topic].partitions.values()
+    assert {len(p.replicas) for p in partitions} == {3}
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    config = client.describe_configs([resource])[resource].result(10)
+    assert config["min.insync.replicas"].value == "2"
 
 
 def fully_replicated(cluster: LocalCluster, topic: str) -> bool:
     """Every partition of ``topic`` has all 3 replicas in sync again."""
-    from streamtask import kafka
-
     try:
         metadata = kafka.admin(cluster.client_settings()).list_topics(topic, timeout=5)
     except kafka.KafkaException:
         return False
     partitions = metadata.topics[topic].partitions.values()
     return all(len(p.isrs) == 3 for p in partitions)
+
+
+def written(cluster: LocalCluster, topic: str) -> int:
+    """Records in ``topic`` by its high watermarks (transaction markers included)."""
+    reader = kafka.consumer(cluster.client_settings(), f"{topic}-watermarks")
+    try:
+        count = len(reader.list_topics(topic, timeout=10).topics[topic].partitions)
+        return sum(reader.get_watermark_offsets(kafka.TopicPartition(topic, p), timeout=10)[1]
+                   for p in range(count))
+    finally:
+        reader.close()
 
 
 def start_workers(run: RecorderRun, count: int = 2) -> list[WorkerProcess]:
@@ -137,7 +169,7 @@ def test_rolling_restart_of_every_broker_under_load(cluster: LocalCluster, uniqu
 
 def test_kill9_of_a_leader_during_an_exactly_once_pipeline(
         cluster: LocalCluster, unique: str, tmp_path: Path) -> None:
-    total = 3000
+    total = 20_000  # 5 ms per stage, 2 threads: about 50 s, past the restart
     name = f"t{unique}"
     app = build(name, cluster.bootstrap)
     ensure(app)
@@ -149,15 +181,15 @@ def test_kill9_of_a_leader_during_an_exactly_once_pipeline(
          stage, "--commit-interval", "0.3", "--instance-id", stage, "--concurrency", "2"],
         env, tmp_path / f"{stage}.out") for stage in ("double", "add_one", "publish")}
     try:
-        seen = results_by_n(cluster.bootstrap, f"{name}.results", app, total // 5,
-                            timeout=120)
-        assert sum(seen.values()) < total, "the pipeline finished before the kill"
+        wait_until(lambda: written(cluster, f"{name}.results") >= total // 5, 180,
+                   "a fifth of the results are written", lambda: "")
         victim = cluster.leader_of(f"{name}.add_one", 0)
         pid = cluster.nodes[victim].running_pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         time.sleep(3)
         cluster.nodes[victim].up(timeout=180)
+        assert written(cluster, f"{name}.results") < total, "the pipeline ended before the restart"
         seen = results_by_n(cluster.bootstrap, f"{name}.results", app, total, timeout=300)
         exited = {stage: w.describe() for stage, w in workers.items() if not w.running()}
     finally:
