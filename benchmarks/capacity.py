@@ -3,7 +3,8 @@ in-flight task, measured with real ``streamtask worker`` processes.
 
 ``throughput``: fill a topic with N tasks, start P worker processes (``--concurrency C``),
 and time the group's committed offsets from 10 % to 90 % of N (start-up and the tail are
-left out). ``memory``: one worker with ``--concurrency C`` on tasks that sleep long, its RSS
+left out), and the workers' CPU time over the same span, which gives tasks per core even
+on a busy machine. ``memory``: one worker with ``--concurrency C`` on tasks that sleep long, its RSS
 once C tasks are in flight, minus its RSS when idle, divided by C.
 
     python benchmarks/capacity.py -b 127.0.0.1:9092 throughput --sleep-ms 0 --processes 1
@@ -55,6 +56,13 @@ def _committed(reader: Any, app: App) -> int:
     return sum(tp.offset for tp in found if tp.offset >= 0)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (the rate per core, however busy the
+    machine is with other work)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -69,13 +77,14 @@ def throughput(args: argparse.Namespace) -> None:
         producer.send_many("work", ({"n": n} for n in range(args.tasks)))
     reader = kafka.consumer(app.kafka, app.get_stage("work").group)
     workers = _workers(app, args.processes, args.concurrency, args.sleep_ms, args.partitions)
-    marks: dict[float, float] = {}
+    marks: dict[float, tuple[float, float]] = {}
     try:
         while len(marks) < 2:
             done = _committed(reader, app)
             for fraction in (0.1, 0.9):
                 if fraction not in marks and done >= fraction * args.tasks:
-                    marks[fraction] = time.monotonic()
+                    marks[fraction] = (time.monotonic(),
+                                       sum(_cpu_seconds(w.pid) for w in workers))
             time.sleep(0.05)
     finally:
         for worker in workers:
@@ -83,10 +92,13 @@ def throughput(args: argparse.Namespace) -> None:
         for worker in workers:
             worker.wait(60)
         reader.close()
-    rate = 0.8 * args.tasks / (marks[0.9] - marks[0.1])
+    counted = 0.8 * args.tasks
+    rate = counted / (marks[0.9][0] - marks[0.1][0])
+    per_cpu = counted / (marks[0.9][1] - marks[0.1][1])
     print(f"sleep {args.sleep_ms} ms, {args.processes} process(es) x concurrency "
           f"{args.concurrency}, {args.partitions} partitions: {rate:,.0f} tasks/s "
-          f"({rate / args.processes:,.0f} per process)")
+          f"({rate / args.processes:,.0f} per process), {per_cpu:,.0f} tasks per CPU-second "
+          "of the workers")
 
 
 def memory(args: argparse.Namespace) -> None:

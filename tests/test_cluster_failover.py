@@ -3,7 +3,7 @@ a busy partition mid-run and restart it, or restart every broker in turn under l
 is lost, the workers ride it out without a restart, and duplicates stay within the bound the
 worker's settings give; an exactly-once pipeline yields each result exactly once.
 
-These tests start three JVMs (about 1.5 GB) and take minutes, so they are marked
+These tests start three broker JVMs and take minutes, so they are marked
 ``cluster`` and left out of the default run: ``make test-cluster`` runs them.
 """
 
