@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-.PHONY: install test demo lint lock soak
+.PHONY: install test test-cluster demo lint lock soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: lint
 # exactly-once); their figures go in benchmarks/reliability.md.
 soak: install
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -s -m soak tests/test_chaos_pipeline.py
+
+# Broker failover on a local 3-broker cluster (three JVMs, a few minutes): not in `make test`.
+test-cluster: install
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -m cluster tests/test_cluster_failover.py
 
 demo: install
 	$(BIN)/streamtask demo $(DEMO_ARGS)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamtask.config import KafkaSettings
+from streamtask.config import KafkaSettings, load_kafka_settings
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
 from streamtask.pipeline import JoinSpec, Switch, Then, targets_of
@@ -104,7 +104,11 @@ def _check_stage_options(name: str, partitions: int, concurrency: int | None,
 
 
 class App:
-    """A namespace of stages sharing a schema registry and Kafka settings."""
+    """A namespace of stages sharing a schema registry and Kafka settings.
+
+    Without ``kafka=``, the settings come from the deployment's configuration (see
+    :func:`streamtask.config.load_kafka_settings`).
+    """
 
     def __init__(self, name: str, *, kafka: KafkaSettings | None = None,
                  schema_dir: str | Path | None = None, version: int | None = None) -> None:
@@ -112,7 +116,10 @@ class App:
         self.name = name
         self.version = version
         """The pipeline version new runs are created under; tasks keep theirs to the end."""
-        self.kafka = kafka or KafkaSettings()
+        self.kafka = kafka or load_kafka_settings()
+        """Explicit settings, else the deployment's (``STREAMTASK_*`` variables and
+        ``streamtask.toml``, as the CLI reads them), so ``app.send`` in a service connects
+        where ``streamtask worker`` does."""
         self.registry: SchemaRegistry = default_registry()
         if schema_dir is not None:
             self.registry.load_dir(Path(schema_dir))

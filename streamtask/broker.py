@@ -12,15 +12,18 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamtask.config import KafkaSettings, Secret
 from streamtask.errors import BrokerSetupError
 
 KAFKA_VERSION = "4.1.1"
@@ -55,27 +58,79 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 _SERVER_PROPERTIES = """process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+node.id={node_id}
+controller.quorum.voters={voters}
+listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listener}://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name={listener}
+listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT
 log.dirs={log_dir}
 num.partitions=1
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 log.cleaner.dedupe.buffer.size=1048577
 """
+
+_SASL_PROPERTIES = """sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\\
+  org.apache.kafka.common.security.scram.ScramLoginModule required \\
+  username="{user}" password="{password}";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+# The admin, and the brokers themselves on the loopback-only PLAINTEXT controller listener.
+super.users=User:{user};User:ANONYMOUS
+"""
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """SASL/SCRAM-SHA-512 on the client listener, the StandardAuthorizer with no access by
+    default, and one super user (``admin``) whose SCRAM credentials are written into the
+    storage at format time (KRaft keeps SCRAM users in its metadata log, so the first one
+    cannot be created through a broker that nobody may log into yet)."""
+
+    admin_password: Secret
+    admin_user: str = "admin"
+
+    @classmethod
+    def generate(cls) -> BrokerSecurity:
+        return cls(Secret(secrets.token_urlsafe(18)))
+
+    def admin_settings(self, bootstrap: str) -> KafkaSettings:
+        """Client settings that log in as the super user."""
+        return KafkaSettings(bootstrap=bootstrap, sasl_username=self.admin_user,
+                             sasl_password=self.admin_password)
+
+    def write(self, path: Path, bootstrap: str) -> None:
+        """A streamtask.toml for the admin (mode 0600), usable as ``STREAMTASK_CONFIG``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f'[kafka]\nbootstrap = "{bootstrap}"\n'
+                      f'security_protocol = "SASL_PLAINTEXT"\n'
+                      f'sasl_mechanism = "SCRAM-SHA-512"\n'
+                      f'sasl_username = "{self.admin_user}"\n'
+                      f'sasl_password = "{self.admin_password.reveal()}"\n')
+
+    @classmethod
+    def read(cls, path: Path) -> BrokerSecurity | None:
+        try:
+            document = tomllib.loads(path.read_text())["kafka"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return None
+        return cls(Secret(document["sasl_password"]), document["sasl_username"])
 
 
 @dataclass(frozen=True)
@@ -158,22 +213,44 @@ class LocalBroker:
 
     The data dir owns the broker: its state file records the PID and ports, so a later
     ``LocalBroker(data_dir)`` (another CLI call, another test) finds and stops the same process.
+    With ``security``, the client listener takes SASL/SCRAM-SHA-512 and ACLs apply; as one
+    node of a :class:`~streamtask.cluster.LocalCluster`, ``node_id``, ``voters`` (the quorum),
+    ``cluster_id`` and ``replication`` come from the cluster.
     """
 
     def __init__(self, data_dir: Path = DEFAULT_DATA_DIR, port: int | None = None,
-                 controller_port: int | None = None, version: str = KAFKA_VERSION) -> None:
+                 controller_port: int | None = None, version: str = KAFKA_VERSION, *,
+                 security: BrokerSecurity | None = None, node_id: int = 1,
+                 voters: str | None = None, cluster_id: str | None = None,
+                 replication: int = 1) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         saved = self._read_state()
         self.port = port or int(saved.get("port", DEFAULT_PORT))
         self.controller_port = controller_port or int(
             saved.get("controller_port", 0)) or self.port + 1
         self.version = version
+        self.security = security or BrokerSecurity.read(self.admin_config)
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
+        self.cluster_id = cluster_id
+        self.replication = replication
         self._process: subprocess.Popen[bytes] | None = None
         """The broker process when this object started it (so it can be reaped)."""
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin_config(self) -> Path:
+        """The admin's streamtask.toml when the broker is secured (mode 0600)."""
+        return self.data_dir / "admin.toml"
+
+    def client_settings(self) -> KafkaSettings:
+        """Settings that reach this broker (as the super user when it is secured)."""
+        if self.security is None:
+            return KafkaSettings(bootstrap=self.bootstrap)
+        return self.security.admin_settings(self.bootstrap)
 
     @property
     def log_file(self) -> Path:
@@ -214,6 +291,16 @@ class LocalBroker:
         current = self.status()
         if current.running:
             return current
+        process = self.start()
+        self.wait_until_ready(process, timeout)
+        return self.status()
+
+    def start(self) -> subprocess.Popen[bytes] | None:
+        """Format (first time) and spawn the broker without waiting for it to answer; None
+        when it already runs. A cluster starts every node before waiting for any, since no
+        node answers before the quorum has a majority."""
+        if self.status().running:
+            return None
         if self._process is not None:  # stopped by someone else: reap it
             self._process.wait()
             self._process = None
@@ -228,9 +315,7 @@ class LocalBroker:
         lib = kafka_classpath(self.version)
         properties = self._write_properties()
         self._format_storage(java, lib, properties)
-        process = self._spawn(java, lib, properties)
-        self._wait_until_ready(process, timeout)
-        return self.status()
+        return self._spawn(java, lib, properties)
 
     def down(self, timeout: float = 60.0) -> bool:
         """Stop the broker with a controlled shutdown (SIGTERM); SIGKILL after ``timeout``.
@@ -257,24 +342,41 @@ class LocalBroker:
     def _write_properties(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         path = self.data_dir / "server.properties"
-        path.write_text(_SERVER_PROPERTIES.format(
+        text = _SERVER_PROPERTIES.format(
+            node_id=self.node_id, voters=self.voters,
+            listener="SASL_PLAINTEXT" if self.security else "PLAINTEXT",
             port=self.port, controller_port=self.controller_port,
-            log_dir=self.data_dir / "kraft-logs"))
+            log_dir=self.data_dir / "kraft-logs", replication=self.replication,
+            min_isr=min(2, self.replication))
+        if self.security is not None:
+            self.security.write(self.admin_config, self.bootstrap)
+            text += _SASL_PROPERTIES.format(user=self.security.admin_user,
+                                            password=self.security.admin_password.reveal())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
         return path
 
     def _format_storage(self, java: str, lib: Path, properties: Path) -> None:
         if (self.data_dir / "kraft-logs" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        done = subprocess.run(
-            [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format",
-             f"--cluster-id={cluster_id}",  # an id may start with '-', so never a separate arg
-             "-c", str(properties), "--ignore-formatted"],
-            capture_output=True, text=True, check=False)
+        cluster_id = self.cluster_id or base64.urlsafe_b64encode(
+            uuid.uuid4().bytes).rstrip(b"=").decode()
+        command = [java, "-XX:TieredStopAtLevel=1", "-cp", f"{lib}/*",
+                   "kafka.tools.StorageTool", "format",
+                   f"--cluster-id={cluster_id}",  # an id may start with '-': never a separate arg
+                   "-c", str(properties), "--ignore-formatted"]
+        if self.security is not None:
+            command += ["--add-scram", f"SCRAM-SHA-512=[name={self.security.admin_user},"
+                        f"password={self.security.admin_password.reveal()}]"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
+            output = done.stdout + done.stderr
+            if self.security is not None:
+                output = output.replace(self.security.admin_password.reveal(), "***")
             raise BrokerSetupError(
                 f"formatting the broker's storage in {self.data_dir} failed:\n"
-                + "\n".join((done.stdout + done.stderr).splitlines()[-10:]))
+                + "\n".join(output.splitlines()[-10:]))
 
     def _spawn(self, java: str, lib: Path, properties: Path) -> subprocess.Popen[bytes]:
         log = self.log_file.open("ab")
@@ -290,7 +392,11 @@ class LocalBroker:
             "pid": process.pid, "port": self.port, "controller_port": self.controller_port}))
         return process
 
-    def _wait_until_ready(self, process: subprocess.Popen[bytes], timeout: float) -> None:
+    def wait_until_ready(self, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+        """Return once the broker answers metadata requests; stop it and raise if it exits or
+        does not answer within ``timeout``."""
+        if process is None:
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -298,7 +404,7 @@ class LocalBroker:
                 raise BrokerSetupError(
                     f"the Kafka broker exited with code {process.returncode} while starting. "
                     f"Last lines of {self.log_file}:\n{self.log_tail()}")
-            if _answers_metadata(self.bootstrap):
+            if _answers_metadata(self.client_settings()):
                 return
             time.sleep(0.2)
         process.kill()
@@ -321,12 +427,12 @@ class LocalBroker:
             return "(no log file)"
 
 
-def _answers_metadata(bootstrap: str) -> bool:
-    host, port = bootstrap.rsplit(":", 1)
+def _answers_metadata(settings: KafkaSettings) -> bool:
+    host, port = settings.bootstrap.rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=0.5).close()
     except OSError:
         return False
     from streamtask.kafka import cluster_is_reachable
 
-    return cluster_is_reachable(bootstrap, timeout=5.0)
+    return cluster_is_reachable(settings, timeout=5.0)

@@ -41,6 +41,14 @@ class BrokerUnavailable(KafkaError):
     """No broker answered within the allowed time."""
 
 
+class AuthenticationFailed(KafkaError):
+    """The cluster refused the client's credentials (wrong user name, password or mechanism)."""
+
+
+class AuthorizationFailed(KafkaError):
+    """The cluster's ACLs do not allow an operation; the message names the ACL to ask for."""
+
+
 class DeliveryFailed(KafkaError):
     """The broker did not acknowledge a produced record; the task was not durably sent."""
 

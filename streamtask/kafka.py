@@ -9,6 +9,7 @@ errors are mapped into :mod:`streamtask.errors`. librdkafka's own log lines go t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,11 +18,14 @@ from confluent_kafka import admin as kafka_admin
 
 from streamtask.config import KafkaSettings
 from streamtask.errors import (
+    AuthenticationFailed,
+    AuthorizationFailed,
     BrokerUnavailable,
     ConfigurationError,
     DeliveryFailed,
     KafkaError,
     ProduceRejected,
+    StreamtaskError,
 )
 
 log = logging.getLogger("streamtask.kafka")
@@ -79,8 +83,7 @@ RecordHeaders = Sequence[tuple[str, str | bytes | None]]
 
 
 def _base(settings: KafkaSettings) -> dict[str, Any]:
-    base: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "logger": log}
-    return base
+    return {**settings.client_config(), "logger": log}
 
 
 def producer(settings: KafkaSettings, **overrides: Any) -> confluent_kafka.Producer:
@@ -102,8 +105,8 @@ def consumer(settings: KafkaSettings, group: str, **overrides: Any) -> confluent
         raise ConfigurationError(f"invalid consumer settings: {exc.args[0].str()}") from exc
 
 
-def admin(settings: KafkaSettings) -> kafka_admin.AdminClient:
-    return kafka_admin.AdminClient({**_base(settings), **settings.extra})
+def admin(settings: KafkaSettings, **overrides: Any) -> kafka_admin.AdminClient:
+    return kafka_admin.AdminClient({**_base(settings), **settings.extra, **overrides})
 
 
 def max_record_bytes(settings: KafkaSettings) -> int:
@@ -114,11 +117,12 @@ def max_record_bytes(settings: KafkaSettings) -> int:
 def produce(client: Any, topic: str, value: bytes | None, key: bytes | str | None = None, *,
             headers: RecordHeaders | None = None, partition: int = -1,
             on_delivery: Callable[[Any, Any], None] | None = None,
-            wait: float = 0.05) -> None:
+            wait: float = 0.05, serve: Callable[[float], Any] | None = None) -> None:
     """Hand one record to ``client`` (a producer), waiting while its local queue is full.
 
     The one produce call of streamtask: librdkafka reports a full queue with ``BufferError``
-    (served here by polling until there is room) and refuses a bad record at once with a
+    (served here by polling until there is room: ``serve(wait)``, by default the client's
+    own ``poll``) and refuses a bad record at once with a
     ``KafkaException``, mapped to :class:`ProduceRejected`. Delivery errors come later,
     through ``on_delivery``.
     """
@@ -134,7 +138,7 @@ def produce(client: Any, topic: str, value: bytes | None, key: bytes | str | Non
             client.produce(topic, value, key, **where)
             return
         except BufferError:
-            client.poll(wait)
+            (serve or client.poll)(wait)
         except confluent_kafka.KafkaException as exc:
             raise rejected(exc, topic) from exc
 
@@ -149,28 +153,79 @@ def rejected(exc: confluent_kafka.KafkaException, topic: str) -> ProduceRejected
                            about_record)
 
 
-def cluster_is_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
-    """True when a broker at ``bootstrap`` answers a metadata request within ``timeout``."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": log}
-    client = kafka_admin.AdminClient(config)
+def cluster_is_reachable(settings: KafkaSettings | str, timeout: float = 5.0) -> bool:
+    """True when a broker at ``settings`` answers a metadata request within ``timeout``."""
+    if isinstance(settings, str):
+        settings = KafkaSettings(bootstrap=settings)
     try:
-        client.list_topics(timeout=timeout)
+        admin(settings).list_topics(timeout=timeout)
     except confluent_kafka.KafkaException:
         return False
     return True
 
 
+class ClientErrors:
+    """Collects a client's ``error_cb`` reports, so a start-up check can tell "refused my
+    credentials" (stop at once: retrying a wrong password only hammers the broker) from
+    "nobody answers" (keep trying until the connect timeout)."""
+
+    def __init__(self) -> None:
+        self.errors: list[confluent_kafka.KafkaError] = []
+
+    def __call__(self, error: confluent_kafka.KafkaError) -> None:
+        self.errors.append(error)
+
+    def authentication(self) -> confluent_kafka.KafkaError | None:
+        for error in self.errors:
+            if error.code() == confluent_kafka.KafkaError._AUTHENTICATION:
+                return error
+        return None
+
+    def last(self) -> str:
+        """The most telling error seen: a transport error says more than "all brokers down"."""
+        telling = [e for e in self.errors
+                   if e.code() != confluent_kafka.KafkaError._ALL_BROKERS_DOWN]
+        return (telling or self.errors)[-1].str() if self.errors else "no answer"
+
+
+def check_reachable(client: Any, errors: ClientErrors, settings: KafkaSettings,
+                    timeout: float | None = None) -> None:
+    """Wait until ``client`` (whose ``error_cb`` is ``errors``) gets cluster metadata.
+
+    Raises :class:`AuthenticationFailed` as soon as the cluster refuses the credentials, and
+    :class:`BrokerUnavailable` when nothing answered within ``timeout`` (default: the
+    settings' ``connect_timeout``). Messages never contain a secret.
+    """
+    limit = settings.connect_timeout if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            client.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            return
+        except confluent_kafka.KafkaException as exc:
+            if not errors.errors and exc.args:
+                errors(exc.args[0])
+        client.poll(0)
+        refused = errors.authentication()
+        if refused is not None:
+            raise AuthenticationFailed(
+                f"the cluster at {settings.describe()} refused the credentials: "
+                f"{refused.str()}. Check the user name, password and SASL mechanism "
+                "(STREAMTASK_SASL_USERNAME, STREAMTASK_SASL_PASSWORD[_FILE], "
+                "STREAMTASK_SASL_MECHANISM)")
+        if time.monotonic() >= deadline:
+            raise BrokerUnavailable(
+                f"no Kafka broker answered at {settings.describe()} within {limit:.0f}s "
+                f"({errors.last()}). Start one with `streamtask kafka up` or set --bootstrap "
+                "/ STREAMTASK_BOOTSTRAP (and STREAMTASK_SECURITY_PROTOCOL for a secured "
+                "cluster).")
+
+
 def wait_for_cluster(settings: KafkaSettings, timeout: float | None = None) -> None:
     """Fail fast with a clear message instead of hanging when no broker answers."""
-    limit = settings.connect_timeout if timeout is None else timeout
-    try:
-        admin(settings).list_topics(timeout=limit)
-    except confluent_kafka.KafkaException as exc:
-        raise BrokerUnavailable(
-            f"no Kafka broker answered at {settings.bootstrap} within {limit:.0f}s "
-            f"({exc.args[0].str() if exc.args else exc}). Start one with `streamtask kafka up` "
-            "or set --bootstrap / STREAMTASK_BOOTSTRAP."
-        ) from exc
+    errors = ClientErrors()
+    # Silent (log_level 0): its errors end up in the one exception this raises.
+    check_reachable(admin(settings, error_cb=errors, log_level=0), errors, settings, timeout)
 
 
 def raise_for(error: confluent_kafka.KafkaError | None, what: str) -> None:
@@ -182,8 +237,48 @@ def raise_for(error: confluent_kafka.KafkaError | None, what: str) -> None:
     raise KafkaError(f"{what}: {error.str()}")
 
 
-def delivery_error(error: confluent_kafka.KafkaError, topic: str) -> DeliveryFailed:
+def delivery_error(error: confluent_kafka.KafkaError, topic: str,
+                   settings: KafkaSettings | None = None) -> DeliveryFailed:
+    """A failed acknowledgement; a refused write names the ACL to ask the admin for."""
+    if error.code() == confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return DeliveryFailed(f"record to {topic} was not acknowledged: "
+                              f"{denied(settings, 'Write', 'topic', topic)}")
     return DeliveryFailed(f"record to {topic} was not acknowledged: {error.str()}")
+
+
+def denied(settings: KafkaSettings | None, operation: str, resource: str, name: str) -> str:
+    """Say which ACL is missing, as the command an admin runs to grant it."""
+    user = settings.sasl_username if settings is not None else None
+    principal = f"User:{user}" if user else "<this client's principal>"
+    return (f"not authorized to {operation.upper()} {resource} {name!r} as {principal}; ask the "
+            f"cluster admin for: kafka-acls.sh --add --allow-principal {principal} "
+            f"--operation {operation} --{resource} {name}")
+
+
+def producer_failure(exc: BaseException, settings: KafkaSettings,
+                     topic: str) -> StreamtaskError | None:
+    """Map what a producer call raised after a fatal librdkafka error (None: not one).
+
+    confluent-kafka raises a fatal error from inside the next callback it serves, which
+    Python reports as a ``SystemError`` caused by the ``KafkaException``; the cause is the
+    real error. The usual one on a secured cluster: a principal with ``Write`` on no topic
+    gets no idempotent producer id (CLUSTER_AUTHORIZATION_FAILED).
+    """
+    cause = exc if isinstance(exc, confluent_kafka.KafkaException) else exc.__cause__
+    if not isinstance(cause, confluent_kafka.KafkaException) or not cause.args:
+        return None
+    error = cause.args[0]
+    if error.code() == confluent_kafka.KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+        return AuthorizationFailed(
+            "the cluster refused an idempotent producer id (CLUSTER_AUTHORIZATION_FAILED), "
+            "which it grants only with Write on some topic; "
+            + denied(settings, "Write", "topic", topic))
+    if error.code() == confluent_kafka.KafkaError._FATAL:  # raised later, reason logged once
+        return KafkaError(
+            f"the producer failed fatally ({error.str()}; librdkafka logged the reason as "
+            "FATAL). On a secured cluster this is usually CLUSTER_AUTHORIZATION_FAILED: "
+            + denied(settings, "Write", "topic", topic))
+    return mapped(cause, "producer failed")
 
 
 def mapped(exc: confluent_kafka.KafkaException, what: str) -> KafkaError:
@@ -202,8 +297,6 @@ def read_partition(settings: KafkaSettings, topic: str, partition: int,
     past the end offset taken first, not the record at end - 1: in a changelog written in
     transactions that offset is a commit marker, which no consumer ever returns.
     """
-    import time
-
     reader = confluent_kafka.Consumer({**_base(settings), **settings.extra,
                                        "group.id": f"streamtask-restore-{topic}",
                                        "enable.auto.commit": False,

@@ -4,6 +4,12 @@
 the broker's acknowledgement arrives later. Every send returns a future that resolves on
 acknowledgement or fails with :class:`~streamtask.errors.DeliveryFailed`, and failures are
 also latched and raised by the next :meth:`TaskProducer.flush`, so none goes unnoticed.
+
+A producer checks at creation that the cluster answers, and ``flush`` re-checks whenever
+librdkafka reports the brokers down: with no broker (or refused credentials) the service gets
+:class:`~streamtask.errors.BrokerUnavailable` (or ``AuthenticationFailed``) after the
+settings' ``connect_timeout``, not after librdkafka's five-minute message timeout, which is
+kept so that records queued during a broker restart are still delivered.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamtask import kafka, tracing
 from streamtask.envelope import Task
-from streamtask.errors import DeliveryFailed
+from streamtask.errors import DeliveryFailed, ProduceRejected
 
 if TYPE_CHECKING:
     from streamtask.app import App
@@ -39,8 +45,12 @@ class TaskProducer:
     def __init__(self, app: App, **librdkafka: Any) -> None:
         self._app = app
         self._codec = app.codec
-        self._producer = kafka.producer(app.kafka, **librdkafka)
+        self._errors = kafka.ClientErrors()
+        self._producer = kafka.producer(app.kafka, error_cb=self._errors, **librdkafka)
         self._failures: list[DeliveryFailed] = []
+        self._undelivered: list[tuple[Any, str, Future[Delivered]]] = []
+        kafka.check_reachable(self._producer, self._errors, app.kafka)
+        self._errors.errors.clear()
 
     def send(self, stage: str, payload: Any, *, key: str | None = None,
              task_id: str | None = None, run_id: str | None = None,
@@ -82,30 +92,69 @@ class TaskProducer:
 
         def acknowledged(error: Any, message: Any) -> None:
             if error is not None:
-                failure = kafka.delivery_error(error, topic)
-                self._failures.append(failure)
-                future.set_exception(failure)
+                # Only a list append here: after a fatal client error this callback runs with
+                # the error pending, and the first call into C must re-raise it intact (see
+                # ``kafka.producer_failure``); the failure is settled after the poll.
+                self._undelivered.append((error, topic, future))
             else:
                 future.set_result(Delivered(task.id, topic, message.partition(),
                                             message.offset()))
 
-        kafka.produce(self._producer, topic, value, key, on_delivery=acknowledged)
-        self._producer.poll(0)
+        try:
+            kafka.produce(self._producer, topic, value, key, on_delivery=acknowledged,
+                          serve=lambda wait: self._serve(self._producer.poll, wait, topic))
+        except ProduceRejected as refused:
+            if refused.about_record or refused.__cause__ is None:
+                raise
+            raise kafka.producer_failure(refused.__cause__, self._app.kafka,
+                                         topic) or refused from None
+        self._serve(self._producer.poll, 0, topic)
+
+    def _serve(self, call: Any, timeout: float, topic: str) -> int:
+        """``poll``/``flush`` with a fatal client error mapped into streamtask's own."""
+        try:
+            served: int = call(timeout)
+        except (SystemError, kafka.KafkaException) as exc:
+            failure = kafka.producer_failure(exc, self._app.kafka, topic)
+            if failure is None:
+                raise
+            raise failure from None
+        while self._undelivered:
+            error, failed_topic, future = self._undelivered.pop()
+            delivery = kafka.delivery_error(error, failed_topic, self._app.kafka)
+            self._failures.append(delivery)
+            future.set_exception(delivery)
+        return served
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every queued task is acknowledged; raise the first delivery failure."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            left = self._producer.flush(remaining)
+            left = self._serve(self._producer.flush, remaining, self._some_topic())
             if left == 0 or (deadline is not None and time.monotonic() >= deadline):
                 break
+            self._recheck_cluster()
         if self._failures:
             first, count = self._failures[0], len(self._failures)
             self._failures.clear()
             raise DeliveryFailed(f"{count} task(s) were not delivered; first: {first}")
         if left:
             raise DeliveryFailed(f"{left} task(s) still unacknowledged after {timeout}s")
+
+    def _some_topic(self) -> str:
+        stages = list(self._app.stages.values())
+        return stages[0].topic if stages else f"{self._app.name}.<stage>"
+
+    def _recheck_cluster(self) -> None:
+        """Raise instead of waiting on when the cluster went away or refuses us; a broker
+        that answers again within the connect timeout lets the flush go on."""
+        if not self._errors.errors:
+            return
+        try:
+            kafka.check_reachable(self._producer, self._errors, self._app.kafka)
+        finally:
+            self._errors.errors.clear()
 
     def close(self, timeout: float | None = 30.0) -> None:
         self.flush(timeout)

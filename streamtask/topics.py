@@ -21,7 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from streamtask import kafka
 from streamtask.app import App
 from streamtask.config import KafkaSettings
-from streamtask.errors import KafkaError
+from streamtask.errors import AuthorizationFailed, KafkaError
 
 DLQ_RETENTION_MS = 30 * 86_400_000
 EVENTS_PARTITIONS = 6
@@ -73,15 +73,18 @@ def ensure(app: App, settings: KafkaSettings | None = None, timeout: float = 30.
     settings = settings or app.kafka
     kafka.wait_for_cluster(settings)
     client = kafka.admin(settings)
-    existing = client.list_topics(timeout=timeout).topics
+    metadata = client.list_topics(timeout=timeout)
+    existing = metadata.topics
     wanted = app_topics(app)
     present = [spec for spec in wanted if spec.name in existing]
     drift = [line for spec in present
              for line in _partition_drift(spec, len(existing[spec.name].partitions))]
-    drift += _retention_drift(client, [s for s in present if s.min_retention_ms], timeout)
+    drift += _retention_drift(client, [s for s in present if s.min_retention_ms], timeout,
+                              settings)
     drifted = {line.split(":", 1)[0] for line in drift}
     unchanged = [spec.name for spec in present if spec.name not in drifted]
-    created = _create(client, [spec for spec in wanted if spec.name not in existing], timeout)
+    created = _create(client, [spec for spec in wanted if spec.name not in existing], timeout,
+                      settings, len(metadata.brokers))
     return EnsureReport(created, unchanged, drift)
 
 
@@ -92,14 +95,21 @@ def _partition_drift(spec: TopicSpec, have: int) -> list[str]:
             "(add them with kafka-topics --alter --partitions)"]
 
 
-def _retention_drift(client: AdminClient, specs: list[TopicSpec], timeout: float) -> list[str]:
+def _retention_drift(client: AdminClient, specs: list[TopicSpec], timeout: float,
+                     settings: KafkaSettings) -> list[str]:
     if not specs:
         return []
     resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in specs]
     found = []
     futures = client.describe_configs(resources).values()
     for spec, future in zip(specs, futures, strict=True):
-        entry = future.result(timeout).get("retention.ms")
+        try:
+            entry = future.result(timeout).get("retention.ms")
+        except kafka.KafkaException as exc:
+            if "AUTHORIZATION_FAILED" not in str(exc):
+                raise
+            raise AuthorizationFailed(kafka.denied(
+                settings, "DescribeConfigs", "topic", spec.name)) from None
         retention = int(entry.value) if entry is not None and entry.value else -1
         if spec.min_retention_ms is not None and 0 <= retention <= spec.min_retention_ms:
             found.append(f"{spec.name}: retention.ms={retention} is not longer than its delay "
@@ -108,16 +118,43 @@ def _retention_drift(client: AdminClient, specs: list[TopicSpec], timeout: float
     return found
 
 
-def _create(client: AdminClient, specs: list[TopicSpec], timeout: float) -> list[str]:
+def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replication factor and topic settings for a cluster of ``brokers``: three copies
+    where there are three brokers or more, with ``min.insync.replicas=2`` so an
+    acknowledged record survives the loss of any one broker while one broker may be down
+    without stopping writes; fewer brokers get one copy per broker."""
+    factor = max(1, min(3, brokers))
+    return factor, ({"min.insync.replicas": "2"} if factor >= 3 else {})
+
+
+def _create(client: AdminClient, specs: list[TopicSpec], timeout: float,
+            settings: KafkaSettings | None = None, brokers: int = 1) -> list[str]:
     if not specs:
         return []
-    new = [NewTopic(spec.name, spec.partitions, 1, config=spec.config) for spec in specs]
-    created = []
+    factor, replicated = replication_for(brokers)
+    new = [NewTopic(spec.name, spec.partitions, factor, config={**replicated, **spec.config})
+           for spec in specs]
+    created, denied = [], []
     for name, future in client.create_topics(new, operation_timeout=timeout).items():
         try:
             future.result(timeout)
         except kafka.KafkaException as exc:
+            if "AUTHORIZATION_FAILED" in str(exc):
+                denied.append(name)
+                continue
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise KafkaError(f"creating topic {name} failed: {exc}") from exc
         created.append(name)
+    if denied:
+        raise AuthorizationFailed(_create_denied(denied, settings))
     return created
+
+
+def _create_denied(names: list[str], settings: KafkaSettings | None) -> str:
+    """What to ask the admin for when topics may not be created (one line): Create on the
+    app's prefix, since every topic of an app starts with ``<app>.``."""
+    prefix = names[0].split(".", 1)[0] + "."
+    return (f"not allowed to create topic(s) {', '.join(names)}: "
+            + kafka.denied(settings, "Create", "topic", prefix)
+            + " --resource-pattern-type prefixed (or ask an operator with Create rights to "
+              "run `streamtask topics ensure`)")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import kafka, routing, tracing
+from streamtask import acls, kafka, routing, tracing
 from streamtask.app import App, Stage
 from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
@@ -242,10 +242,12 @@ class Worker:
                   *(stage.changelog_topic for stage in self.stages if stage.join)}
         missing = sorted(topic for topic in needed if topic not in existing)
         if missing:
+            hint = acls.invisible_topics_hint(self.app, [s.name for s in self.stages], missing,
+                                              self.kafka) if self.kafka.secured else ""
             raise ConfigurationError(
                 f"topic(s) {', '.join(missing)} do not exist; create them with "
                 f"`streamtask topics ensure <module>:{self.app.name}` (or run the worker with "
-                "--create-topics)")
+                f"--create-topics).{hint}")
 
     def _loop(self, max_tasks: int | None, idle_timeout: float | None) -> None:
         next_commit = time.monotonic() + self.settings.commit_interval
@@ -662,7 +664,7 @@ class Worker:
         """
         def acknowledged(error: Any, _message: Any) -> None:
             if error is not None:
-                self._delivery_error = kafka.delivery_error(error, out.topic)
+                self._delivery_error = kafka.delivery_error(error, out.topic, self.kafka)
                 self.events.emit(Event.DELIVERY_FAILED, topic=out.topic, error=error.str())
                 return
             if after is not None:

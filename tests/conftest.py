@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from streamtask.broker import LocalBroker, free_port
-from streamtask.config import KafkaSettings
+from streamtask.broker import LocalBroker, free_port, port_is_free
+from streamtask.config import KafkaSettings, Secret, load_kafka_settings
+from streamtask.errors import AuthenticationFailed
+from streamtask.kafka import wait_for_cluster
 
 
 @dataclass
@@ -83,6 +88,78 @@ def unique() -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "kafka" in getattr(item, "fixturenames", ()) or \
-                "kafka_broker" in getattr(item, "fixturenames", ()):
+        if {"kafka", "kafka_broker", "secured_broker"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
+
+
+# -- a secured broker (SASL/SCRAM-SHA-512 + ACLs), started only by the tests that need it ----
+
+@dataclass
+class SecuredBroker:
+    """A broker that authenticates with SCRAM and denies what no ACL allows.
+
+    ``admin`` are the super user's settings; :meth:`user` creates a SCRAM user and returns
+    its settings; :meth:`env` turns settings into the ``STREAMTASK_*`` variables a CLI
+    subprocess reads (the password through a file, as a deployment would mount it).
+    """
+
+    broker: LocalBroker
+    admin: KafkaSettings
+    secrets_dir: Path
+
+    def user(self, name: str) -> KafkaSettings:
+        """A new SCRAM user, created as an admin would: ``streamtask acls add-user``."""
+        password = uuid.uuid4().hex
+        secret = self.secrets_dir / f"new-{name}"
+        secret.write_text(password + "\n")
+        added = subprocess.run(
+            [sys.executable, "-m", "streamtask", "acls", "add-user", name,
+             "--password-file", str(secret)],
+            env={**os.environ, "STREAMTASK_CONFIG": str(self.broker.admin_config)},
+            capture_output=True, text=True, timeout=60, check=False)
+        assert added.returncode == 0, added.stderr
+        settings = KafkaSettings(bootstrap=self.admin.bootstrap, sasl_username=name,
+                                 sasl_password=password)
+        # A new SCRAM user reaches the broker's credential cache a moment after the
+        # controller committed it.
+        for _ in range(50):
+            try:
+                wait_for_cluster(settings)
+                return settings
+            except AuthenticationFailed:
+                time.sleep(0.2)
+        raise AssertionError(f"SCRAM user {name} cannot log in")
+
+    def env(self, settings: KafkaSettings) -> dict[str, str]:
+        assert settings.sasl_username is not None
+        assert isinstance(settings.sasl_password, Secret)
+        secret = self.secrets_dir / f"{settings.sasl_username}-{uuid.uuid4().hex[:6]}"
+        secret.write_text(settings.sasl_password.reveal() + "\n")
+        return {"STREAMTASK_BOOTSTRAP": settings.bootstrap,
+                "STREAMTASK_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "STREAMTASK_SASL_MECHANISM": "SCRAM-SHA-512",
+                "STREAMTASK_SASL_USERNAME": settings.sasl_username,
+                "STREAMTASK_SASL_PASSWORD_FILE": str(secret)}
+
+
+@pytest.fixture(scope="session")
+def secured_broker() -> Iterator[SecuredBroker]:
+    """Started through ``streamtask kafka up --security sasl-scram`` (so the CLI path is the
+    one tested), on free ports; the admin's settings come from the admin.toml it writes."""
+    data_dir = Path(tempfile.mkdtemp(prefix="streamtask-test-secured-"))
+    port = next(p for p in iter(free_port, None) if port_is_free(p + 1))
+    up = subprocess.run(
+        [sys.executable, "-m", "streamtask", "kafka", "up", "--security", "sasl-scram",
+         "--port", str(port), "--data-dir", str(data_dir / "broker"), "--timeout", "120"],
+        capture_output=True, text=True, timeout=200, check=False)
+    assert up.returncode == 0, up.stderr
+    broker = LocalBroker(data_dir / "broker")
+    assert f"export STREAMTASK_CONFIG={broker.admin_config}" in up.stderr
+    admin = load_kafka_settings({}, config_file=broker.admin_config)
+    secrets_dir = data_dir / "secrets"
+    secrets_dir.mkdir()
+    try:
+        yield SecuredBroker(broker, admin, secrets_dir)
+    finally:
+        broker.down()
+        shutil.rmtree(data_dir, ignore_errors=True)

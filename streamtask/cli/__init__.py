@@ -16,6 +16,7 @@ import sys
 import typer
 
 from streamtask import logs
+from streamtask.cli.acls import acls_app
 from streamtask.cli.bench import bench
 from streamtask.cli.demo import demo
 from streamtask.cli.dlq import dlq_app
@@ -41,6 +42,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(runs_app, name="runs")
+app.add_typer(acls_app, name="acls")
 app.command()(worker)
 app.command()(send)
 app.command()(demo)

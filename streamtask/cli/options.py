@@ -7,21 +7,22 @@ from typing import Annotated
 import typer
 
 from streamtask.app import App
-from streamtask.config import KafkaSettings
+from streamtask.config import load_kafka_settings
 from streamtask.loading import load_app
 
 AppRef = Annotated[str, typer.Argument(
     metavar="APP_REF", help="The app to use, as module:attribute (e.g. photos_app:app).",
     envvar="STREAMTASK_APP")]
 Bootstrap = Annotated[str | None, typer.Option(
-    "--bootstrap", "-b", envvar="STREAMTASK_BOOTSTRAP",
-    help="Kafka bootstrap servers (default: the app's, else 127.0.0.1:9092).")]
+    "--bootstrap", "-b", envvar="STREAMTASK_BOOTSTRAP", show_envvar=True,
+    help="Kafka bootstrap servers (default: the app's, else 127.0.0.1:9092). Security "
+         "settings come from STREAMTASK_SECURITY_PROTOCOL, STREAMTASK_SASL_* and "
+         "STREAMTASK_SSL_* or streamtask.toml (see README, Configuration).")]
 
 
 def open_app(reference: str, bootstrap: str | None) -> App:
-    """Load the app and point it at ``bootstrap`` when one was given."""
+    """Load the app and apply the deployment's Kafka settings over the app's own: the config
+    file, then the environment, then ``--bootstrap`` when one was given."""
     app = load_app(reference)
-    if bootstrap:
-        app.kafka = KafkaSettings(bootstrap=bootstrap, extra=app.kafka.extra,
-                                  connect_timeout=app.kafka.connect_timeout)
+    app.kafka = load_kafka_settings(base=app.kafka, bootstrap=bootstrap)
     return app

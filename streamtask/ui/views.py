@@ -58,6 +58,13 @@ def _history(raw: str) -> list[dict[str, Any]]:
             if isinstance(entry, dict)]
 
 
+def _size(record: dl.DeadLetterRecord) -> int:
+    """The original value's size: a null value is 0, an omitted one keeps its size."""
+    if record.value is not None:
+        return len(record.value)
+    return record.value_omitted or 0
+
+
 def letter_view(letter: DeadLetter) -> dict[str, Any]:
     """Everything the detail page shows: the decoded task, headers, errors, origin."""
     record, task = letter.record, letter.task
@@ -66,7 +73,7 @@ def letter_view(letter: DeadLetter) -> dict[str, Any]:
             "worker": record.worker, "stacktrace": record.stacktrace,
             "origin": asdict(record.origin), "origin_time": when(record.origin.timestamp),
             "history": _history(record.errors), "headers": headers,
-            "problem": letter.problem, "size": len(record.value), "task": None}
+            "problem": letter.problem, "size": _size(record), "task": None}
     if task is not None:
         view["task"] = {
             "id": task.id, "run_id": task.run_id, "key": task.key or "-", "attempt": task.attempt,
