@@ -34,40 +34,97 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from streamtask.app import DEFAULT_TIMEOUT, App, Handler
+from streamtask.app import App, Handler
+from streamtask.conductor import systemtasks
+from streamtask.conductor.context import (
+    CASE,
+    DEFAULT_CONTEXT_LIMIT,
+    END,
+    ROUTE,
+    Body,
+    Step,
+    SwitchSpec,
+    Workflow,
+)
+from streamtask.conductor.handlers import end_handler, step_handler
+from streamtask.conductor.scripts import missing_extra
+from streamtask.conductor.taskdefs import (
+    CONDUCTOR_DEFAULTS,
+    SYSTEM_DEFAULTS,
+    TASK_LEVEL,
+    parse_task_defs,
+    settings,
+    unsupported_options,
+)
 from streamtask.config import KafkaSettings
+from streamtask.envelope import new_task_id
 from streamtask.errors import ConfigurationError
-from streamtask.pipeline import Switch, Then, merged
-from streamtask.retry import RetryPolicy
+from streamtask.pipeline import Switch, Then
+from streamtask.retry import NO_RETRIES, RetryPolicy
 
 SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION"
+TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
+JSON_JQ, HTTP = "JSON_JQ_TRANSFORM", "HTTP"
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
-_TASK_OPTIONS = {"retryCount", "retryLogic", "retryDelaySeconds", "timeoutSeconds"}
+_TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive"}
 _OPTIONS: dict[str, set[str]] = {
-    SIMPLE: _TASK_OPTIONS,
-    FORK_JOIN: {"forkTasks"},
-    JOIN: {"joinOn", "timeoutSeconds"},
+    SIMPLE: _TASK, HTTP: _TASK, INLINE: _TASK, JSON_JQ: _TASK, SET_VARIABLE: _TASK,
+    LAMBDA: _TASK | {"scriptExpression"},
+    TERMINATE: {"inputParameters"},
+    FORK_JOIN: {"forkTasks", "inputParameters"},
+    JOIN: {"joinOn", "timeoutSeconds", "inputParameters"},
     SWITCH: {"evaluatorType", "expression", "inputParameters", "decisionCases", "defaultCase"},
-    DECISION: {"caseValueParam", "inputParameters", "decisionCases", "defaultCase"},
+    DECISION: {"caseValueParam", "caseExpression", "inputParameters", "decisionCases",
+               "defaultCase"},
 }
+_BODIES: dict[str, Body] = {
+    SET_VARIABLE: systemtasks.set_variable, TERMINATE: systemtasks.terminate,
+    INLINE: systemtasks.inline, JSON_JQ: systemtasks.json_jq_transform,
+    HTTP: systemtasks.http}
+_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE}
 _WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ownerEmail",
                   "ownerApp", "inputParameters", "createTime", "updateTime", "createdBy",
-                  "updatedBy", "restartable"}
-_RETRY_LOGIC = ("FIXED", "EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF")
-_PARAMETER = re.compile(r"^\$\{(?:workflow\.input|[A-Za-z0-9_-]+\.output)\.([A-Za-z0-9_-]+)\}$")
+                  "updatedBy", "restartable", "outputParameters", "inputTemplate",
+                  "variables", "timeoutPolicy", "timeoutSeconds", "tags", "metadata"}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # as streamtask.app requires
-_CONDUCTOR_RETRY = {"retryCount": 3, "retryLogic": "FIXED", "retryDelaySeconds": 60.0}
-ROUTE = "route"
-"""The kind of a routing stage: passes its input on to a fork or switch."""
+_JAVASCRIPT = ("javascript", "graaljs")
+_NESTED = ("forkTasks", "decisionCases", "defaultCase", "loopOver")
 
 _Where = tuple[int, ...]
 """Where a task sits in the definition (indexes into task lists, branches and cases);
 stages and problems are sorted by it so both read in the definition's order."""
+
+
+@dataclass(frozen=True)
+class CaseSwitch(Switch):
+    """A SWITCH/DECISION: routes on the case the stage in front of it chose (``ref``)."""
+
+    ref: str = ""
+
+
+class WorkflowApp(App):
+    """An App built from a Conductor workflow: it knows where runs start."""
+
+    workflow: Workflow
+    entry: str
+
+    def start(self, workflow_input: Mapping[str, Any] | None = None, *,
+              correlation_id: str | None = None, timeout: float = 30.0) -> str:
+        """Start a run with ``workflow_input``; returns its id once the broker has its first
+        task. Every task of the run carries the id as ``run_id`` (``${workflow.workflowId}``)."""
+        run_id = new_task_id()
+        future = self.send(self.entry, self.workflow.new_context(workflow_input,
+                                                                 correlation_id),
+                           task_id=run_id)
+        self.flush(timeout)
+        future.result(timeout)
+        return run_id
 
 
 def passthrough(task: Any) -> Any:
@@ -107,36 +164,70 @@ def passthrough_handlers(definition: Mapping[str, Any] | str | Path) -> dict[str
 def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[str, Handler],
                   *, kafka: KafkaSettings | None = None, partitions: int = 3,
                   name: str | None = None, task_defaults: Mapping[str, Any] | None = None,
-                  ignore: Collection[str] = ()) -> App:
+                  task_defs: Any = None, ignore: Collection[str] = (),
+                  on_end: Handler | None = None,
+                  context_limit: int = DEFAULT_CONTEXT_LIMIT) -> WorkflowApp:
     """Build an App from a Conductor workflow definition; see the module docstring.
 
     The App is named after the workflow (sanitised to letters, digits, ``_`` and ``-``)
     unless ``name`` is given, and carries its ``version``. Every stage gets ``partitions``.
-    ``task_defaults`` supplies SIMPLE task options a task leaves out (e.g.
-    ``{"retryDelaySeconds": 2}``); ``ignore`` names options to accept without effect. Raises
-    one :class:`ConfigurationError` listing every problem found.
+    ``task_defaults`` supplies task-definition options a task leaves out (e.g.
+    ``{"retryDelaySeconds": 2}``); ``task_defs`` is Conductor's task metadata (a list of
+    TaskDefs, or a path to a JSON file of them); ``ignore`` names options to accept without
+    effect. ``on_end`` is called with every finished run's last task (see
+    :func:`~streamtask.conductor.context.run_result`). Raises one
+    :class:`ConfigurationError` listing every problem found.
     """
     raw = parse_definition(definition)
     defaults = dict(task_defaults or {})
-    if unknown := sorted(set(defaults) - _TASK_OPTIONS):
-        raise ConfigurationError(f"task_defaults: unknown option(s) {', '.join(unknown)}; "
-                                 f"give any of {', '.join(sorted(_TASK_OPTIONS))}")
+    if unknown := sorted(set(defaults) - set(CONDUCTOR_DEFAULTS) - TASK_LEVEL
+                         - {"responseTimeoutSeconds", "timeoutPolicy", "maxRetryDelaySeconds",
+                            "concurrentExecLimit"}):
+        raise ConfigurationError(f"task_defaults: unknown option(s) {', '.join(unknown)}")
     title = raw.get("name")
-    compiler = _Compiler(defaults, set(ignore))
     if not isinstance(title, str) or not title:
         title = "workflow"
-        if name is None:
-            compiler.note((), "the definition has no 'name' (or pass name=...)")
+    workflow = Workflow(title, raw.get("version"), _mapping(raw, "outputParameters"),
+                        _mapping(raw, "inputTemplate"), _mapping(raw, "variables"),
+                        context_limit)
+    compiler = _Compiler(workflow, defaults, _task_defs(task_defs), set(ignore), raw)
+    if raw.get("name") in (None, "") and name is None:
+        compiler.note((), "the definition has no 'name' (or pass name=...)")
     compiler.problems.extend(((), p) for p in _workflow_problems(raw, compiler.ignore))
-    compiler.compile(_tasks_of(raw))
+    entry = compiler.compile(_tasks_of(raw))
     problems = compiler.report(handlers)
     if problems:
         raise ConfigurationError(f"workflow {title!r} cannot be loaded: " + "; ".join(problems))
-    app = App(name or _sanitise(title), kafka=kafka, version=raw.get("version"))
+    app = WorkflowApp(name or _sanitise(title), kafka=kafka, version=raw.get("version"))
+    app.workflow, app.entry = workflow, entry
     for decl in sorted(compiler.decls.values(), key=lambda d: d.position):
-        decl.declare(app, handlers, partitions)
+        decl.declare(app, handlers, partitions, compiler.switches)
+    app.stage(END, then=None, retry=NO_RETRIES, timeout=None,
+              partitions=partitions)(end_handler(on_end))
     app.validate()
     return app
+
+
+def _task_defs(task_defs: Any) -> dict[str, dict[str, Any]]:
+    if task_defs is None:
+        return {}
+    if isinstance(task_defs, str | Path):
+        try:
+            text = Path(task_defs).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read taskDefs file {str(task_defs)!r}: "
+                                     f"{exc.strerror or exc}") from exc
+        try:
+            task_defs = json.loads(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"taskDefs file {str(task_defs)!r} is not valid JSON: "
+                                     f"{exc}") from exc
+    return parse_task_defs(task_defs)
+
+
+def _mapping(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
 def _sanitise(name: str) -> str:
@@ -156,9 +247,14 @@ def _workflow_problems(raw: Mapping[str, Any], ignore: set[str]) -> list[str]:
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         found.append(f"version must be an integer, not {version!r}")
     unknown = [key for key in raw if key not in _WORKFLOW_KEYS | ignore and raw[key]]
+    if raw.get("timeoutSeconds"):
+        unknown.append("timeoutSeconds")  # a workflow-wide deadline: not supported yet
     if unknown:
         found.append(f"unsupported workflow option(s) {', '.join(sorted(unknown))} "
                      "(pass ignore=[...] to accept losing them)")
+    for key in ("outputParameters", "inputTemplate", "variables"):
+        if raw.get(key) and not isinstance(raw[key], Mapping):
+            found.append(f"{key} must be an object")
     return found
 
 
@@ -167,22 +263,26 @@ def _type_of(task: Mapping[str, Any]) -> str:
     return kind if isinstance(kind, str) else repr(kind)
 
 
+def _nested(task: Mapping[str, Any]) -> Iterator[list[Any]]:
+    """Every task list inside a task: branches, cases, loop bodies."""
+    for key in _NESTED:
+        value = task.get(key)
+        if key == "decisionCases" and isinstance(value, Mapping):
+            yield from (case for case in value.values() if isinstance(case, list))
+        elif key == "forkTasks":
+            yield from _lists(value)
+        elif isinstance(value, list):
+            yield value
+
+
 def _walk(tasks: list[Any]) -> Iterator[Mapping[str, Any]]:
-    """Every task object of a task list, nested branches and cases included."""
+    """Every task object of a task list, nested branches, cases and loops included."""
     for task in tasks:
         if not isinstance(task, Mapping):
             continue
         yield task
-        kind = _type_of(task)
-        if kind == FORK_JOIN:
-            for branch in _lists(task.get("forkTasks")):
-                yield from _walk(branch)
-        elif kind in (SWITCH, DECISION):
-            cases = task.get("decisionCases")
-            for case in _lists(list(cases.values()) if isinstance(cases, Mapping) else []):
-                yield from _walk(case)
-            default = task.get("defaultCase")
-            yield from _walk(default if isinstance(default, list) else [])
+        for inner in _nested(task):
+            yield from _walk(inner)
 
 
 def _lists(value: Any) -> list[list[Any]]:
@@ -197,21 +297,30 @@ class _Decl:
     kind: str
     position: _Where
     ref: str
+    step: Step
     then: Then = None
     retry: RetryPolicy | None = None
-    timeout: float | None = DEFAULT_TIMEOUT
+    timeout: float | None = None
     branches: tuple[str, ...] = ()
+    concurrency: int | None = None
+    task_name: str = ""
+    body: Body | None = field(default=None, repr=False)
 
-    def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int) -> None:
+    def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
+                switches: Mapping[str, SwitchSpec]) -> None:
+        step = replace(self.step, ends=self.then == END,
+                       switch=switches[self.then.ref] if isinstance(self.then, CaseSwitch)
+                       else None)
+        handler = step_handler(step, handlers.get(self.task_name) if self.kind == SIMPLE
+                               else None, self.body)
         if self.kind == JOIN:
-            timeout = self.timeout if self.timeout is not None else DEFAULT_TIMEOUT
-            assert not isinstance(self.then, Switch)  # the compiler puts a router in between
-            app.join(self.name, branches=self.branches, then=self.then, timeout=timeout,
-                     partitions=partitions)(handlers.get(self.name, merged))
+            assert not isinstance(self.then, Switch) and self.timeout is not None
+            app.join(self.name, branches=self.branches, then=self.then, timeout=self.timeout,
+                     partitions=partitions)(handler)
         else:
-            handler = handlers[self.name] if self.kind == SIMPLE else passthrough
-            app.stage(self.name, then=self.then, retry=self.retry, timeout=self.timeout,
-                      partitions=partitions)(handler)
+            app.stage(self.name, then=self.then, retry=self.retry or NO_RETRIES,
+                      timeout=self.timeout, partitions=partitions,
+                      concurrency=self.concurrency)(handler)
 
 
 @dataclass(frozen=True)
@@ -232,20 +341,32 @@ class _Compiler:
     A sequence is compiled from its end, so each task knows what follows it.
     """
 
-    def __init__(self, defaults: dict[str, Any], ignore: set[str]) -> None:
+    def __init__(self, workflow: Workflow, defaults: dict[str, Any],
+                 task_defs: dict[str, dict[str, Any]], ignore: set[str],
+                 raw: Mapping[str, Any]) -> None:
+        self.workflow = workflow
         self.defaults = defaults
+        self.task_defs = task_defs
         self.ignore = ignore
         self.problems: list[tuple[_Where, str]] = []
         self.unsupported: list[tuple[_Where, str]] = []
         self.decls: dict[str, _Decl] = {}
+        self.switches: dict[str, SwitchSpec] = {}
+        names = Counter(t.get("name") for t in _walk(_tasks_of(raw)))
+        self.shared_names = {n for n, count in names.items() if count > 1}
+        refs = Counter(t.get("taskReferenceName") for t in _walk(_tasks_of(raw)))
+        for ref, count in refs.items():
+            if ref is not None and count > 1:
+                self.note((), f"taskReferenceName {ref!r} is used {count} times; each task "
+                          "needs its own (expressions find tasks by it)")
 
     def note(self, at: _Where, problem: str) -> None:
         self.problems.append((at, problem))
 
-    def compile(self, tasks: list[Any]) -> None:
-        start = self.sequence(tasks, _Part(None), ())
-        if start.entry is not None:
-            self.stage_of(start, "the workflow's start")
+    def compile(self, tasks: list[Any]) -> str:
+        """Compile the workflow; returns the stage its runs start at."""
+        start = self.sequence(tasks, _Part(END, END), ())
+        return self.stage_of(start, "the workflow's start")
 
     def report(self, handlers: Mapping[str, Handler]) -> list[str]:
         """Every problem: unsupported tasks first, then the rest, then missing handlers."""
@@ -253,12 +374,19 @@ class _Compiler:
         if self.unsupported:
             listed = ", ".join(text for _, text in sorted(self.unsupported))
             found.insert(0, f"unsupported task type(s): {listed}")
-        missing = [d.name for d in sorted(self.decls.values(), key=lambda d: d.position)
-                   if d.kind == SIMPLE and d.name not in handlers]
+        missing = list(dict.fromkeys(
+            d.task_name for d in sorted(self.decls.values(), key=lambda d: d.position)
+            if d.kind == SIMPLE and d.task_name not in handlers))
         if missing:
             found.append(f"no handler for task(s) {', '.join(missing)} (give handlers keyed "
                          "by task name)")
         return found
+
+    def stage_name(self, task: Mapping[str, Any]) -> str:
+        """A task's stage: its name, or its reference name when tasks share the name."""
+        name = str(task["name"])
+        ref = task.get("taskReferenceName")
+        return str(ref) if name in self.shared_names and isinstance(ref, str) else name
 
     def sequence(self, tasks: list[Any], after: _Part, path: _Where) -> _Part:
         """Compile tasks that run one after the other, ending in ``after``."""
@@ -286,50 +414,96 @@ class _Compiler:
         kind = _type_of(task)
         if kind not in _OPTIONS:
             self.unsupported.append((at, f"{_label(task)} ({kind})"))
+            for number, inner in enumerate(_nested(task)):
+                self.sequence(inner, after, (*at, number))  # report what is inside too
             return after
         self.check_options(task, kind, at)
         if kind == FORK_JOIN:
             return self.fork(task, join, after, at)
         if kind in (SWITCH, DECISION):
             return self.switch(task, after, at)
-        retry, timeout = self.task_options(task, at)
-        self.add(_Decl(task["name"], SIMPLE, at, _ref(task), after.entry, retry, timeout))
-        return _Part(task["name"], task["name"], task, at)
+        return self.task(task, kind, after, at)
+
+    def task(self, task: Mapping[str, Any], kind: str, after: _Part, at: _Where) -> _Part:
+        """A SIMPLE or system task: one stage running its step."""
+        name = self.stage_name(task)
+        options = self.task_settings(task, kind, at)
+        tolerate = "optional" if task.get("optional") else \
+            "permissive" if task.get("permissive") else None
+        if kind == TERMINATE and tolerate:
+            self.note(at, f"TERMINATE {_label(task)} cannot be optional")
+        step = Step(self.workflow, _ref_name(task), kind, task.get("inputParameters") or {},
+                    options.input_template, tolerate=tolerate, retry=options.retry)
+        then = END if kind == TERMINATE else after.entry
+        self.add(_Decl(name, SIMPLE if kind == SIMPLE else kind, at, _ref(task), step, then,
+                       options.retry, options.timeout, concurrency=options.concurrency,
+                       task_name=str(task["name"]), body=self.body(task, kind, at)))
+        return _Part(name, name, task, at)
+
+    def body(self, task: Mapping[str, Any], kind: str, at: _Where) -> Body | None:
+        """What a system task does (None for SIMPLE: the user's handler)."""
+        inputs = task.get("inputParameters") or {}
+        if kind == LAMBDA:
+            script = task.get("scriptExpression") or inputs.get("scriptExpression")
+            if not isinstance(script, str):
+                self.note(at, f"LAMBDA {_label(task)} needs a scriptExpression")
+            self.need("js", at, f"LAMBDA {_label(task)}")
+            return systemtasks.lambda_body(str(script))
+        if kind == INLINE:
+            evaluator = inputs.get("evaluatorType", "javascript")
+            if evaluator not in (*_JAVASCRIPT, "value-param"):
+                self.note(at, f"INLINE {_label(task)}: evaluatorType {evaluator!r} is not "
+                          "supported; use javascript, graaljs or value-param")
+            elif evaluator != "value-param":
+                self.need("js", at, f"INLINE {_label(task)}")
+        if kind == JSON_JQ:
+            self.need("jq", at, f"JSON_JQ_TRANSFORM {_label(task)}")
+        return _BODIES.get(kind)
+
+    def need(self, extra: str, at: _Where, what: str) -> None:
+        missing = missing_extra(extra)
+        if missing is not None:
+            self.note(at, f"{what} needs the optional extra: pip install '{missing}'")
 
     def fork(self, task: Mapping[str, Any], join: Mapping[str, Any] | None, after: _Part,
              at: _Where) -> _Part:
         branches = task.get("forkTasks")
-        name = join["name"] if join is not None else f"{task['name']}_join"
+        name = self.stage_name(join) if join is not None else f"{task['name']}_join"
         if not isinstance(branches, list) or len(branches) < 2 or \
                 not all(isinstance(b, list) and b for b in branches):
             self.note(at, f"FORK_JOIN {_label(task)}: forkTasks must list two or more "
                       "non-empty branches (each a list of tasks)")
             return after
         join_at = (*at, len(branches))
-        entries, lasts = [], []
+        entries, lasts, last_refs = [], [], []
         for number, branch in enumerate(branches):
             part = self.sequence(branch, _Part(name, name, join or task, join_at),
                                  (*at, number))
             entries.append(self.stage_of(part, f"branch {number + 1} of {_label(task)}"))
             if part.last is None:
                 self.note(at, f"branch {number + 1} of FORK_JOIN {_label(task)} must end "
-                          "with a SIMPLE task or a FORK_JOIN (its join)")
+                          "with a task that has a stage (not a SWITCH or TERMINATE)")
             elif part.last != name:  # else it ends in an unsupported task, reported already
                 lasts.append(part.last)
-        timeout = None
+                last_refs.append(self.decls[part.last].step.ref)
+        timeout = 300.0
         if join is not None:
             self.check_options(join, JOIN, join_at)
             self.check_join_on(join, branches, join_at)
-            timeout = _number(join, "timeoutSeconds", self.problems, join_at, _label(join))
+            timeout = _number(join, "timeoutSeconds", self.problems, join_at, _label(join)) \
+                or timeout
         then = after.entry
         if isinstance(then, Switch):  # a join cannot carry a switch: route via its stage
             then = self.stage_of(after, f"the task after {name!r}")
-        self.add(_Decl(name, JOIN, join_at, _ref(join or task), then, timeout=timeout or None,
-                       branches=tuple(lasts)))
+        join_on = tuple(join.get("joinOn") or last_refs) if join else tuple(last_refs)
+        step = Step(self.workflow, _ref_name(join) if join else name, JOIN, join_on=join_on)
+        self.add(_Decl(name, JOIN, join_at, _ref(join or task), step, then, timeout=timeout,
+                       branches=tuple(lasts), body=systemtasks.joiner(join_on)))
         return _Part(tuple(entries), name, task, at)
 
     def switch(self, task: Mapping[str, Any], after: _Part, at: _Where) -> _Part:
-        field = self.switch_field(task, at)
+        ref = _ref_name(task)
+        self.switches[ref] = self.switch_spec(task, at)
         cases = task.get("decisionCases") or {}
         if not isinstance(cases, Mapping) or not all(isinstance(c, list) for c in cases.values()):
             self.note(at, f"{_label(task)}: decisionCases must map values to task lists")
@@ -346,25 +520,32 @@ class _Compiler:
         if default_tasks or after.entry is not None:  # Conductor: no match -> carry on
             part = self.sequence(default_tasks, after, (*at, len(cases)))
             default = self.stage_of(part, f"the default case of {_label(task)}")
-        return _Part(Switch(field, targets, default), None, task, at)
+        return _Part(CaseSwitch(CASE, targets, default, ref=ref), None, task, at)
 
-    def switch_field(self, task: Mapping[str, Any], at: _Where) -> str:
-        """The payload field a value-param switch reads (see the module docstring)."""
-        kind = _type_of(task)
-        if kind == SWITCH and task.get("evaluatorType") != "value-param":
-            self.note(at, f"SWITCH {_label(task)}: evaluatorType {task.get('evaluatorType')!r} "
-                      "is not supported; use value-param (a switch on one payload field)")
-            return "?"
-        parameter = task.get("expression" if kind == SWITCH else "caseValueParam")
-        inputs = task.get("inputParameters")
-        value = inputs.get(parameter) if isinstance(inputs, Mapping) else None
-        match = _PARAMETER.match(value) if isinstance(value, str) else None
-        if match is None:
-            self.note(at, f"{kind} {_label(task)}: input parameter {parameter!r} must be "
-                      "'${workflow.input.FIELD}' or '${REF.output.FIELD}' with one top-level "
-                      f"field, got {value!r}")
-            return "?"
-        return match.group(1)
+    def switch_spec(self, task: Mapping[str, Any], at: _Where) -> SwitchSpec:
+        """How the case is chosen: an input parameter's value, or a JavaScript expression."""
+        kind, inputs = _type_of(task), task.get("inputParameters") or {}
+        if kind == DECISION:
+            script = task.get("caseExpression")
+            evaluator = "javascript" if script else "value-param"
+            expression = script or task.get("caseValueParam")
+        else:
+            evaluator, expression = task.get("evaluatorType") or "value-param", \
+                task.get("expression")
+        if evaluator in _JAVASCRIPT:
+            evaluator = "javascript"
+            self.need("js", at, f"{kind} {_label(task)}")
+        elif evaluator != "value-param":
+            self.note(at, f"{kind} {_label(task)}: evaluatorType {evaluator!r} is not "
+                      "supported; use value-param, javascript or graaljs")
+        if not isinstance(expression, str) or not expression:
+            self.note(at, f"{kind} {_label(task)}: needs an expression (the input parameter "
+                      "to switch on, or a script)")
+            expression = ""
+        if not isinstance(inputs, Mapping):
+            self.note(at, f"{kind} {_label(task)}: inputParameters must be an object")
+            inputs = {}
+        return SwitchSpec(_ref_name(task), evaluator, expression, inputs)
 
     def stage_of(self, part: _Part, where: str) -> str:
         """One stage that receives ``part``'s tasks, adding a routing stage if needed."""
@@ -373,10 +554,12 @@ class _Compiler:
         if part.entry is None or part.head is None:
             self.note(part.at, f"{where} is empty and nothing follows it: give it a task")
             return "?"
-        name = str(part.head["name"])
+        name = self.stage_name(part.head)
         known = self.decls.get(name)
         if known is None or known.kind != ROUTE or known.then != part.entry:
-            self.add(_Decl(name, ROUTE, part.at, _ref(part.head), part.entry, timeout=None))
+            step = Step(self.workflow, _ref_name(part.head), ROUTE)
+            self.add(_Decl(name, ROUTE, part.at, _ref(part.head), step, part.entry,
+                           body=_route))
         return name
 
     def add(self, decl: _Decl) -> None:
@@ -397,11 +580,13 @@ class _Compiler:
         if unknown:
             self.note(at, f"{kind} {_label(task)}: unsupported option(s) {', '.join(unknown)} "
                       "(pass ignore=[...] to accept losing them)")
+        if "inputParameters" in task and not isinstance(task["inputParameters"], Mapping):
+            self.note(at, f"{kind} {_label(task)}: inputParameters must be an object")
 
     def check_join_on(self, join: Mapping[str, Any], branches: list[list[Any]],
                       at: _Where) -> None:
         join_on = join.get("joinOn")
-        if join_on is None:
+        if not join_on:
             return
         last_refs = sorted(str(branch[-1].get("taskReferenceName", branch[-1].get("name")))
                            for branch in branches if isinstance(branch[-1], Mapping))
@@ -409,31 +594,29 @@ class _Compiler:
             self.note(at, f"JOIN {_label(join)}: joinOn {join_on!r} must name the last task "
                       f"of every branch ({', '.join(last_refs)}); a join waits for all")
 
-    def task_options(self, task: Mapping[str, Any],
-                     at: _Where) -> tuple[RetryPolicy | None, float | None]:
-        """The retry policy and timeout of a SIMPLE task (Conductor defaults filled in)."""
-        options = {**_CONDUCTOR_RETRY, **self.defaults,
-                   **{k: v for k, v in task.items() if k in _TASK_OPTIONS}}
-        count, logic = options["retryCount"], options["retryLogic"]
-        where = f"SIMPLE {_label(task)}"
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            self.note(at, f"{where}: retryCount must be a whole number >= 0, not {count!r}")
-            count = None
-        if logic not in _RETRY_LOGIC:
-            self.note(at, f"{where}: retryLogic {logic!r} is not one of "
-                      f"{', '.join(_RETRY_LOGIC)}")
-            logic = None
-        delay = _number(options, "retryDelaySeconds", self.problems, at, where)
-        timeout: float | None = DEFAULT_TIMEOUT
-        if "timeoutSeconds" in options:  # Conductor's 0 means no limit
-            timeout = _number(options, "timeoutSeconds", self.problems, at, where) or None
-        if count is None or logic is None or delay is None:
-            return None, timeout
-        try:
-            return RetryPolicy.conductor(count, logic, delay), timeout
-        except ConfigurationError as exc:
-            self.note(at, f"{where}: {exc}")
-            return None, timeout
+    def task_settings(self, task: Mapping[str, Any], kind: str, at: _Where) -> Any:
+        """The task's merged task definition (see :mod:`streamtask.conductor.taskdefs`)."""
+        where = f"{kind} {_label(task)}"
+        inline = task.get("taskDefinition") or {}
+        if not isinstance(inline, Mapping):
+            self.note(at, f"{where}: taskDefinition must be an object")
+            inline = {}
+        named = self.task_defs.get(str(task["name"]), {})
+        for source, definition in (("taskDefinition", inline), ("taskDefs", named)):
+            if unsupported := unsupported_options(definition):
+                self.note(at, f"{where}: unsupported {source} option(s) "
+                          f"{', '.join(unsupported)}")
+        own = {k: v for k, v in task.items() if k in TASK_LEVEL and v is not None}
+        base = SYSTEM_DEFAULTS if kind in _SYSTEM else CONDUCTOR_DEFAULTS
+        found: list[str] = []
+        merged = settings({**base, **self.defaults, **named, **inline, **own}, where, found)
+        self.problems.extend((at, problem) for problem in found)
+        return merged
+
+
+def _route(task: Any, inputs: Any, ctx: dict[str, Any]) -> Any:
+    """A routing stage's body: nothing to do, the context goes on to the fork or switch."""
+    return {}
 
 
 def _number(options: Mapping[str, Any], key: str, problems: list[tuple[_Where, str]],
@@ -452,6 +635,10 @@ def _is_join(task: Any) -> bool:
         _type_of(task) == JOIN
 
 
+def _ref_name(task: Mapping[str, Any]) -> str:
+    return str(task.get("taskReferenceName") or task.get("name"))
+
+
 def _ref(task: Mapping[str, Any]) -> str:
     return f"task {task.get('name')!r} (ref {task.get('taskReferenceName', '-')!r})"
 
@@ -459,4 +646,3 @@ def _ref(task: Mapping[str, Any]) -> str:
 def _label(task: Mapping[str, Any]) -> str:
     ref = task.get("taskReferenceName")
     return f"{task.get('name')!r}" + (f" (ref {ref!r})" if ref else "")
-
