@@ -18,6 +18,7 @@ from streamtask.cli.kafka import kafka_app
 from streamtask.cli.pipeline import graph, pipeline_app
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.worker import worker
+from streamtask.cli.workflow import workflow_app
 from streamtask.errors import StreamtaskError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(workflow_app, name="workflow")
 app.command()(worker)
 app.command()(send)
 app.command()(demo)
