@@ -32,6 +32,7 @@ them.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
@@ -70,24 +71,26 @@ from streamtask.retry import NO_RETRIES, RetryPolicy
 
 SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION"
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
-JSON_JQ, HTTP = "JSON_JQ_TRANSFORM", "HTTP"
+JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
 _TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive"}
 _OPTIONS: dict[str, set[str]] = {
     SIMPLE: _TASK, HTTP: _TASK, INLINE: _TASK, JSON_JQ: _TASK, SET_VARIABLE: _TASK,
     LAMBDA: _TASK | {"scriptExpression"},
     TERMINATE: {"inputParameters"},
-    FORK_JOIN: {"forkTasks", "inputParameters"},
-    JOIN: {"joinOn", "timeoutSeconds", "inputParameters"},
-    SWITCH: {"evaluatorType", "expression", "inputParameters", "decisionCases", "defaultCase"},
+    EXCLUSIVE_JOIN: {"joinOn", "defaultExclusiveJoinTask", "inputParameters"},
+    FORK_JOIN: {"forkTasks", "inputParameters", "retryCount"},
+    JOIN: {"joinOn", "timeoutSeconds", "inputParameters", "joinMode", "retryCount"},
+    SWITCH: {"evaluatorType", "expression", "inputParameters", "decisionCases", "defaultCase",
+             "retryCount"},
     DECISION: {"caseValueParam", "caseExpression", "inputParameters", "decisionCases",
-               "defaultCase"},
+               "defaultCase", "retryCount"},
 }
 _BODIES: dict[str, Body] = {
     SET_VARIABLE: systemtasks.set_variable, TERMINATE: systemtasks.terminate,
     INLINE: systemtasks.inline, JSON_JQ: systemtasks.json_jq_transform,
     HTTP: systemtasks.http}
-_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE}
+_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN}
 _WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ownerEmail",
                   "ownerApp", "inputParameters", "createTime", "updateTime", "createdBy",
                   "updatedBy", "restartable", "outputParameters", "inputTemplate",
@@ -178,7 +181,7 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
     :func:`~streamtask.conductor.context.run_result`). Raises one
     :class:`ConfigurationError` listing every problem found.
     """
-    raw = parse_definition(definition)
+    raw = _named(parse_definition(definition))
     defaults = dict(task_defaults or {})
     if unknown := sorted(set(defaults) - set(CONDUCTOR_DEFAULTS) - TASK_LEVEL
                          - {"responseTimeoutSeconds", "timeoutPolicy", "maxRetryDelaySeconds",
@@ -206,6 +209,17 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
               partitions=partitions)(end_handler(on_end))
     app.validate()
     return app
+
+
+def _named(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the definition where a task without a ``name`` (Conductor allows it for
+    system tasks) is named by its ``taskReferenceName``."""
+    raw = copy.deepcopy(raw)
+    tasks = raw.get("tasks")
+    for task in _walk(tasks if isinstance(tasks, list) else []):
+        if "name" not in task and isinstance(task.get("taskReferenceName"), str):
+            task["name"] = task["taskReferenceName"]  # type: ignore[index]
+    return raw
 
 
 def _task_defs(task_defs: Any) -> dict[str, dict[str, Any]]:
@@ -458,6 +472,9 @@ class _Compiler:
                 self.need("js", at, f"INLINE {_label(task)}")
         if kind == JSON_JQ:
             self.need("jq", at, f"JSON_JQ_TRANSFORM {_label(task)}")
+        if kind == EXCLUSIVE_JOIN:
+            refs = [*_strings(task.get("joinOn")), *_strings(task.get("defaultExclusiveJoinTask"))]
+            return systemtasks.exclusive_joiner(tuple(refs))
         return _BODIES.get(kind)
 
     def need(self, extra: str, at: _Where, what: str) -> None:
@@ -477,7 +494,7 @@ class _Compiler:
         join_at = (*at, len(branches))
         entries, lasts, last_refs = [], [], []
         for number, branch in enumerate(branches):
-            part = self.sequence(branch, _Part(name, name, join or task, join_at),
+            part = self.sequence(branch, self.branch_end(branch, name, join or task, join_at),
                                  (*at, number))
             entries.append(self.stage_of(part, f"branch {number + 1} of {_label(task)}"))
             if part.last is None:
@@ -501,6 +518,20 @@ class _Compiler:
                        branches=tuple(lasts), body=systemtasks.joiner(join_on)))
         return _Part(tuple(entries), name, task, at)
 
+    def branch_end(self, branch: list[Any], join: str, head: Mapping[str, Any],
+                   at: _Where) -> _Part:
+        """Where a fork branch's tasks go last: the join, or, when the branch ends in a
+        switch, a routing stage ``<switch>_end`` that every case reaches (a join waits for
+        one stage per branch)."""
+        last = branch[-1] if branch else None
+        if not (isinstance(last, Mapping) and _type_of(last) in (SWITCH, DECISION)
+                and isinstance(last.get("name"), str)):
+            return _Part(join, join, head, at)
+        name = f"{self.stage_name(last)}_end"
+        step = Step(self.workflow, f"{_ref_name(last)}_end", ROUTE)
+        self.add(_Decl(name, ROUTE, at, _ref(last), step, join, body=_route))
+        return _Part(name, name, last, at)
+
     def switch(self, task: Mapping[str, Any], after: _Part, at: _Where) -> _Part:
         ref = _ref_name(task)
         self.switches[ref] = self.switch_spec(task, at)
@@ -520,7 +551,8 @@ class _Compiler:
         if default_tasks or after.entry is not None:  # Conductor: no match -> carry on
             part = self.sequence(default_tasks, after, (*at, len(cases)))
             default = self.stage_of(part, f"the default case of {_label(task)}")
-        return _Part(CaseSwitch(CASE, targets, default, ref=ref), None, task, at)
+        # every case goes on to ``after``, so the switch's sequence ends where it ends
+        return _Part(CaseSwitch(CASE, targets, default, ref=ref), after.last, task, at)
 
     def switch_spec(self, task: Mapping[str, Any], at: _Where) -> SwitchSpec:
         """How the case is chosen: an input parameter's value, or a JavaScript expression."""
@@ -585,14 +617,18 @@ class _Compiler:
 
     def check_join_on(self, join: Mapping[str, Any], branches: list[list[Any]],
                       at: _Where) -> None:
+        """``joinOn`` must name tasks of the fork's branches. The join waits for every branch
+        whatever it names (a branch may end in a switch), and outputs what it names."""
+        if join.get("joinMode") not in (None, "SYNC", "ASYNC"):
+            self.note(at, f"JOIN {_label(join)}: joinMode {join.get('joinMode')!r} is not SYNC "
+                      "or ASYNC")
         join_on = join.get("joinOn")
         if not join_on:
             return
-        last_refs = sorted(str(branch[-1].get("taskReferenceName", branch[-1].get("name")))
-                           for branch in branches if isinstance(branch[-1], Mapping))
-        if not isinstance(join_on, list) or sorted(map(str, join_on)) != last_refs:
-            self.note(at, f"JOIN {_label(join)}: joinOn {join_on!r} must name the last task "
-                      f"of every branch ({', '.join(last_refs)}); a join waits for all")
+        inside = {str(t.get("taskReferenceName")) for branch in branches for t in _walk(branch)}
+        if not isinstance(join_on, list) or not set(map(str, join_on)) <= inside:
+            self.note(at, f"JOIN {_label(join)}: joinOn {join_on!r} must name tasks of the "
+                      "FORK_JOIN's branches")
 
     def task_settings(self, task: Mapping[str, Any], kind: str, at: _Where) -> Any:
         """The task's merged task definition (see :mod:`streamtask.conductor.taskdefs`)."""
@@ -628,6 +664,10 @@ def _number(options: Mapping[str, Any], key: str, problems: list[tuple[_Where, s
         problems.append((at, f"{where}: {key} must be a number >= 0, not {value!r}"))
         return None
     return float(value)
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _is_join(task: Any) -> bool:

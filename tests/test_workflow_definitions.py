@@ -131,6 +131,20 @@ def test_nested_fork_ends_its_branch_with_its_join() -> None:
     assert app.stages["outer_join"].join == JoinSpec(("inner_join", "z"))
 
 
+def test_a_branch_ending_in_a_switch_gathers_its_cases_before_the_join() -> None:
+    app = load(simple("a"), fork("f", [simple("b")], [simple("c"), switch("s", {
+        "x": [simple("d")]}, default=[simple("e")])]))
+    assert thens(app)["d"] == thens(app)["e"] == "s_end"
+    assert thens(app)["s_end"] == "f_join"
+    assert app.stages["f_join"].join == JoinSpec(("b", "s_end"))
+
+
+def test_tasks_without_a_name_are_named_by_their_reference() -> None:
+    app = load(simple("a"), fork("f", [simple("b")], [simple("c")]),
+               {"taskReferenceName": "meet", "type": "JOIN"})
+    assert "meet" in app.stages
+
+
 def test_switch_routes_on_one_field_and_every_case_continues_after_it() -> None:
     app = load(simple("classify"),
                switch("route", {"photo": [simple("resize"), simple("thumb")],
@@ -236,17 +250,16 @@ def test_passthrough_handlers_cover_nested_and_untyped_simple_tasks() -> None:
      "evaluatorType 'python' is not supported"),
     ([switch("s", {"x": [simple("a")]}) | {"expression": None}], "needs an expression"),
     ([simple("a"), fork("f", [simple("b")])], "two or more non-empty branches"),
-    ([simple("a"), fork("f", [simple("b")], [switch("s", {"x": [simple("c")]})])],
-     "branch 2 of FORK_JOIN 'f' (ref 'f_ref') must end with a task that has a stage"),
     ([simple("a"), {"name": "j", "type": "JOIN"}], "JOIN 'j' does not follow a FORK_JOIN"),
     ([simple("a"), fork("f", [simple("b")], [simple("c")]),
-      {"name": "j", "type": "JOIN", "joinOn": ["b_ref"]}], "must name the last task of every"),
+      {"name": "j", "type": "JOIN", "joinOn": ["b_ref", "elsewhere"]}],
+     "must name tasks of the FORK_JOIN's branches"),
+    ([simple("a"), fork("f", [simple("b")], [simple("c")]),
+      {"name": "j", "type": "JOIN", "joinMode": "LATER"}], "joinMode 'LATER' is not SYNC"),
     ([simple("a"), simple("a")], "taskReferenceName 'a_ref' is used 2 times"),
     ([simple("a", inputParameters=[1])], "inputParameters must be an object"),
     ([simple("a", taskDefinition={"retryCount": 1, "pollTimeoutSeconds": 5})],
      "unsupported taskDefinition option(s) pollTimeoutSeconds"),
-    ([simple("a", taskDefinition={"timeoutSeconds": 5, "responseTimeoutSeconds": 9})],
-     "responseTimeoutSeconds 9 must not exceed timeoutSeconds 5"),
     ([simple("a", retryLogic="SOMETIMES")], "retryLogic 'SOMETIMES' is not one of"),
     ([simple("a", retryCount=-1)], "retryCount must be a whole number"),
     ([simple("a", timeoutSeconds="soon")], "timeoutSeconds must be a number"),

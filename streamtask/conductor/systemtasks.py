@@ -6,7 +6,9 @@ output. Their inputs and outputs follow Conductor (see the README's workflow sec
 
 * ``SET_VARIABLE`` writes each input key into ``workflow.variables`` (shallow, never deletes);
 * ``TERMINATE`` ends the run with ``terminationStatus`` and ``workflowOutput``;
-* ``JOIN`` outputs each joined task's output by reference name;
+* ``JOIN`` outputs each joined task's output by reference name; ``EXCLUSIVE_JOIN`` (after a
+  switch, where one case ran) the output of the first of ``joinOn``, then
+  ``defaultExclusiveJoinTask``, that ran;
 * ``INLINE`` (``evaluatorType`` javascript/graaljs or value-param) and ``LAMBDA``
   (``scriptExpression``) output ``{"result": ...}``;
 * ``JSON_JQ_TRANSFORM`` outputs ``result`` (the first value) and ``resultList``;
@@ -67,6 +69,15 @@ def joiner(join_on: tuple[str, ...]) -> Body:
     def join(task: Task, inputs: Any, ctx: dict[str, Any]) -> Any:
         return {ref: ctx["tasks"][ref]["output"] for ref in join_on if ref in ctx["tasks"]}
     return join
+
+
+def exclusive_joiner(refs: tuple[str, ...]) -> Body:
+    """EXCLUSIVE_JOIN after a switch: only one case ran, so its output is that of the first
+    of ``joinOn`` (then ``defaultExclusiveJoinTask``) that ran in this run."""
+    def exclusive_join(task: Task, inputs: Any, ctx: dict[str, Any]) -> Any:
+        ran = next((ref for ref in refs if ref in ctx["tasks"]), None)
+        return {} if ran is None else ctx["tasks"][ran]["output"]
+    return exclusive_join
 
 
 def inline(task: Task, inputs: Any, ctx: dict[str, Any]) -> Any:
