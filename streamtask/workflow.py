@@ -54,6 +54,7 @@ from streamtask.conductor.context import (
     Workflow,
 )
 from streamtask.conductor.handlers import end_handler, step_handler
+from streamtask.conductor.loops import DEFAULT_MAX_ITERATIONS, Loop
 from streamtask.conductor.scripts import missing_extra
 from streamtask.conductor.taskdefs import (
     CONDUCTOR_DEFAULTS,
@@ -72,6 +73,7 @@ from streamtask.retry import NO_RETRIES, RetryPolicy
 SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION"
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
 JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
+DO_WHILE = "DO_WHILE"
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
 _TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive"}
 _OPTIONS: dict[str, set[str]] = {
@@ -80,6 +82,8 @@ _OPTIONS: dict[str, set[str]] = {
     TERMINATE: {"inputParameters"},
     EXCLUSIVE_JOIN: {"joinOn", "defaultExclusiveJoinTask", "inputParameters"},
     FORK_JOIN: {"forkTasks", "inputParameters", "retryCount"},
+    DO_WHILE: {"loopCondition", "loopOver", "items", "evaluatorType", "inputParameters",
+               "retryCount"},
     JOIN: {"joinOn", "timeoutSeconds", "inputParameters", "joinMode", "retryCount"},
     SWITCH: {"evaluatorType", "expression", "inputParameters", "decisionCases", "defaultCase",
              "retryCount"},
@@ -169,7 +173,8 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
                   name: str | None = None, task_defaults: Mapping[str, Any] | None = None,
                   task_defs: Any = None, ignore: Collection[str] = (),
                   on_end: Handler | None = None,
-                  context_limit: int = DEFAULT_CONTEXT_LIMIT) -> WorkflowApp:
+                  context_limit: int = DEFAULT_CONTEXT_LIMIT,
+                  max_iterations: int = DEFAULT_MAX_ITERATIONS) -> WorkflowApp:
     """Build an App from a Conductor workflow definition; see the module docstring.
 
     The App is named after the workflow (sanitised to letters, digits, ``_`` and ``-``)
@@ -178,7 +183,8 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
     ``{"retryDelaySeconds": 2}``); ``task_defs`` is Conductor's task metadata (a list of
     TaskDefs, or a path to a JSON file of them); ``ignore`` names options to accept without
     effect. ``on_end`` is called with every finished run's last task (see
-    :func:`~streamtask.conductor.context.run_result`). Raises one
+    :func:`~streamtask.conductor.context.run_result`). ``context_limit`` bounds a run's
+    context (bytes of JSON) and ``max_iterations`` the passes of each DO_WHILE. Raises one
     :class:`ConfigurationError` listing every problem found.
     """
     raw = _named(parse_definition(definition))
@@ -194,6 +200,7 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
                         _mapping(raw, "inputTemplate"), _mapping(raw, "variables"),
                         context_limit)
     compiler = _Compiler(workflow, defaults, _task_defs(task_defs), set(ignore), raw)
+    compiler.max_iterations = max_iterations
     if raw.get("name") in (None, "") and name is None:
         compiler.note((), "the definition has no 'name' (or pass name=...)")
     compiler.problems.extend(((), p) for p in _workflow_problems(raw, compiler.ignore))
@@ -322,9 +329,9 @@ class _Decl:
 
     def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
                 switches: Mapping[str, SwitchSpec]) -> None:
-        step = replace(self.step, ends=self.then == END,
-                       switch=switches[self.then.ref] if isinstance(self.then, CaseSwitch)
-                       else None)
+        route = self.then if isinstance(self.then, CaseSwitch) else None
+        step = replace(self.step, ends=self.then == END, route=route,
+                       switch=switches[route.ref] if route is not None else None)
         handler = step_handler(step, handlers.get(self.task_name) if self.kind == SIMPLE
                                else None, self.body)
         if self.kind == JOIN:
@@ -366,6 +373,7 @@ class _Compiler:
         self.unsupported: list[tuple[_Where, str]] = []
         self.decls: dict[str, _Decl] = {}
         self.switches: dict[str, SwitchSpec] = {}
+        self.max_iterations = DEFAULT_MAX_ITERATIONS
         names = Counter(t.get("name") for t in _walk(_tasks_of(raw)))
         self.shared_names = {n for n, count in names.items() if count > 1}
         refs = Counter(t.get("taskReferenceName") for t in _walk(_tasks_of(raw)))
@@ -436,7 +444,42 @@ class _Compiler:
             return self.fork(task, join, after, at)
         if kind in (SWITCH, DECISION):
             return self.switch(task, after, at)
+        if kind == DO_WHILE:
+            return self.loop(task, after, at)
         return self.task(task, kind, after, at)
+
+    def loop(self, task: Mapping[str, Any], after: _Part, at: _Where) -> _Part:
+        """A DO_WHILE: a start stage, the body, and a check stage that goes round again or
+        on (see :mod:`streamtask.conductor.loops`)."""
+        name, ref, label = self.stage_name(task), _ref_name(task), _label(task)
+        body, condition = task.get("loopOver"), task.get("loopCondition")
+        if not isinstance(body, list) or not body:
+            self.note(at, f"DO_WHILE {label}: loopOver must be a non-empty list of tasks")
+            return after
+        if not (isinstance(condition, str) and condition) and task.get("items") is None:
+            self.note(at, f"DO_WHILE {label}: needs a loopCondition (JavaScript) or items")
+        elif isinstance(condition, str) and condition:
+            self.need("js", at, f"DO_WHILE {label}")
+        if task.get("evaluatorType") not in (None, *_JAVASCRIPT):
+            self.note(at, f"DO_WHILE {label}: evaluatorType {task.get('evaluatorType')!r} is "
+                      "not supported; use javascript or graaljs")
+        loop = Loop(ref, condition or None, task.get("items"),
+                    tuple(_ref_name(t) for t in _walk(body)), self.max_iterations)
+        check = f"{name}_loop"
+        leave = after.entry if isinstance(after.entry, str) else \
+            self.stage_of(after, f"the task after {label}")
+        enter = self.stage_of(self.sequence(body, _Part(check, check, task, (*at, 1)),
+                                            (*at, 0)), f"the loop body of {label}")
+        inputs = task.get("inputParameters") or {}
+        self.switches[f"{ref}#start"] = SwitchSpec(ref, "loop-start", "", {}, loop)
+        self.switches[f"{ref}#loop"] = SwitchSpec(ref, "loop", "", inputs, loop)
+        self.add(_Decl(name, DO_WHILE, at, _ref(task), Step(self.workflow, ref, DO_WHILE, inputs),
+                       CaseSwitch(CASE, {"true": enter}, leave, ref=f"{ref}#start"),
+                       body=loop.start))
+        self.add(_Decl(check, ROUTE, (*at, 2), _ref(task),
+                       Step(self.workflow, f"{ref}_loop", ROUTE),
+                       CaseSwitch(CASE, {"true": enter}, leave, ref=f"{ref}#loop"), body=_route))
+        return _Part(name, check, task, at)
 
     def task(self, task: Mapping[str, Any], kind: str, after: _Part, at: _Where) -> _Part:
         """A SIMPLE or system task: one stage running its step."""

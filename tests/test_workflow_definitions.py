@@ -193,7 +193,8 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
     tasks = [
         simple("a"),
         {"name": "loop", "taskReferenceName": "loop_ref", "type": "DO_WHILE",
-         "loopOver": [simple("inside")]},
+         "loopCondition": "false", "loopOver": [simple("inside"), {
+             "name": "deep", "taskReferenceName": "deep_ref", "type": "SUB_WORKFLOW"}]},
         fork("f", [{"name": "call", "taskReferenceName": "call_ref", "type": "HTTP"},
                    {"name": "wait", "taskReferenceName": "wait_ref", "type": "WAIT"}],
              [simple("b")]),
@@ -206,10 +207,10 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
         load(*tasks)
     message = str(caught.value)
     assert "\n" not in message
-    for name, kind in [("loop", "DO_WHILE"), ("wait", "WAIT"), ("pause", "WAIT"),
+    for name, kind in [("deep", "SUB_WORKFLOW"), ("wait", "WAIT"), ("pause", "WAIT"),
                        ("child", "SUB_WORKFLOW"), ("map", "FORK_JOIN_DYNAMIC")]:
         assert f"'{name}' (ref '{name}_ref') ({kind})" in message
-    assert message.index("loop") < message.index("wait") < message.index("child")
+    assert message.index("deep") < message.index("wait") < message.index("child")
 
 
 def test_unknown_options_are_reported_unless_off_or_ignored() -> None:

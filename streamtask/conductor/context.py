@@ -23,19 +23,26 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streamtask.conductor.expressions import resolve
 from streamtask.conductor.scripts import run_javascript
 from streamtask.envelope import Task
+from streamtask.errors import RoutingError
+from streamtask.pipeline import Switch
 from streamtask.retry import DeadLetter, DeadLettered, RetryPolicy, decide
+
+if TYPE_CHECKING:
+    from streamtask.conductor.loops import Loop
 
 END = "_end"
 """The stage every finished run is sent to; its topic holds each run's final context."""
 CASE = "case"
 """The context key a switch routes on (set by the stage in front of the switch)."""
+LAST = "last"
+"""The context key naming the last task that ran (the default workflow output)."""
 DEFAULT_CONTEXT_LIMIT = 900_000
 """Bytes of JSON a run's context may take; below the stages' 1 MB record limit."""
 
@@ -80,6 +87,8 @@ class SwitchSpec:
     """``value-param`` (the input parameter named by ``expression``) or ``javascript``."""
     expression: str
     inputs: Any
+    loop: Loop | None = None
+    """Set for a DO_WHILE's start (``loop-start``) and check (``loop``) stages."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,8 @@ class Step:
     inputs: Any = None
     input_template: Mapping[str, Any] = field(default_factory=dict)
     switch: SwitchSpec | None = None
+    route: Switch | None = None
+    """The switch after this step (its cases may end the run)."""
     ends: bool = False
     tolerate: str | None = None
     """``optional`` or ``permissive``: a failure past the last retry lets the run go on."""
@@ -159,12 +170,15 @@ class Step:
                   "retryCount": task.attempt - 1, "referenceTaskName": self.ref}
         if reason is not None:
             record["reasonForIncompletion"] = reason
+        if self.task_type == "DO_WHILE" and isinstance(output, Mapping):
+            record["iteration"] = output.get("iteration")
         if self.task_type != ROUTE:
             ctx["tasks"][self.ref] = record
+            ctx[LAST] = self.ref
         ctx.pop(CASE, None)
         if self.switch is not None:
             ctx[CASE] = self.case(task, ctx)
-        if self.ends:
+        if self.ends or self.leads_to_end(ctx):
             self.complete(task, ctx)
         size = len(orjson.dumps(ctx, option=orjson.OPT_NON_STR_KEYS))
         if size > self.workflow.context_limit:
@@ -173,11 +187,24 @@ class Step:
                              "pass large data by reference (e.g. an object-store key)")
         return ctx
 
+    def leads_to_end(self, ctx: Mapping[str, Any]) -> bool:
+        """Whether the case just chosen ends the run."""
+        if self.route is None:
+            return False
+        try:
+            return self.route.target(ctx) == END
+        except RoutingError:
+            return False
+
     def case(self, task: Task, ctx: dict[str, Any]) -> str | None:
         """The case the switch after this step takes (its own record goes in the context)."""
         spec = self.switch
         assert spec is not None
         inputs = resolve(spec.inputs or {}, document(self, ctx, task), task.id)
+        if spec.loop is not None:
+            goes_round = spec.loop.enters(ctx) if spec.evaluator == "loop-start" else \
+                spec.loop.again(task, inputs, ctx)
+            return "true" if goes_round else None
         if spec.evaluator == "value-param":
             value = inputs.get(spec.expression) if isinstance(inputs, Mapping) else None
         else:
@@ -196,8 +223,8 @@ class Step:
         if self.workflow.output_parameters:
             workflow["output"] = resolve(dict(self.workflow.output_parameters),
                                          document(self, ctx, task), task.id)
-        else:
-            workflow["output"] = ctx["tasks"][self.ref]["output"]
+        else:  # Conductor: the output of the last task that ran
+            workflow["output"] = ctx["tasks"].get(ctx.get(LAST), {}).get("output", {})
         failed = workflow.get("permissiveFailure")
         workflow["status"] = FAILED if failed else COMPLETED
         if failed:

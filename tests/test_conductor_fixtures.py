@@ -1,0 +1,66 @@
+"""Conductor's own test-harness workflow definitions load (and pass ``pipeline check``), or
+fail with one error that lists everything unsupported; the pass rate must not drop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamtask.check import WARNING, check
+from streamtask.errors import ConfigurationError
+from streamtask.workflow import _walk, load_workflow, passthrough_handlers
+
+FIXTURES = Path(__file__).resolve().parent / "data" / "conductor"
+TEST_ONLY = {"USER_TASK", "BLOCKING_SYSTEM_TASK"}
+"""Task types only Conductor's test harness registers."""
+PASSING_AT_LEAST = 40
+"""Measured: 40 of the 69 load and pass check (see the README's workflow section)."""
+
+
+def definitions() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted(FIXTURES.glob("*.json")):
+        definition = json.loads(path.read_text())
+        if not any(task.get("type") in TEST_ONLY for task in _walk(definition["tasks"])):
+            found.append((path.name, definition))
+    return found
+
+
+def outcome(definition: dict[str, Any]) -> str | None:
+    """None when the definition loads and passes check, else the (single) error."""
+    try:
+        app = load_workflow(definition, passthrough_handlers(definition))
+    except ConfigurationError as exc:
+        return str(exc)
+    problems = [line for line in check(app) if not line.startswith(WARNING)]
+    return "; ".join(problems) or None
+
+
+def test_the_fixture_set_is_complete() -> None:
+    assert len(definitions()) == 69
+
+
+def test_at_least_the_measured_share_of_conductors_fixtures_pass() -> None:
+    failures = {name: error for name, definition in definitions()
+                if (error := outcome(definition)) is not None}
+    passed = len(definitions()) - len(failures)
+    assert passed >= PASSING_AT_LEAST, "\n".join(f"{n}: {e}" for n, e in failures.items())
+
+
+@pytest.mark.parametrize(("name", "definition"), definitions(), ids=lambda v: str(v)[:60])
+def test_each_failure_is_one_line_naming_every_unsupported_type(
+        name: str, definition: dict[str, Any]) -> None:
+    error = outcome(definition)
+    if error is None:
+        return
+    assert "\n" not in error
+    supported = {"SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION", "DO_WHILE",
+                 "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "HTTP",
+                 "EXCLUSIVE_JOIN"}
+    for task in _walk(definition["tasks"]):
+        kind = task.get("type", "SIMPLE")
+        if kind not in supported:
+            assert f"({kind})" in error, (name, kind, error)
