@@ -64,22 +64,25 @@ from streamtask.conductor.taskdefs import (
     settings,
     unsupported_options,
 )
+from streamtask.conductor.waits import DEFAULT_DEADLINE, parse_duration, resume, signal_payload
 from streamtask.config import KafkaSettings
-from streamtask.envelope import new_task_id
+from streamtask.envelope import Task, new_task_id
 from streamtask.errors import ConfigurationError
-from streamtask.pipeline import Switch, Then
+from streamtask.pipeline import JoinSpec, Switch, Then
 from streamtask.retry import NO_RETRIES, RetryPolicy
 
 SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION"
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
 JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
-DO_WHILE = "DO_WHILE"
+DO_WHILE, WAIT, HUMAN = "DO_WHILE", "WAIT", "HUMAN"
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
 _TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive"}
 _OPTIONS: dict[str, set[str]] = {
     SIMPLE: _TASK, HTTP: _TASK, INLINE: _TASK, JSON_JQ: _TASK, SET_VARIABLE: _TASK,
     LAMBDA: _TASK | {"scriptExpression"},
     TERMINATE: {"inputParameters"},
+    WAIT: {"inputParameters", "taskDefinition", "optional"},
+    HUMAN: {"inputParameters", "taskDefinition", "optional"},
     EXCLUSIVE_JOIN: {"joinOn", "defaultExclusiveJoinTask", "inputParameters"},
     FORK_JOIN: {"forkTasks", "inputParameters", "retryCount"},
     DO_WHILE: {"loopCondition", "loopOver", "items", "evaluatorType", "inputParameters",
@@ -94,6 +97,8 @@ _BODIES: dict[str, Body] = {
     SET_VARIABLE: systemtasks.set_variable, TERMINATE: systemtasks.terminate,
     INLINE: systemtasks.inline, JSON_JQ: systemtasks.json_jq_transform,
     HTTP: systemtasks.http}
+SIGNAL = "signal"
+"""The kind of a WAIT/HUMAN task's signal stage: passes signals on to its resume join."""
 _SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN}
 _WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ownerEmail",
                   "ownerApp", "inputParameters", "createTime", "updateTime", "createdBy",
@@ -120,6 +125,8 @@ class WorkflowApp(App):
 
     workflow: Workflow
     entry: str
+    signals: dict[str, str]
+    """The signal stage of each WAIT and HUMAN task, by reference name."""
 
     def start(self, workflow_input: Mapping[str, Any] | None = None, *,
               correlation_id: str | None = None, timeout: float = 30.0) -> str:
@@ -132,6 +139,24 @@ class WorkflowApp(App):
         self.flush(timeout)
         future.result(timeout)
         return run_id
+
+    def signal(self, run_id: str, task_ref: str, output: Mapping[str, Any] | None = None, *,
+               status: str = "COMPLETED", reason: str | None = None,
+               timeout: float = 30.0) -> None:
+        """Complete (or fail) the WAIT or HUMAN task ``task_ref`` of run ``run_id`` with
+        ``output``; returns once the broker has the signal. A signal may arrive before the
+        run reaches the task: it waits there (see :mod:`streamtask.conductor.waits`)."""
+        stage = self.signals.get(task_ref)
+        if stage is None:
+            known = ", ".join(sorted(self.signals)) or "none"
+            raise ConfigurationError(f"workflow {self.workflow.name!r} has no WAIT or HUMAN "
+                                     f"task {task_ref!r} (waiting tasks: {known})")
+        task = Task.new(stage, signal_payload(output or {}, status, reason), run_id=run_id,
+                        key=run_id, pipeline_version=self.version)
+        with self.producer() as producer:
+            future = producer.send_task(task)
+            producer.flush(timeout)
+        future.result(timeout)
 
 
 def passthrough(task: Any) -> Any:
@@ -209,7 +234,7 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
     if problems:
         raise ConfigurationError(f"workflow {title!r} cannot be loaded: " + "; ".join(problems))
     app = WorkflowApp(name or _sanitise(title), kafka=kafka, version=raw.get("version"))
-    app.workflow, app.entry = workflow, entry
+    app.workflow, app.entry, app.signals = workflow, entry, dict(compiler.signals)
     for decl in sorted(compiler.decls.values(), key=lambda d: d.position):
         decl.declare(app, handlers, partitions, compiler.switches)
     app.stage(END, then=None, retry=NO_RETRIES, timeout=None,
@@ -326,18 +351,21 @@ class _Decl:
     concurrency: int | None = None
     task_name: str = ""
     body: Body | None = field(default=None, repr=False)
+    on_timeout: str = "dead-letter"
 
     def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
                 switches: Mapping[str, SwitchSpec]) -> None:
         route = self.then if isinstance(self.then, CaseSwitch) else None
         step = replace(self.step, ends=self.then == END, route=route,
                        switch=switches[route.ref] if route is not None else None)
-        handler = step_handler(step, handlers.get(self.task_name) if self.kind == SIMPLE
-                               else None, self.body)
+        handler = passthrough if self.kind == SIGNAL else step_handler(
+            step, handlers.get(self.task_name) if self.kind == SIMPLE else None, self.body)
         if self.kind == JOIN:
             assert not isinstance(self.then, Switch) and self.timeout is not None
-            app.join(self.name, branches=self.branches, then=self.then, timeout=self.timeout,
-                     partitions=partitions)(handler)
+            external = self.branches[1:] if self.step.waits else ()
+            app.stage(self.name, then=self.then, partitions=partitions, retry=NO_RETRIES,
+                      join=JoinSpec(self.branches, self.timeout, self.on_timeout, external)
+                      )(handler)
         else:
             app.stage(self.name, then=self.then, retry=self.retry or NO_RETRIES,
                       timeout=self.timeout, partitions=partitions,
@@ -374,6 +402,8 @@ class _Compiler:
         self.decls: dict[str, _Decl] = {}
         self.switches: dict[str, SwitchSpec] = {}
         self.max_iterations = DEFAULT_MAX_ITERATIONS
+        self.signals: dict[str, str] = {}
+        self.fork_depth = 0
         names = Counter(t.get("name") for t in _walk(_tasks_of(raw)))
         self.shared_names = {n for n, count in names.items() if count > 1}
         refs = Counter(t.get("taskReferenceName") for t in _walk(_tasks_of(raw)))
@@ -446,7 +476,63 @@ class _Compiler:
             return self.switch(task, after, at)
         if kind == DO_WHILE:
             return self.loop(task, after, at)
+        if kind in (WAIT, HUMAN):
+            return self.wait(task, kind, after, at)
         return self.task(task, kind, after, at)
+
+    def wait(self, task: Mapping[str, Any], kind: str, after: _Part, at: _Where) -> _Part:
+        """A WAIT or HUMAN task: park, signal and resume stages (see
+        :mod:`streamtask.conductor.waits`)."""
+        name, ref, label = self.stage_name(task), _ref_name(task), _label(task)
+        inputs = task.get("inputParameters") or {}
+        if self.fork_depth:
+            self.note(at, f"{kind} {label}: a waiting task inside a FORK_JOIN branch is not "
+                      "supported (signals are keyed by run)")
+        duration = self.duration(task, kind, inputs, at)
+        deadline = duration or self.deadline(task)
+        then = after.entry
+        if not isinstance(then, str):
+            then = self.stage_of(after, f"the task after {label}")
+        resume_stage, signal = f"{name}_resume", f"{name}_signal"
+        self.signals[ref] = signal
+        self.add(_Decl(name, ROUTE, at, _ref(task), Step(self.workflow, ref, ROUTE),
+                       resume_stage, body=_route))
+        self.add(_Decl(signal, SIGNAL, at, _ref(task), Step(self.workflow, ref, ROUTE),
+                       resume_stage))
+        step = Step(self.workflow, ref, kind, inputs, waits=(name, signal),
+                    tolerate="optional" if task.get("optional") else None, retry=NO_RETRIES)
+        self.add(_Decl(resume_stage, JOIN, (*at, 1), _ref(task), step, then,
+                       timeout=deadline, branches=(name, signal),
+                       body=resume(ref, duration is not None),
+                       on_timeout="partial" if duration is not None else "dead-letter"))
+        return _Part(name, resume_stage, task, at)
+
+    def duration(self, task: Mapping[str, Any], kind: str, inputs: Any,
+                 at: _Where) -> float | None:
+        """A WAIT's literal ``duration`` in seconds (None: it waits for a signal)."""
+        if kind != WAIT or not isinstance(inputs, Mapping):
+            return None
+        if inputs.get("until") is not None:
+            self.note(at, f"WAIT {_label(task)}: 'until' is not supported; give a duration")
+        value = inputs.get("duration")
+        if value is None:
+            return None
+        try:
+            if not isinstance(value, str) or "${" in value:
+                raise ConfigurationError(f"duration must be literal text, not {value!r}")
+            return parse_duration(value) or None
+        except ConfigurationError as exc:
+            self.note(at, f"WAIT {_label(task)}: {exc}")
+            return None
+
+    def deadline(self, task: Mapping[str, Any]) -> float:
+        """How long a task waits for its signal: its task definition's timeout, else
+        :data:`~streamtask.conductor.waits.DEFAULT_DEADLINE`."""
+        definition = {**self.task_defs.get(str(task["name"]), {}),
+                      **(task.get("taskDefinition") or {})}
+        given = [definition.get(k) for k in ("timeoutSeconds", "responseTimeoutSeconds")]
+        numbers = [float(v) for v in given if isinstance(v, int | float) and v > 0]
+        return min(numbers) if numbers else DEFAULT_DEADLINE
 
     def loop(self, task: Mapping[str, Any], after: _Part, at: _Where) -> _Part:
         """A DO_WHILE: a start stage, the body, and a check stage that goes round again or
@@ -537,8 +623,10 @@ class _Compiler:
         join_at = (*at, len(branches))
         entries, lasts, last_refs = [], [], []
         for number, branch in enumerate(branches):
+            self.fork_depth += 1
             part = self.sequence(branch, self.branch_end(branch, name, join or task, join_at),
                                  (*at, number))
+            self.fork_depth -= 1
             entries.append(self.stage_of(part, f"branch {number + 1} of {_label(task)}"))
             if part.last is None:
                 self.note(at, f"branch {number + 1} of FORK_JOIN {_label(task)} must end "

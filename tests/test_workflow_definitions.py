@@ -196,10 +196,10 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
          "loopCondition": "false", "loopOver": [simple("inside"), {
              "name": "deep", "taskReferenceName": "deep_ref", "type": "SUB_WORKFLOW"}]},
         fork("f", [{"name": "call", "taskReferenceName": "call_ref", "type": "HTTP"},
-                   {"name": "wait", "taskReferenceName": "wait_ref", "type": "WAIT"}],
+                   {"name": "wait", "taskReferenceName": "wait_ref", "type": "EVENT"}],
              [simple("b")]),
         switch("s", {"x": [{"name": "pause", "taskReferenceName": "pause_ref",
-                            "type": "WAIT"}]}),
+                            "type": "START_WORKFLOW"}]}),
         {"name": "child", "taskReferenceName": "child_ref", "type": "SUB_WORKFLOW"},
         {"name": "map", "taskReferenceName": "map_ref", "type": "FORK_JOIN_DYNAMIC"},
     ]
@@ -207,7 +207,7 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
         load(*tasks)
     message = str(caught.value)
     assert "\n" not in message
-    for name, kind in [("deep", "SUB_WORKFLOW"), ("wait", "WAIT"), ("pause", "WAIT"),
+    for name, kind in [("deep", "SUB_WORKFLOW"), ("wait", "EVENT"), ("pause", "START_WORKFLOW"),
                        ("child", "SUB_WORKFLOW"), ("map", "FORK_JOIN_DYNAMIC")]:
         assert f"'{name}' (ref '{name}_ref') ({kind})" in message
     assert message.index("deep") < message.index("wait") < message.index("child")
@@ -247,6 +247,14 @@ def test_passthrough_handlers_cover_nested_and_untyped_simple_tasks() -> None:
 
 
 @pytest.mark.parametrize(("tasks", "needle"), [
+    ([simple("a"), fork("f", [{"name": "w", "type": "HUMAN"}], [simple("b")])],
+     "HUMAN 'w': a waiting task inside a FORK_JOIN branch is not supported"),
+    ([{"name": "w", "type": "WAIT", "inputParameters": {"duration": "soon"}}],
+     "duration 'soon' is not like"),
+    ([{"name": "w", "type": "WAIT", "inputParameters": {"until": "2030-01-01"}}],
+     "'until' is not supported"),
+    ([{"name": "l", "type": "DO_WHILE", "loopOver": [simple("a")]}],
+     "needs a loopCondition (JavaScript) or items"),
     ([switch("s", {"x": [simple("a")]}) | {"evaluatorType": "python"}],
      "evaluatorType 'python' is not supported"),
     ([switch("s", {"x": [simple("a")]}) | {"expression": None}], "needs an expression"),
@@ -276,9 +284,9 @@ def test_invalid_definitions_say_what_is_wrong(tasks: list[Any], needle: str) ->
 def test_several_kinds_of_problem_come_in_one_error() -> None:
     with pytest.raises(ConfigurationError) as caught:
         load_workflow({"name": "w", "tasks": [simple("a", retryCount="x"),
-                                              {"name": "h", "type": "WAIT"}]}, {})
+                                              {"name": "h", "type": "EVENT"}]}, {})
     message = str(caught.value)
-    assert "unsupported task type(s): 'h' (WAIT)" in message
+    assert "unsupported task type(s): 'h' (EVENT)" in message
     assert "retryCount must be" in message and "no handler for task(s) a" in message
 
 

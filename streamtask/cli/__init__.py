@@ -16,6 +16,7 @@ from streamtask.cli.demo import demo
 from streamtask.cli.dlq import dlq_app
 from streamtask.cli.kafka import kafka_app
 from streamtask.cli.pipeline import graph, pipeline_app
+from streamtask.cli.signal import signal
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.worker import worker
 from streamtask.cli.workflow import workflow_app
@@ -38,6 +39,7 @@ app.command()(send)
 app.command()(demo)
 app.command()(bench)
 app.command()(graph)
+app.command()(signal)
 
 
 def main() -> None:

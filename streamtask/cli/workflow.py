@@ -33,6 +33,13 @@ def start(
         raise ConfigurationError(f"--input is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ConfigurationError("--input must be a JSON object (Conductor's workflow input)")
+    app = workflow_target(target, bootstrap)
+    wait_for_cluster(app.kafka)
+    typer.echo(app.start(value, correlation_id=correlation_id))
+
+
+def workflow_target(target: str, bootstrap: str | None) -> WorkflowApp:
+    """The workflow app a TARGET names, pointed at ``bootstrap`` when one is given."""
     app = open_target(target)
     if not isinstance(app, WorkflowApp):
         raise ConfigurationError(f"{target!r} is not a workflow app: load it with "
@@ -40,5 +47,4 @@ def start(
     if bootstrap:
         app.kafka = KafkaSettings(bootstrap=bootstrap, extra=app.kafka.extra,
                                   connect_timeout=app.kafka.connect_timeout)
-    wait_for_cluster(app.kafka)
-    typer.echo(app.start(value, correlation_id=correlation_id))
+    return app

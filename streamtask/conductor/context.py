@@ -108,11 +108,17 @@ class Step:
     """``optional`` or ``permissive``: a failure past the last retry lets the run go on."""
     retry: RetryPolicy | None = None
     join_on: tuple[str, ...] = ()
+    waits: tuple[str, str] | None = None
+    """For a WAIT/HUMAN resume join: its park and signal stages (see ``waits``)."""
 
     def begin(self, task: Task) -> tuple[dict[str, Any], Any]:
         """The run's context (a copy) and this task's resolved input."""
-        ctx = self.merged(task.payload) if self.task_type == "JOIN" else \
-            context_of_payload(task.payload, self.workflow)
+        if self.waits is not None:
+            ctx = self.parked(task.payload, *self.waits)
+        elif self.task_type == "JOIN":
+            ctx = self.merged(task.payload)
+        else:
+            ctx = context_of_payload(task.payload, self.workflow)
         template = self.inputs if isinstance(self.inputs, Mapping) else {}
         inputs = resolve({**self.input_template, **template}, document(self, ctx, task),
                          task.id)
@@ -131,6 +137,19 @@ class Step:
         for other in contexts[1:]:
             ctx["tasks"].update(other["tasks"])
             ctx["workflow"]["variables"].update(other["workflow"].get("variables") or {})
+        return ctx
+
+    def parked(self, branches: Any, park: str, signal: str) -> dict[str, Any]:
+        """A resumed WAIT/HUMAN: the parked run's context, with the signal (if one came)
+        under ``signal`` for the body to take."""
+        parts = branches if isinstance(branches, Mapping) else {}
+        if park not in parts:
+            raise DeadLetter(f"a signal for {self.ref!r} arrived but its run was not waiting "
+                             "there")
+        ctx = context_of_payload(parts[park], self.workflow)
+        sent = parts.get(signal)
+        if isinstance(sent, Mapping) and isinstance(sent.get("signal"), Mapping):
+            ctx["signal"] = dict(sent["signal"])
         return ctx
 
     def run(self, task: Task, body: Body) -> Any:
