@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from streamtask.app import App, Handler
-from streamtask.conductor import systemtasks
+from streamtask.conductor import subworkflows, systemtasks
 from streamtask.conductor.context import (
     CASE,
     DEFAULT_CONTEXT_LIMIT,
@@ -74,7 +74,9 @@ from streamtask.retry import NO_RETRIES, RetryPolicy
 SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION"
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
 JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
-DO_WHILE, WAIT, HUMAN = "DO_WHILE", "WAIT", "HUMAN"
+DO_WHILE, WAIT, HUMAN, SUB_WORKFLOW = "DO_WHILE", "WAIT", "HUMAN", "SUB_WORKFLOW"
+MAX_SUB_WORKFLOW_DEPTH = 8
+"""How deep sub-workflows may nest."""
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
 _TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive"}
 _OPTIONS: dict[str, set[str]] = {
@@ -83,6 +85,8 @@ _OPTIONS: dict[str, set[str]] = {
     TERMINATE: {"inputParameters"},
     WAIT: {"inputParameters", "taskDefinition", "optional"},
     HUMAN: {"inputParameters", "taskDefinition", "optional"},
+    SUB_WORKFLOW: {"inputParameters", "subWorkflowParam", "optional", "permissive",
+                   "retryCount"},
     EXCLUSIVE_JOIN: {"joinOn", "defaultExclusiveJoinTask", "inputParameters"},
     FORK_JOIN: {"forkTasks", "inputParameters", "retryCount"},
     DO_WHILE: {"loopCondition", "loopOver", "items", "evaluatorType", "inputParameters",
@@ -187,10 +191,40 @@ def parse_definition(definition: Mapping[str, Any] | str | Path) -> dict[str, An
     return loaded
 
 
-def passthrough_handlers(definition: Mapping[str, Any] | str | Path) -> dict[str, Handler]:
-    """An identity handler for every SIMPLE task (nested ones included), by task name."""
-    return {task["name"]: passthrough for task in _walk(_tasks_of(parse_definition(definition)))
-            if _type_of(task) == SIMPLE and isinstance(task.get("name"), str)}
+def passthrough_handlers(definition: Mapping[str, Any] | str | Path,
+                         sub_workflows: Any = None) -> dict[str, Handler]:
+    """An identity handler for every SIMPLE task (nested ones, and those of inline and
+    given sub-workflows, included), by task name."""
+    definitions = [parse_definition(definition), *_registry(sub_workflows).values()]
+    found: dict[str, Handler] = {}
+    while definitions:
+        tasks = definitions.pop().get("tasks")
+        for task in _walk(tasks if isinstance(tasks, list) else []):
+            if _type_of(task) == SIMPLE and isinstance(task.get("name"), str):
+                found[task["name"]] = passthrough
+            inline = (task.get("subWorkflowParam") or {}).get("workflowDefinition")
+            if isinstance(inline, Mapping):
+                definitions.append(dict(inline))
+    return found
+
+
+def _shared_names(tasks: list[Any]) -> set[Any]:
+    names = Counter(t.get("name") for t in _walk(tasks))
+    return {n for n, count in names.items() if count > 1}
+
+
+def _registry(sub_workflows: Any) -> dict[str, dict[str, Any]]:
+    """Sub-workflow definitions by name, from a mapping of names to definitions, or a list
+    of definitions (dicts, JSON text or file paths)."""
+    if sub_workflows is None:
+        return {}
+    given = sub_workflows.values() if isinstance(sub_workflows, Mapping) else sub_workflows
+    found: dict[str, dict[str, Any]] = {}
+    for item in given:
+        definition = parse_definition(item)
+        if isinstance(definition.get("name"), str):
+            found[definition["name"]] = definition
+    return found
 
 
 def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[str, Handler],
@@ -199,7 +233,8 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
                   task_defs: Any = None, ignore: Collection[str] = (),
                   on_end: Handler | None = None,
                   context_limit: int = DEFAULT_CONTEXT_LIMIT,
-                  max_iterations: int = DEFAULT_MAX_ITERATIONS) -> WorkflowApp:
+                  max_iterations: int = DEFAULT_MAX_ITERATIONS,
+                  sub_workflows: Any = None) -> WorkflowApp:
     """Build an App from a Conductor workflow definition; see the module docstring.
 
     The App is named after the workflow (sanitised to letters, digits, ``_`` and ``-``)
@@ -209,7 +244,9 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
     TaskDefs, or a path to a JSON file of them); ``ignore`` names options to accept without
     effect. ``on_end`` is called with every finished run's last task (see
     :func:`~streamtask.conductor.context.run_result`). ``context_limit`` bounds a run's
-    context (bytes of JSON) and ``max_iterations`` the passes of each DO_WHILE. Raises one
+    context (bytes of JSON) and ``max_iterations`` the passes of each DO_WHILE.
+    ``sub_workflows`` gives the definitions SUB_WORKFLOW tasks name (a list of definitions,
+    or a mapping of names to definitions; dicts, JSON text or paths). Raises one
     :class:`ConfigurationError` listing every problem found.
     """
     raw = _named(parse_definition(definition))
@@ -226,6 +263,7 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
                         context_limit)
     compiler = _Compiler(workflow, defaults, _task_defs(task_defs), set(ignore), raw)
     compiler.max_iterations = max_iterations
+    compiler.sub_workflows = _registry(sub_workflows)
     if raw.get("name") in (None, "") and name is None:
         compiler.note((), "the definition has no 'name' (or pass name=...)")
     compiler.problems.extend(((), p) for p in _workflow_problems(raw, compiler.ignore))
@@ -404,8 +442,10 @@ class _Compiler:
         self.max_iterations = DEFAULT_MAX_ITERATIONS
         self.signals: dict[str, str] = {}
         self.fork_depth = 0
-        names = Counter(t.get("name") for t in _walk(_tasks_of(raw)))
-        self.shared_names = {n for n, count in names.items() if count > 1}
+        self.prefix, self.end = "", END
+        self.sub_workflows: dict[str, dict[str, Any]] = {}
+        self.within: tuple[str, ...] = (str(raw.get("name")),)
+        self.shared_names = _shared_names(_tasks_of(raw))
         refs = Counter(t.get("taskReferenceName") for t in _walk(_tasks_of(raw)))
         for ref, count in refs.items():
             if ref is not None and count > 1:
@@ -435,10 +475,12 @@ class _Compiler:
         return found
 
     def stage_name(self, task: Mapping[str, Any]) -> str:
-        """A task's stage: its name, or its reference name when tasks share the name."""
+        """A task's stage: its name, or its reference name when tasks share the name
+        (prefixed by the SUB_WORKFLOW's stage inside a sub-workflow)."""
         name = str(task["name"])
         ref = task.get("taskReferenceName")
-        return str(ref) if name in self.shared_names and isinstance(ref, str) else name
+        name = str(ref) if name in self.shared_names and isinstance(ref, str) else name
+        return self.prefix + name
 
     def sequence(self, tasks: list[Any], after: _Part, path: _Where) -> _Part:
         """Compile tasks that run one after the other, ending in ``after``."""
@@ -478,7 +520,64 @@ class _Compiler:
             return self.loop(task, after, at)
         if kind in (WAIT, HUMAN):
             return self.wait(task, kind, after, at)
+        if kind == SUB_WORKFLOW:
+            return self.sub_workflow(task, after, at)
         return self.task(task, kind, after, at)
+
+    def sub_workflow(self, task: Mapping[str, Any], after: _Part, at: _Where) -> _Part:
+        """A SUB_WORKFLOW: the child's tasks in a frame (see
+        :mod:`streamtask.conductor.subworkflows`)."""
+        label, ref, name = _label(task), _ref_name(task), self.stage_name(task)
+        raw = self.child_definition(task, at)
+        if raw is None:
+            return after
+        child = Workflow(str(raw["name"]), raw.get("version"), _mapping(raw, "outputParameters"),
+                         _mapping(raw, "inputTemplate"), _mapping(raw, "variables"),
+                         self.workflow.context_limit)
+        self.problems.extend((at, f"SUB_WORKFLOW {label}: {p}")
+                             for p in _workflow_problems(raw, self.ignore))
+        done = f"{name}_done"
+        leave = after.entry if isinstance(after.entry, str) else \
+            self.stage_of(after, f"the task after {label}")
+        saved = (self.workflow, self.prefix, self.end, self.shared_names, self.within)
+        self.workflow, self.prefix, self.end = child, f"{name}__", done
+        self.shared_names, self.within = _shared_names(raw["tasks"]), (*self.within, child.name)
+        try:
+            enter = self.stage_of(self.sequence(raw["tasks"], _Part(done, done, task, (*at, 1)),
+                                                (*at, 0)), f"the start of {label}")
+        finally:
+            (self.workflow, self.prefix, self.end, self.shared_names, self.within) = saved
+        tolerate = "optional" if task.get("optional") else \
+            "permissive" if task.get("permissive") else None
+        self.add(_Decl(name, ROUTE, at, _ref(task),
+                       Step(self.workflow, ref, ROUTE, task.get("inputParameters") or {}),
+                       enter, body=subworkflows.enter(ref, child)))
+        self.add(_Decl(done, ROUTE, (*at, 2), _ref(task),
+                       Step(self.workflow, ref, ROUTE, tolerate=tolerate, retry=NO_RETRIES),
+                       leave, body=subworkflows.leave(ref, child)))
+        return _Part(name, done, task, at)
+
+    def child_definition(self, task: Mapping[str, Any], at: _Where) -> dict[str, Any] | None:
+        """The child workflow a SUB_WORKFLOW runs: inline, or given by name to the loader."""
+        label, param = _label(task), task.get("subWorkflowParam")
+        param = param if isinstance(param, Mapping) else {}
+        inline, name = param.get("workflowDefinition"), param.get("name")
+        raw = dict(inline) if isinstance(inline, Mapping) else self.sub_workflows.get(str(name))
+        problem = None
+        if not isinstance(name, str) or "${" in name:
+            problem = f"subWorkflowParam.name must be a workflow's name, not {name!r}"
+        elif raw is None:
+            problem = (f"sub-workflow {name!r} is neither inline (workflowDefinition) nor "
+                       "given to the loader (sub_workflows=...)")
+        elif name in self.within or len(self.within) > MAX_SUB_WORKFLOW_DEPTH:
+            problem = f"sub-workflow {name!r} would contain itself"
+        elif not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
+            problem = f"sub-workflow {name!r} has no tasks"
+        if problem is not None:
+            self.note(at, f"SUB_WORKFLOW {label}: {problem}")
+            return None
+        assert raw is not None
+        return _named({**raw, "name": name})
 
     def wait(self, task: Mapping[str, Any], kind: str, after: _Part, at: _Where) -> _Part:
         """A WAIT or HUMAN task: park, signal and resume stages (see
@@ -577,7 +676,7 @@ class _Compiler:
             self.note(at, f"TERMINATE {_label(task)} cannot be optional")
         step = Step(self.workflow, _ref_name(task), kind, task.get("inputParameters") or {},
                     options.input_template, tolerate=tolerate, retry=options.retry)
-        then = END if kind == TERMINATE else after.entry
+        then = self.end if kind == TERMINATE else after.entry
         self.add(_Decl(name, SIMPLE if kind == SIMPLE else kind, at, _ref(task), step, then,
                        options.retry, options.timeout, concurrency=options.concurrency,
                        task_name=str(task["name"]), body=self.body(task, kind, at)))
