@@ -33,16 +33,17 @@ them.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from streamtask.app import App, Handler
-from streamtask.conductor import subworkflows, systemtasks
+from streamtask.conductor import dynamic, subworkflows, systemtasks
 from streamtask.conductor.context import (
     CASE,
     DEFAULT_CONTEXT_LIMIT,
@@ -75,6 +76,7 @@ SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWIT
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
 JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
 DO_WHILE, WAIT, HUMAN, SUB_WORKFLOW = "DO_WHILE", "WAIT", "HUMAN", "SUB_WORKFLOW"
+DYNAMIC = "FORK_JOIN_DYNAMIC"
 MAX_SUB_WORKFLOW_DEPTH = 8
 """How deep sub-workflows may nest."""
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
@@ -89,6 +91,8 @@ _OPTIONS: dict[str, set[str]] = {
                    "retryCount"},
     EXCLUSIVE_JOIN: {"joinOn", "defaultExclusiveJoinTask", "inputParameters"},
     FORK_JOIN: {"forkTasks", "inputParameters", "retryCount"},
+    DYNAMIC: {"dynamicForkTasksParam", "dynamicForkTasksInputParamName", "inputParameters",
+              "taskDefinition", "retryCount", "optional", "permissive"},
     DO_WHILE: {"loopCondition", "loopOver", "items", "evaluatorType", "inputParameters",
                "retryCount"},
     JOIN: {"joinOn", "timeoutSeconds", "inputParameters", "joinMode", "retryCount"},
@@ -103,7 +107,7 @@ _BODIES: dict[str, Body] = {
     HTTP: systemtasks.http}
 SIGNAL = "signal"
 """The kind of a WAIT/HUMAN task's signal stage: passes signals on to its resume join."""
-_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN}
+_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN, DYNAMIC}
 _WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ownerEmail",
                   "ownerApp", "inputParameters", "createTime", "updateTime", "createdBy",
                   "updatedBy", "restartable", "outputParameters", "inputTemplate",
@@ -390,14 +394,17 @@ class _Decl:
     task_name: str = ""
     body: Body | None = field(default=None, repr=False)
     on_timeout: str = "dead-letter"
+    make_body: Callable[[Mapping[str, Handler]], Body] | None = field(default=None, repr=False)
+    """For a body that needs the handlers (FORK_JOIN_DYNAMIC)."""
 
     def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
                 switches: Mapping[str, SwitchSpec]) -> None:
         route = self.then if isinstance(self.then, CaseSwitch) else None
         step = replace(self.step, ends=self.then == END, route=route,
                        switch=switches[route.ref] if route is not None else None)
+        body = self.make_body(handlers) if self.make_body is not None else self.body
         handler = passthrough if self.kind == SIGNAL else step_handler(
-            step, handlers.get(self.task_name) if self.kind == SIMPLE else None, self.body)
+            step, handlers.get(self.task_name) if self.kind == SIMPLE else None, body)
         if self.kind == JOIN:
             assert not isinstance(self.then, Switch) and self.timeout is not None
             external = self.branches[1:] if self.step.waits else ()
@@ -444,6 +451,8 @@ class _Compiler:
         self.fork_depth = 0
         self.prefix, self.end = "", END
         self.sub_workflows: dict[str, dict[str, Any]] = {}
+        self.dynamic: dict[str, str] = {}
+        """The JOIN reference of each FORK_JOIN_DYNAMIC, by its reference."""
         self.within: tuple[str, ...] = (str(raw.get("name")),)
         self.shared_names = _shared_names(_tasks_of(raw))
         refs = Counter(t.get("taskReferenceName") for t in _walk(_tasks_of(raw)))
@@ -492,10 +501,10 @@ class _Compiler:
                           "name")
             elif _type_of(task) != JOIN:
                 following = tasks[index + 1] if index + 1 < len(tasks) else None
-                join = following if _type_of(task) == FORK_JOIN and _is_join(following) \
-                    else None
+                join = following if _type_of(task) in (FORK_JOIN, DYNAMIC) and \
+                    _is_join(following) else None
                 units.append(((*path, index), task, join))
-            elif not (isinstance(before, Mapping) and _type_of(before) == FORK_JOIN):
+            elif not (isinstance(before, Mapping) and _type_of(before) in (FORK_JOIN, DYNAMIC)):
                 self.note((*path, index), f"JOIN {_label(task)} does not follow a FORK_JOIN")
         end = after.last
         for number, (at, task, join) in enumerate(reversed(units)):
@@ -522,6 +531,9 @@ class _Compiler:
             return self.wait(task, kind, after, at)
         if kind == SUB_WORKFLOW:
             return self.sub_workflow(task, after, at)
+        if kind == DYNAMIC:
+            self.dynamic[_ref_name(task)] = _ref_name(join) if join else \
+                f"{_ref_name(task)}_join"
         return self.task(task, kind, after, at)
 
     def sub_workflow(self, task: Mapping[str, Any], after: _Part, at: _Where) -> _Part:
@@ -677,9 +689,15 @@ class _Compiler:
         step = Step(self.workflow, _ref_name(task), kind, task.get("inputParameters") or {},
                     options.input_template, tolerate=tolerate, retry=options.retry)
         then = self.end if kind == TERMINATE else after.entry
+        make_body = None
+        if kind == DYNAMIC:
+            make_body = functools.partial(
+                dynamic.forked, task.get("dynamicForkTasksParam"),
+                task.get("dynamicForkTasksInputParamName"), self.dynamic[_ref_name(task)])
         self.add(_Decl(name, SIMPLE if kind == SIMPLE else kind, at, _ref(task), step, then,
                        options.retry, options.timeout, concurrency=options.concurrency,
-                       task_name=str(task["name"]), body=self.body(task, kind, at)))
+                       task_name=str(task["name"]), body=self.body(task, kind, at),
+                       make_body=make_body))
         return _Part(name, name, task, at)
 
     def body(self, task: Mapping[str, Any], kind: str, at: _Where) -> Body | None:
@@ -700,6 +718,8 @@ class _Compiler:
                 self.need("js", at, f"INLINE {_label(task)}")
         if kind == JSON_JQ:
             self.need("jq", at, f"JSON_JQ_TRANSFORM {_label(task)}")
+        if kind == DYNAMIC:
+            return None  # needs the handlers: made when declared
         if kind == EXCLUSIVE_JOIN:
             refs = [*_strings(task.get("joinOn")), *_strings(task.get("defaultExclusiveJoinTask"))]
             return systemtasks.exclusive_joiner(tuple(refs))
