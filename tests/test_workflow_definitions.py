@@ -194,21 +194,20 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
         simple("a"),
         {"name": "loop", "taskReferenceName": "loop_ref", "type": "DO_WHILE",
          "loopCondition": "false", "loopOver": [simple("inside"), {
-             "name": "deep", "taskReferenceName": "deep_ref", "type": "SUB_WORKFLOW"}]},
+             "name": "deep", "taskReferenceName": "deep_ref", "type": "KAFKA_PUBLISH"}]},
         fork("f", [{"name": "call", "taskReferenceName": "call_ref", "type": "HTTP"},
                    {"name": "wait", "taskReferenceName": "wait_ref", "type": "EVENT"}],
              [simple("b")]),
         switch("s", {"x": [{"name": "pause", "taskReferenceName": "pause_ref",
                             "type": "START_WORKFLOW"}]}),
-        {"name": "child", "taskReferenceName": "child_ref", "type": "SUB_WORKFLOW"},
-        {"name": "map", "taskReferenceName": "map_ref", "type": "FORK_JOIN_DYNAMIC"},
+        {"name": "child", "taskReferenceName": "child_ref", "type": "BUSINESS_RULE"},
     ]
     with pytest.raises(ConfigurationError) as caught:
         load(*tasks)
     message = str(caught.value)
     assert "\n" not in message
-    for name, kind in [("deep", "SUB_WORKFLOW"), ("wait", "EVENT"), ("pause", "START_WORKFLOW"),
-                       ("child", "SUB_WORKFLOW"), ("map", "FORK_JOIN_DYNAMIC")]:
+    for name, kind in [("deep", "KAFKA_PUBLISH"), ("wait", "EVENT"),
+                       ("pause", "START_WORKFLOW"), ("child", "BUSINESS_RULE")]:
         assert f"'{name}' (ref '{name}_ref') ({kind})" in message
     assert message.index("deep") < message.index("wait") < message.index("child")
 
