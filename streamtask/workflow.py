@@ -580,7 +580,7 @@ class _Compiler:
             problem = f"subWorkflowParam.name must be a workflow's name, not {name!r}"
         elif raw is None:
             problem = (f"sub-workflow {name!r} is neither inline (workflowDefinition) nor "
-                       "given to the loader (sub_workflows=...)")
+                       "given to the loader (sub_workflows=[...], or --sub-workflow FILE)")
         elif name in self.within or len(self.within) > MAX_SUB_WORKFLOW_DEPTH:
             problem = f"sub-workflow {name!r} would contain itself"
         elif not isinstance(raw.get("tasks"), list) or not raw["tasks"]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,21 @@ def test_each_failure_is_one_line_naming_every_unsupported_type(
         kind = task.get("type", "SIMPLE")
         if kind not in supported:
             assert f"({kind})" in error, (name, kind, error)
+
+
+def test_the_cli_checks_a_file_with_its_sub_workflows_and_task_defs() -> None:
+    def streamtask(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "streamtask", *args], cwd=FIXTURES,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    parent, child = "fork_join_sub_workflow.json", \
+        "simple_one_task_sub_workflow_integration_test.json"
+    alone = streamtask("pipeline", "check", parent)
+    assert alone.returncode == 1 and "--sub-workflow FILE" in alone.stderr
+    assert "Traceback" not in alone.stderr
+    given = streamtask("pipeline", "check", parent, "--sub-workflow", child)
+    assert (given.returncode, given.stdout) == (0, "ok\n"), given.stderr
+    shipping = Path(__file__).resolve().parent / "workflows"
+    drawn = streamtask("graph", str(shipping / "shipping.json"), "--task-defs",
+                       str(shipping / "shipping_taskdefs.json"))
+    assert drawn.returncode == 0 and "price_check" in drawn.stdout, drawn.stderr

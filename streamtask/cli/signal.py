@@ -8,7 +8,7 @@ import orjson
 import typer
 
 from streamtask.cli.options import Bootstrap
-from streamtask.cli.pipeline import Target
+from streamtask.cli.pipeline import SubWorkflows, Target
 from streamtask.cli.workflow import workflow_target
 from streamtask.errors import ConfigurationError
 from streamtask.kafka import wait_for_cluster
@@ -27,6 +27,7 @@ def signal(
     ] = "COMPLETED",
     reason: Annotated[str | None, typer.Option(help="Why, when FAILED.")] = None,
     bootstrap: Bootstrap = None,
+    sub_workflows: SubWorkflows = None,
 ) -> None:
     """Send the signal a waiting task of a run waits for; it waits there if it comes first."""
     try:
@@ -35,7 +36,7 @@ def signal(
         raise ConfigurationError(f"--output is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ConfigurationError("--output must be a JSON object (the task's output)")
-    app = workflow_target(target, bootstrap)
+    app = workflow_target(target, bootstrap, sub_workflows=sub_workflows)
     wait_for_cluster(app.kafka)
     app.signal(run_id, task_ref, value, status=status, reason=reason)
     typer.echo(f"signalled {task_ref} of run {run_id}")
