@@ -1,33 +1,33 @@
-"""Conductor workflow definitions (JSON) loaded into an :class:`~streamtask.app.App`.
+"""Conductor workflow definitions (JSON) compiled into a :class:`WorkflowApp`.
 
-A definition's ``tasks`` run in sequence; each becomes a stage whose ``then=`` is the next
-task's first stage. What maps, and how:
+A definition's ``tasks`` run in sequence; each becomes one or more stages whose ``then=``
+leads to the next task's first stage, and the last sends the run to the stage ``_end``.
+Every task of a run carries the run's context (see :mod:`streamtask.conductor.context`):
+a stage resolves its task's ``inputParameters`` against it, runs the task, and records the
+output for later tasks. What maps, and how (the README's workflow section lists every
+option):
 
-* ``SIMPLE`` (or no ``type``): a stage named by the task's ``name``, run by
-  ``handlers[name]``. ``retryCount``/``retryLogic``/``retryDelaySeconds`` become
-  :meth:`RetryPolicy.conductor <streamtask.retry.RetryPolicy.conductor>` (Conductor's task
-  defaults apply when absent: 3 retries, FIXED, 60 s; change them with ``task_defaults``);
-  ``timeoutSeconds`` is the stage timeout (0 means none).
-* ``FORK_JOIN``: the stage before it forks to the first stage of every ``forkTasks``
-  branch; each branch's last stage sends to the join, which is the ``JOIN`` task that
-  follows (its ``name``) or else an implicit ``<fork name>_join``. The join's handler is
-  ``handlers[join name]`` if given, else :func:`~streamtask.pipeline.merged`.
-* ``SWITCH`` (``evaluatorType: value-param``) and the legacy ``DECISION``: the stage before
-  it gets a :class:`~streamtask.pipeline.Switch` on the payload field named by the last
-  element of the input parameter (``${workflow.input.kind}`` or ``${ref.output.kind}`` ->
-  ``kind``); every case continues to the task after the switch. Case values are strings.
-* ``JOIN``: ``joinOn``, if given, must name the last task of every branch (a join waits for
-  all of them); ``timeoutSeconds`` is the join's timeout (absent or 0: 300 s, after which
-  the fork is dead-lettered).
+* ``SIMPLE`` (or no ``type``): a stage named by the task's ``name`` (by its reference name
+  when tasks share a name), run by ``handlers[name]``; retries and timeouts come from its
+  task definition (:mod:`streamtask.conductor.taskdefs`).
+* ``FORK_JOIN`` + ``JOIN``: the stage before it forks to every branch; each branch's last
+  stage sends to the join (the ``JOIN`` that follows, or an implicit ``<fork name>_join``).
+* ``SWITCH`` / ``DECISION``: routing, not a stage: the stage in front of the switch picks
+  the case (value-param or JavaScript) after its own task.
+* ``DO_WHILE`` (:mod:`streamtask.conductor.loops`), ``WAIT`` / ``HUMAN``
+  (:mod:`streamtask.conductor.waits`), ``SUB_WORKFLOW``
+  (:mod:`streamtask.conductor.subworkflows`), ``FORK_JOIN_DYNAMIC``
+  (:mod:`streamtask.conductor.dynamic`) and the system tasks of
+  :mod:`streamtask.conductor.systemtasks`.
 
 Where a fork or switch has no stage in front of it (the first task of the workflow, of a
-branch or of a case), a routing stage named after that task passes its input on.
+branch or of a case), a routing stage named after that task passes the context on.
 
-Nothing is silently dropped: unsupported task types, unknown options and missing handlers
-are all collected and raised as one :class:`ConfigurationError`. An unknown option whose
-value is empty or off (``false``, ``0``, ``null``, ``""``, ``[]``, ``{}``) changes nothing
-and is accepted, so exported definitions load; name others in ``ignore`` to accept losing
-them.
+Nothing is silently dropped: unsupported task types (nested ones included), unknown options
+and missing handlers are all collected and raised as one :class:`ConfigurationError`. An
+unknown option whose value is empty or off (``false``, ``0``, ``null``, ``""``, ``[]``,
+``{}``) changes nothing and is accepted, so exported definitions load; name others in
+``ignore`` to accept losing them.
 """
 
 from __future__ import annotations
@@ -686,6 +686,9 @@ class _Compiler:
             "permissive" if task.get("permissive") else None
         if kind == TERMINATE and tolerate:
             self.note(at, f"TERMINATE {_label(task)} cannot be optional")
+        if kind == TERMINATE and self.fork_depth:
+            self.note(at, f"TERMINATE {_label(task)} inside a FORK_JOIN branch is not "
+                      "supported (the other branches would not be cancelled)")
         step = Step(self.workflow, _ref_name(task), kind, task.get("inputParameters") or {},
                     options.input_template, tolerate=tolerate, retry=options.retry)
         then = self.end if kind == TERMINATE else after.entry
