@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from streamtask.app import App, Handler
-from streamtask.conductor import dynamic, subworkflows, systemtasks
+from streamtask.conductor import dynamic, failures, subworkflows, systemtasks
 from streamtask.conductor.context import (
     CASE,
     DEFAULT_CONTEXT_LIMIT,
@@ -54,6 +54,7 @@ from streamtask.conductor.context import (
     SwitchSpec,
     Workflow,
 )
+from streamtask.conductor.failures import FAILURE
 from streamtask.conductor.handlers import end_handler, step_handler
 from streamtask.conductor.loops import DEFAULT_MAX_ITERATIONS, Loop
 from streamtask.conductor.scripts import missing_extra
@@ -111,7 +112,8 @@ _SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOI
 _WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ownerEmail",
                   "ownerApp", "inputParameters", "createTime", "updateTime", "createdBy",
                   "updatedBy", "restartable", "outputParameters", "inputTemplate",
-                  "variables", "timeoutPolicy", "timeoutSeconds", "tags", "metadata"}
+                  "variables", "timeoutPolicy", "timeoutSeconds", "tags", "metadata",
+                  "failureWorkflow"}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # as streamtask.app requires
 _JAVASCRIPT = ("javascript", "graaljs")
 _NESTED = ("forkTasks", "decisionCases", "defaultCase", "loopOver")
@@ -272,15 +274,20 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
         compiler.note((), "the definition has no 'name' (or pass name=...)")
     compiler.problems.extend(((), p) for p in _workflow_problems(raw, compiler.ignore))
     entry = compiler.compile(_tasks_of(raw))
+    if raw.get("failureWorkflow"):
+        compiler.failure_workflow(raw["failureWorkflow"])
     problems = compiler.report(handlers)
     if problems:
         raise ConfigurationError(f"workflow {title!r} cannot be loaded: " + "; ".join(problems))
     app = WorkflowApp(name or _sanitise(title), kafka=kafka, version=raw.get("version"))
     app.workflow, app.entry, app.signals = workflow, entry, dict(compiler.signals)
     for decl in sorted(compiler.decls.values(), key=lambda d: d.position):
+        if FAILURE in compiler.decls and not decl.name.startswith(FAILURE):
+            decl.compensate = FAILURE  # a dead-lettered task starts the failure workflow
         decl.declare(app, handlers, partitions, compiler.switches)
+    failure = FAILURE if FAILURE in compiler.decls else None
     app.stage(END, then=None, retry=NO_RETRIES, timeout=None,
-              partitions=partitions)(end_handler(on_end))
+              partitions=partitions)(end_handler(on_end, failure))
     app.validate()
     return app
 
@@ -396,6 +403,7 @@ class _Decl:
     on_timeout: str = "dead-letter"
     make_body: Callable[[Mapping[str, Handler]], Body] | None = field(default=None, repr=False)
     """For a body that needs the handlers (FORK_JOIN_DYNAMIC)."""
+    compensate: str | None = None
 
     def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
                 switches: Mapping[str, SwitchSpec]) -> None:
@@ -409,12 +417,12 @@ class _Decl:
             assert not isinstance(self.then, Switch) and self.timeout is not None
             external = self.branches[1:] if self.step.waits else ()
             app.stage(self.name, then=self.then, partitions=partitions, retry=NO_RETRIES,
-                      join=JoinSpec(self.branches, self.timeout, self.on_timeout, external)
-                      )(handler)
+                      join=JoinSpec(self.branches, self.timeout, self.on_timeout, external),
+                      compensate=self.compensate)(handler)
         else:
             app.stage(self.name, then=self.then, retry=self.retry or NO_RETRIES,
                       timeout=self.timeout, partitions=partitions,
-                      concurrency=self.concurrency)(handler)
+                      concurrency=self.concurrency, compensate=self.compensate)(handler)
 
 
 @dataclass(frozen=True)
@@ -548,6 +556,9 @@ class _Compiler:
                          self.workflow.context_limit)
         self.problems.extend((at, f"SUB_WORKFLOW {label}: {p}")
                              for p in _workflow_problems(raw, self.ignore))
+        if raw.get("failureWorkflow"):
+            self.note(at, f"SUB_WORKFLOW {label}: the failureWorkflow of a sub-workflow is not "
+                      "supported")
         done = f"{name}_done"
         leave = after.entry if isinstance(after.entry, str) else \
             self.stage_of(after, f"the task after {label}")
@@ -568,6 +579,36 @@ class _Compiler:
                        Step(self.workflow, ref, ROUTE, tolerate=tolerate, retry=NO_RETRIES),
                        leave, body=subworkflows.leave(ref, child)))
         return _Part(name, done, task, at)
+
+    def failure_workflow(self, name: Any) -> None:
+        """Compile the ``failureWorkflow`` (see :mod:`streamtask.conductor.failures`)."""
+        at: _Where = (1_000_000,)
+        raw = self.sub_workflows.get(str(name))
+        if not isinstance(name, str) or "$" in name:
+            self.note(at, f"failureWorkflow {name!r}: a name given by an expression is not "
+                      "supported")
+            return
+        if raw is None or not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
+            self.note(at, f"failureWorkflow {name!r} is not given to the loader "
+                      "(sub_workflows=[...], or --sub-workflow FILE)")
+            return
+        raw = _named({**raw, "name": name})
+        child = Workflow(name, raw.get("version"), _mapping(raw, "outputParameters"),
+                         _mapping(raw, "inputTemplate"), _mapping(raw, "variables"),
+                         self.workflow.context_limit)
+        done = f"{FAILURE}_done"
+        saved = (self.workflow, self.prefix, self.end, self.shared_names)
+        self.workflow, self.prefix, self.end = child, f"{FAILURE}__", done
+        self.shared_names = _shared_names(raw["tasks"])
+        try:
+            enter = self.stage_of(self.sequence(raw["tasks"], _Part(done, done, None, at),
+                                                (*at, 0)), "the failure workflow's start")
+        finally:
+            self.workflow, self.prefix, self.end, self.shared_names = saved
+        self.add(_Decl(FAILURE, ROUTE, at, f"failureWorkflow {name!r}",
+                       Step(self.workflow, FAILURE, ROUTE), enter, body=failures.start(child)))
+        self.add(_Decl(done, ROUTE, (*at, 1), f"failureWorkflow {name!r}",
+                       Step(self.workflow, done, ROUTE), END, body=failures.finish(child)))
 
     def child_definition(self, task: Mapping[str, Any], at: _Where) -> dict[str, Any] | None:
         """The child workflow a SUB_WORKFLOW runs: inline, or given by name to the loader."""

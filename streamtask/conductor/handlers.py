@@ -8,11 +8,14 @@ handlers stay ``async`` so the worker runs them on its event loop.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from streamtask.app import Handler
 from streamtask.conductor.context import Body, Step
+from streamtask.conductor.failures import HANDLED
 from streamtask.envelope import Task
+from streamtask.pipeline import Send
 
 
 def step_handler(step: Step, user: Handler | None, body: Body | None) -> Handler:
@@ -35,9 +38,16 @@ def step_handler(step: Step, user: Handler | None, body: Body | None) -> Handler
     return run_system
 
 
-def end_handler(on_end: Handler | None) -> Handler:
-    """The handler of the end stage: tells ``on_end`` (if any) and ends the run."""
-    def end(task: Task) -> None:
+def end_handler(on_end: Handler | None, failure: str | None = None) -> Handler:
+    """The handler of the end stage: tells ``on_end`` (if any) and ends the run. A run that
+    ended FAILED or TERMINATED goes to its ``failure`` workflow first, once."""
+    def end(task: Task) -> Send | None:
+        workflow = task.payload.get("workflow", {}) if isinstance(task.payload, Mapping) \
+            else {}
+        if failure is not None and workflow.get("status") in ("FAILED", "TERMINATED") and \
+                not workflow.get(HANDLED):
+            return Send(failure, task.payload)
         if on_end is not None:
             on_end(task)
+        return None
     return end
