@@ -6,7 +6,7 @@ This module supplies the handlers, one per SIMPLE task, and builds the app::
 
     streamtask topics ensure examples.order_fulfillment:app
     streamtask worker examples.order_fulfillment:app
-    streamtask send examples.order_fulfillment:app validate_order \\
+    streamtask workflow start examples.order_fulfillment:app --input \\
         '{"order_id": "o-1", "customer": {"email": "a@example.com", "phone": "+15550100"},
           "items": [{"sku": "mug", "qty": 2}], "total": 18.5}'
 
@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from streamtask import App, KafkaSettings, Task
+from streamtask import KafkaSettings, Task
 from streamtask.app import Handler
 from streamtask.retry import DeadLetter
-from streamtask.workflow import load_workflow
+from streamtask.workflow import WorkflowApp, load_workflow
 
 DEFINITION = Path(__file__).with_name("order_fulfillment.json")
 RETRY_DELAY_SECONDS = 1.0
@@ -37,36 +37,32 @@ def gateway_times_out(order_id: str) -> bool:
 
 
 def validate_order(task: Task) -> dict[str, Any]:
-    order = dict(task.payload)
+    order = task.payload
     if not order.get("items") or not order.get("total", 0) > 0:
         raise DeadLetter(f"order {order.get('order_id')!r} has no items or no total")
-    return {**order, "status": "validated"}
+    return {"order_id": order["order_id"], "total": order["total"], "valid": True}
 
 
 def process_payment(task: Task) -> dict[str, Any]:
-    order = task.payload
-    if task.attempt == 1 and gateway_times_out(order["order_id"]):
+    order_id = task.payload["order_id"]
+    if task.attempt == 1 and gateway_times_out(order_id):
         raise ConnectionError("payment gateway timed out")  # retried after a second
-    return {**order, "status": "paid", "payment_id": f"pay-{order['order_id']}",
-            "payment_attempts": task.attempt}
+    return {"payment_id": f"pay-{order_id}", "amount": task.payload["amount"],
+            "attempts": task.attempt}
 
 
 def update_inventory(task: Task) -> dict[str, Any]:
-    order = task.payload
-    return {**order, "status": "reserved",
-            "reserved": {item["sku"]: item["qty"] for item in order["items"]}}
+    return {"reserved": {item["sku"]: item["qty"] for item in task.payload["items"]}}
 
 
 def send_email(task: Task) -> dict[str, Any]:
-    order = task.payload
-    return {"order_id": order["order_id"], "channel": "email",
-            "to": order["customer"]["email"], "subject": f"Order {order['order_id']} is on "
-            "its way"}
+    order_id = task.payload["order_id"]
+    return {"channel": "email", "to": task.payload["to"],
+            "subject": f"Order {order_id} is on its way"}
 
 
 def send_sms(task: Task) -> dict[str, Any]:
-    order = task.payload
-    return {"order_id": order["order_id"], "channel": "sms", "to": order["customer"]["phone"]}
+    return {"channel": "sms", "to": task.payload["to"]}
 
 
 HANDLERS: dict[str, Handler] = {
@@ -76,14 +72,19 @@ HANDLERS: dict[str, Handler] = {
     "send_email": send_email,
     "send_sms": send_sms,
 }
-"""The handlers by task name; the join (send_notification_join) passes both results on."""
+"""The handlers by task name. Each gets its task's resolved ``inputParameters`` as
+``task.payload``; what it returns is the task's output, which later tasks and the
+workflow's ``outputParameters`` refer to."""
 
 
 def build(*, name: str | None = None, kafka: KafkaSettings | None = None,
-          handlers: Mapping[str, Handler] | None = None) -> App:
-    """The app, optionally under another ``name`` or with some handlers replaced."""
+          handlers: Mapping[str, Handler] | None = None,
+          on_end: Handler | None = None) -> WorkflowApp:
+    """The app, optionally under another ``name``, with some handlers replaced, or with
+    ``on_end`` told of every finished run."""
     return load_workflow(DEFINITION, {**HANDLERS, **(handlers or {})}, kafka=kafka, name=name,
-                         task_defaults={"retryDelaySeconds": RETRY_DELAY_SECONDS})
+                         task_defaults={"retryDelaySeconds": RETRY_DELAY_SECONDS},
+                         on_end=on_end)
 
 
 app = build()

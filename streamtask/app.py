@@ -240,11 +240,14 @@ class App:
         return TaskProducer(self)
 
     def send(self, stage: str, payload: Any, *, key: str | None = None,
-             task_id: str | None = None, headers: Mapping[str, str] | None = None) -> Any:
-        """Send one task through the app's shared producer; see :meth:`TaskProducer.send`."""
+             task_id: str | None = None, headers: Mapping[str, str] | None = None,
+             delay: float | None = None, not_before: int | None = None) -> Any:
+        """Send one task through the app's shared producer; see :meth:`TaskProducer.send`
+        (``delay`` seconds or ``not_before`` epoch ms hold it back)."""
         if self._producer is None:
             self._producer = self.producer()
-        return self._producer.send(stage, payload, key=key, task_id=task_id, headers=headers)
+        return self._producer.send(stage, payload, key=key, task_id=task_id, headers=headers,
+                                   delay=delay, not_before=not_before)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every task sent with :meth:`send` is acknowledged (or raise)."""

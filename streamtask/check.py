@@ -225,10 +225,11 @@ def _joins(app: App) -> Iterator[str]:
             if join.name not in targets_of(app.stages[branch].then):
                 yield (f"join {join.name!r}: branch {branch!r} does not send its results to "
                        f"the join (its then is {app.stages[branch].then!r})")
-        if branches and not any(set(branches) <= _reachable(app, fork.name, join.name)
-                                for fork in forks):
+        inside = [b for b in branches if b not in join.join.external]
+        if len(inside) > 1 and not any(set(inside) <= _reachable(app, fork.name, join.name)
+                                       for fork in forks):
             yield (f"join {join.name!r}: no fork (a stage with then=(a, b, ...)) leads to all "
-                   f"of its branches {', '.join(branches)}, so it would wait forever")
+                   f"of its branches {', '.join(inside)}, so it would wait forever")
 
 
 def _reachable(app: App, start: str, stop: str) -> set[str]:

@@ -288,6 +288,31 @@ def mapped(exc: confluent_kafka.KafkaException, what: str) -> KafkaError:
     return KafkaError(f"{what}: {text}")
 
 
+_NO_LEADER_YET = {confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION,
+                  confluent_kafka.KafkaError.LEADER_NOT_AVAILABLE,
+                  confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
+                  confluent_kafka.KafkaError._TIMED_OUT, confluent_kafka.KafkaError._TRANSPORT}
+"""Errors of a partition that was created a moment ago, or whose leader is moving."""
+
+
+def _watermarks(reader: confluent_kafka.Consumer, tp: TopicPartition,
+                deadline: float) -> tuple[int, int]:
+    """A partition's low and high offsets, asking again while the error is retriable (a
+    topic created a moment ago may have no leader yet) until ``deadline``."""
+    while True:
+        try:
+            low, high = reader.get_watermark_offsets(
+                tp, timeout=max(deadline - time.monotonic(), 0.1))
+            return int(low), int(high)
+        except confluent_kafka.KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, confluent_kafka.KafkaError) and (
+                error.retriable() or error.code() in _NO_LEADER_YET)
+            if not retriable or time.monotonic() >= deadline:
+                raise mapped(exc, f"reading the offsets of {tp.topic}[{tp.partition}]") from exc
+            time.sleep(0.2)
+
+
 def read_partition(settings: KafkaSettings, topic: str, partition: int,
                    timeout: float = 30.0) -> list[tuple[str, bytes | None]]:
     """Every committed (key, value) of one partition up to its current end (restoring a
@@ -302,14 +327,13 @@ def read_partition(settings: KafkaSettings, topic: str, partition: int,
                                        "enable.auto.commit": False,
                                        "isolation.level": "read_committed",
                                        "enable.partition.eof": True})
+    deadline = time.monotonic() + timeout
     try:
-        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition),
-                                                 timeout=timeout)
+        low, high = _watermarks(reader, TopicPartition(topic, partition), deadline)
         if high <= low:
             return []
         reader.assign([TopicPartition(topic, partition, low)])
         records: list[tuple[str, bytes | None]] = []
-        deadline = time.monotonic() + timeout
         while True:
             if time.monotonic() > deadline:
                 raise KafkaError(f"restoring {topic}[{partition}] did not reach offset {high} "

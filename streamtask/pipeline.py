@@ -63,6 +63,9 @@ class JoinSpec:
     branches: tuple[str, ...]
     timeout: float = 300.0
     on_timeout: str = "dead-letter"
+    external: tuple[str, ...] = ()
+    """Branches fed from outside the app's forks (e.g. a workflow's signals): no fork
+    needs to lead to them."""
 
     def __post_init__(self) -> None:
         if len(self.branches) < 2 or len(set(self.branches)) != len(self.branches):

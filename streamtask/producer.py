@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from streamtask import deadletter as dl
 from streamtask import kafka, tracing
 from streamtask.envelope import Task
-from streamtask.errors import DeliveryFailed, ProduceRejected
+from streamtask.errors import ConfigurationError, DeliveryFailed, ProduceRejected
 
 if TYPE_CHECKING:
     from streamtask.app import App
@@ -55,20 +56,54 @@ class TaskProducer:
     def send(self, stage: str, payload: Any, *, key: str | None = None,
              task_id: str | None = None, run_id: str | None = None,
              parent_id: str | None = None,
-             headers: Mapping[str, str] | None = None) -> Future[Delivered]:
+             headers: Mapping[str, str] | None = None, delay: float | None = None,
+             not_before: int | None = None) -> Future[Delivered]:
         """Encode a task for ``stage`` and queue it; the payload is checked against its schema.
 
         The partition key is ``key`` when given, else the task id, so tasks of one key stay
         in order on one partition. The task carries W3C trace context: a ``traceparent`` in
-        ``headers``, else the current OpenTelemetry span's, else a new trace's. A task
-        librdkafka refuses outright (larger than ``message.max.bytes``) raises
+        ``headers``, else the current OpenTelemetry span's, else a new trace's. ``delay``
+        (seconds) or ``not_before`` (epoch ms) makes the task wait: see :meth:`send_later`.
+        A task librdkafka refuses outright (larger than ``message.max.bytes``) raises
         :class:`~streamtask.errors.ProduceRejected`.
         """
         task = Task.new(stage, payload, key=key, id=task_id, run_id=run_id,
                         parent_id=parent_id, headers=tracing.outgoing(headers))
         if self._app.version is not None:
             task = task.with_(pipeline_version=self._app.version)
+        if delay is not None or not_before is not None:
+            due = not_before if not_before is not None else \
+                time.time_ns() // 1_000_000 + round(max(delay or 0.0, 0.0) * 1000)
+            return self.send_later(task, due)
         return self.send_task(task)
+
+    def send_later(self, task: Task, due_ms: int) -> Future[Delivered]:
+        """Queue a task that must not run before ``due_ms`` (epoch ms).
+
+        It goes to the stage's shortest retry level at least as long as the wait, with the
+        retry headers saying its attempt and due time, so the retries' due-time machinery
+        serves it: no partition sleeps, and the task runs once due. A level holds its
+        records in order, so the task may run up to (level - wait) late behind earlier
+        records of that level; it never runs early. A due time already past sends the task
+        straight to the stage.
+        """
+        stage = self._app.get_stage(task.type)
+        wait = (due_ms - time.time_ns() // 1_000_000) / 1000
+        if wait <= 0:
+            return self.send_task(task)
+        levels = stage.retry.ladder()
+        level = next((d for d in levels if d >= wait), None)
+        if level is None:
+            longest = f"its longest retry level is {levels[-1]:g}s" if levels else \
+                "it has no retry levels"
+            raise ConfigurationError(
+                f"stage {stage.name!r}: cannot delay a task {wait:g}s, {longest}; give it a "
+                "retry level at least that long (RetryPolicy(levels=...))")
+        headers: list[tuple[str, str | bytes | None]] = [
+            (dl.RETRY_ATTEMPTS, dl.int32(task.attempt)), (dl.RETRY_DUE, dl.int64(due_ms))]
+        future: Future[Delivered] = Future()
+        self._produce(stage.retry_topic(level), self._codec.encode(task), task, future, headers)
+        return future
 
     def send_task(self, task: Task, topic: str | None = None) -> Future[Delivered]:
         """Queue an already built task (to its stage's topic unless ``topic`` is given)."""
@@ -87,7 +122,8 @@ class TaskProducer:
             futures.append(self.send(stage, payload, key=task_key))
         return futures
 
-    def _produce(self, topic: str, value: bytes, task: Task, future: Future[Delivered]) -> None:
+    def _produce(self, topic: str, value: bytes, task: Task, future: Future[Delivered],
+                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
         key = task.key if task.key is not None else task.id
 
         def acknowledged(error: Any, message: Any) -> None:
@@ -101,7 +137,8 @@ class TaskProducer:
                                             message.offset()))
 
         try:
-            kafka.produce(self._producer, topic, value, key, on_delivery=acknowledged,
+            kafka.produce(self._producer, topic, value, key, headers=headers,
+                          on_delivery=acknowledged,
                           serve=lambda wait: self._serve(self._producer.poll, wait, topic))
         except ProduceRejected as refused:
             if refused.about_record or refused.__cause__ is None:

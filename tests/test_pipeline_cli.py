@@ -80,10 +80,10 @@ def test_workflow_file_errors_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(streamtask("pipeline", "check", str(broken)), "is not valid JSON")
     unsupported = tmp_path / "unsupported.json"
     unsupported.write_text('{"name": "w", "tasks": [{"name": "a"}, '
-                           '{"name": "loop", "taskReferenceName": "l", "type": "DO_WHILE"}, '
-                           '{"name": "call", "taskReferenceName": "c", "type": "HTTP"}]}')
+                           '{"name": "loop", "taskReferenceName": "l", "type": "DYNAMIC"}, '
+                           '{"name": "pause", "taskReferenceName": "p", "type": "EVENT"}]}')
     assert_one_line_error(streamtask("graph", str(unsupported)),
-                          "'loop' (ref 'l') (DO_WHILE)", "'call' (ref 'c') (HTTP)")
+                          "'loop' (ref 'l') (DYNAMIC)", "'pause' (ref 'p') (EVENT)")
     assert_one_line_error(streamtask("pipeline", "check", str(tmp_path / "none.json")),
                           "cannot read workflow file")
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from streamtask import ConfigurationError, Task
-from streamtask.pipeline import JoinSpec, Switch, merged
+from streamtask import ConfigurationError
+from streamtask.conductor.context import END
+from streamtask.pipeline import JoinSpec, Switch
 from streamtask.retry import Backoff
 from streamtask.workflow import load_workflow, passthrough, passthrough_handlers
 
@@ -40,7 +41,15 @@ def load(*tasks: Any, **kwargs: Any) -> Any:
 
 
 def thens(app: Any) -> dict[str, Any]:
-    return {name: stage.then for name, stage in app.stages.items()}
+    """Each stage's then, the end stage left out (None where a run ends)."""
+    return {name: None if stage.then == END else stage.then
+            for name, stage in app.stages.items() if name != END}
+
+
+def routes(then: Any) -> tuple[dict[Any, str], str | None]:
+    """A switch's cases and default."""
+    assert isinstance(then, Switch), then
+    return dict(then.cases), then.default
 
 
 def test_the_order_fulfillment_example_maps_onto_a_chain_a_fork_and_a_join() -> None:
@@ -56,7 +65,6 @@ def test_the_order_fulfillment_example_maps_onto_a_chain_a_fork_and_a_join() -> 
     }
     join = app.stages["send_notification_join"]
     assert join.join == JoinSpec(("send_email", "send_sms"))
-    assert join.handler is merged
     payment = app.stages["process_payment"].retry
     assert (payment.max_attempts, payment.backoff, payment.retry_delays()) == \
         (4, Backoff.FIXED, [60.0, 60.0, 60.0])
@@ -114,25 +122,27 @@ def test_explicit_join_takes_its_name_and_the_task_after_it() -> None:
     assert "split_join" not in app.stages
 
 
-def test_a_join_handler_may_be_given_by_its_name() -> None:
-    definition = json.loads(EXAMPLE.read_text())
-
-    def summarise(task: Task) -> Any:
-        return sorted(task.payload)
-
-    handlers = {**passthrough_handlers(definition), "send_notification_join": summarise}
-    app = load_workflow(definition, handlers)
-    assert app.stages["send_notification_join"].handler is summarise
-
-
 def test_nested_fork_ends_its_branch_with_its_join() -> None:
     app = load(simple("start"),
                fork("outer", [fork("inner", [simple("x")], [simple("y")])], [simple("z")]))
     assert thens(app) == {"start": ("inner", "z"), "inner": ("x", "y"), "x": "inner_join",
                           "y": "inner_join", "inner_join": "outer_join", "z": "outer_join",
                           "outer_join": None}
-    assert app.stages["inner"].handler is passthrough  # a routing stage heads the branch
     assert app.stages["outer_join"].join == JoinSpec(("inner_join", "z"))
+
+
+def test_a_branch_ending_in_a_switch_gathers_its_cases_before_the_join() -> None:
+    app = load(simple("a"), fork("f", [simple("b")], [simple("c"), switch("s", {
+        "x": [simple("d")]}, default=[simple("e")])]))
+    assert thens(app)["d"] == thens(app)["e"] == "s_end"
+    assert thens(app)["s_end"] == "f_join"
+    assert app.stages["f_join"].join == JoinSpec(("b", "s_end"))
+
+
+def test_tasks_without_a_name_are_named_by_their_reference() -> None:
+    app = load(simple("a"), fork("f", [simple("b")], [simple("c")]),
+               {"taskReferenceName": "meet", "type": "JOIN"})
+    assert "meet" in app.stages
 
 
 def test_switch_routes_on_one_field_and_every_case_continues_after_it() -> None:
@@ -141,9 +151,8 @@ def test_switch_routes_on_one_field_and_every_case_continues_after_it() -> None:
                                 "video": [simple("transcode")], "text": []},
                       default=[simple("store_raw")], source="${classify_ref.output.kind}"),
                simple("publish"))
-    assert app.stages["classify"].then == Switch(
-        "kind", {"photo": "resize", "video": "transcode", "text": "publish"},
-        default="store_raw")
+    assert routes(app.stages["classify"].then) == (
+        {"photo": "resize", "video": "transcode", "text": "publish"}, "store_raw")
     assert thens(app) | {"classify": None} == {
         "classify": None, "resize": "thumb", "thumb": "publish", "transcode": "publish",
         "store_raw": "publish", "publish": None}
@@ -152,7 +161,7 @@ def test_switch_routes_on_one_field_and_every_case_continues_after_it() -> None:
 
 def test_switch_without_default_carries_on_with_the_next_task() -> None:
     app = load(simple("a"), switch("s", {"x": [simple("bx")]}), simple("after"))
-    assert app.stages["a"].then == Switch("kind", {"x": "bx"}, default="after")
+    assert routes(app.stages["a"].then) == ({"x": "bx"}, "after")
 
 
 def test_legacy_decision_is_a_switch_too() -> None:
@@ -160,62 +169,62 @@ def test_legacy_decision_is_a_switch_too() -> None:
                 "caseValueParam": "p", "inputParameters": {"p": "${workflow.input.tier}"},
                 "decisionCases": {"gold": [simple("vip")]}, "defaultCase": [simple("std")]}
     app = load(simple("a"), decision)
-    assert app.stages["a"].then == Switch("tier", {"gold": "vip"}, default="std")
+    assert routes(app.stages["a"].then) == ({"gold": "vip"}, "std")
 
 
 def test_a_switch_or_fork_with_no_stage_in_front_gets_a_routing_stage() -> None:
     app = load(switch("route", {"a": [simple("x")]}, default=[simple("y")]))
-    assert next(iter(app.stages)) == "route" and app.stages["route"].handler is passthrough
-    assert app.stages["route"].then == Switch("kind", {"a": "x"}, default="y")
+    assert next(iter(app.stages)) == "route" and app.entry == "route"
+    assert routes(app.stages["route"].then) == ({"a": "x"}, "y")
     app = load(fork("split", [simple("a")], [simple("b")]),
                switch("after_join", {"k": [simple("c")]}))
     assert app.stages["split"].then == ("a", "b")
     assert app.stages["split_join"].then == "after_join"  # a join cannot carry a switch
-    assert app.stages["after_join"].then == Switch("kind", {"k": "c"})
+    assert routes(app.stages["after_join"].then) == ({"k": "c"}, END)
 
 
 def test_stages_are_declared_in_the_definitions_order() -> None:
     app = load(simple("a"), fork("f", [simple("b"), simple("c")], [simple("d")]),
                switch("s", {"x": [simple("e")]}, default=[simple("g")]), simple("h"))
-    assert list(app.stages) == ["a", "b", "c", "d", "f_join", "s", "e", "g", "h"]
+    assert list(app.stages) == ["a", "b", "c", "d", "f_join", "s", "e", "g", "h", END]
 
 
 def test_every_unsupported_task_is_listed_in_one_error() -> None:
     tasks = [
         simple("a"),
         {"name": "loop", "taskReferenceName": "loop_ref", "type": "DO_WHILE",
-         "loopOver": [simple("inside")]},
-        fork("f", [{"name": "call", "taskReferenceName": "call_ref", "type": "HTTP"}],
+         "loopCondition": "false", "loopOver": [simple("inside"), {
+             "name": "deep", "taskReferenceName": "deep_ref", "type": "KAFKA_PUBLISH"}]},
+        fork("f", [{"name": "call", "taskReferenceName": "call_ref", "type": "HTTP"},
+                   {"name": "wait", "taskReferenceName": "wait_ref", "type": "EVENT"}],
              [simple("b")]),
         switch("s", {"x": [{"name": "pause", "taskReferenceName": "pause_ref",
-                            "type": "WAIT"}]}),
-        {"name": "child", "taskReferenceName": "child_ref", "type": "SUB_WORKFLOW"},
-        {"name": "stop", "taskReferenceName": "stop_ref", "type": "TERMINATE"},
+                            "type": "START_WORKFLOW"}]}),
+        {"name": "child", "taskReferenceName": "child_ref", "type": "BUSINESS_RULE"},
     ]
     with pytest.raises(ConfigurationError) as caught:
         load(*tasks)
     message = str(caught.value)
     assert "\n" not in message
-    for name, kind in [("loop", "DO_WHILE"), ("call", "HTTP"), ("pause", "WAIT"),
-                       ("child", "SUB_WORKFLOW"), ("stop", "TERMINATE")]:
+    for name, kind in [("deep", "KAFKA_PUBLISH"), ("wait", "EVENT"),
+                       ("pause", "START_WORKFLOW"), ("child", "BUSINESS_RULE")]:
         assert f"'{name}' (ref '{name}_ref') ({kind})" in message
-    assert message.index("loop") < message.index("call") < message.index("child")
+    assert message.index("deep") < message.index("wait") < message.index("child")
 
 
 def test_unknown_options_are_reported_unless_off_or_ignored() -> None:
-    definition = {"name": "w", "outputParameters": {"x": "${a_ref.output.x}"},
-                  "tasks": [simple("a", optional=True, rateLimitPerFrequency=10),
+    definition = {"name": "w", "failureWorkflow": "cleanup",
+                  "tasks": [simple("a", asyncComplete=True, rateLimitPerFrequency=10),
                             simple("b", startDelay=5)]}
     with pytest.raises(ConfigurationError) as caught:
         load_workflow(definition, passthrough_handlers(definition))
     message = str(caught.value)
-    for word in ("optional", "rateLimitPerFrequency", "startDelay", "outputParameters"):
+    for word in ("asyncComplete", "rateLimitPerFrequency", "startDelay", "failureWorkflow"):
         assert word in message
     # Exported definitions spell out defaults: empty or off values change nothing.
     load(simple("a", optional=False, startDelay=0, inputParameters={}, asyncComplete=False))
-    app = load(simple("a", inputParameters={"id": "${workflow.input.id}"}),
-               ignore=["inputParameters"])
-    assert list(app.stages) == ["a"]
+    app = load(simple("a", startDelay=5), ignore=["startDelay"])
+    assert list(app.stages) == ["a", END]
 
 
 def test_missing_handlers_are_listed_together() -> None:
@@ -233,21 +242,32 @@ def test_passthrough_handlers_cover_nested_and_untyped_simple_tasks() -> None:
         {"name": "a"}, fork("f", [{"name": "b"}], [simple("c")]),
         switch("s", {"x": [simple("d")]}, default=[simple("e")]),
         {"name": "loop", "type": "DO_WHILE", "loopOver": [simple("hidden")]}]}
-    assert sorted(passthrough_handlers(definition)) == ["a", "b", "c", "d", "e"]
+    assert sorted(passthrough_handlers(definition)) == ["a", "b", "c", "d", "e", "hidden"]
 
 
 @pytest.mark.parametrize(("tasks", "needle"), [
-    ([switch("s", {"x": [simple("a")]}) | {"evaluatorType": "javascript"}],
-     "evaluatorType 'javascript' is not supported"),
-    ([switch("s", {"x": [simple("a")]}, source="${workflow.input.order.kind}")],
-     "one top-level field"),
+    ([simple("a"), fork("f", [{"name": "w", "type": "HUMAN"}], [simple("b")])],
+     "HUMAN 'w': a waiting task inside a FORK_JOIN branch is not supported"),
+    ([{"name": "w", "type": "WAIT", "inputParameters": {"duration": "soon"}}],
+     "duration 'soon' is not like"),
+    ([{"name": "w", "type": "WAIT", "inputParameters": {"until": "2030-01-01"}}],
+     "'until' is not supported"),
+    ([{"name": "l", "type": "DO_WHILE", "loopOver": [simple("a")]}],
+     "needs a loopCondition (JavaScript) or items"),
+    ([switch("s", {"x": [simple("a")]}) | {"evaluatorType": "python"}],
+     "evaluatorType 'python' is not supported"),
+    ([switch("s", {"x": [simple("a")]}) | {"expression": None}], "needs an expression"),
     ([simple("a"), fork("f", [simple("b")])], "two or more non-empty branches"),
-    ([simple("a"), fork("f", [simple("b")], [switch("s", {"x": [simple("c")]})])],
-     "branch 2 of FORK_JOIN 'f' (ref 'f_ref') must end with a SIMPLE task"),
     ([simple("a"), {"name": "j", "type": "JOIN"}], "JOIN 'j' does not follow a FORK_JOIN"),
     ([simple("a"), fork("f", [simple("b")], [simple("c")]),
-      {"name": "j", "type": "JOIN", "joinOn": ["b_ref"]}], "must name the last task of every"),
-    ([simple("a"), simple("a")], "stage name 'a' is used by both"),
+      {"name": "j", "type": "JOIN", "joinOn": ["b_ref", "elsewhere"]}],
+     "must name tasks of the FORK_JOIN's branches"),
+    ([simple("a"), fork("f", [simple("b")], [simple("c")]),
+      {"name": "j", "type": "JOIN", "joinMode": "LATER"}], "joinMode 'LATER' is not SYNC"),
+    ([simple("a"), simple("a")], "taskReferenceName 'a_ref' is used 2 times"),
+    ([simple("a", inputParameters=[1])], "inputParameters must be an object"),
+    ([simple("a", taskDefinition={"retryCount": 1, "pollTimeoutSeconds": 5})],
+     "unsupported taskDefinition option(s) pollTimeoutSeconds"),
     ([simple("a", retryLogic="SOMETIMES")], "retryLogic 'SOMETIMES' is not one of"),
     ([simple("a", retryCount=-1)], "retryCount must be a whole number"),
     ([simple("a", timeoutSeconds="soon")], "timeoutSeconds must be a number"),
@@ -263,9 +283,9 @@ def test_invalid_definitions_say_what_is_wrong(tasks: list[Any], needle: str) ->
 def test_several_kinds_of_problem_come_in_one_error() -> None:
     with pytest.raises(ConfigurationError) as caught:
         load_workflow({"name": "w", "tasks": [simple("a", retryCount="x"),
-                                              {"name": "h", "type": "HTTP"}]}, {})
+                                              {"name": "h", "type": "EVENT"}]}, {})
     message = str(caught.value)
-    assert "unsupported task type(s): 'h' (HTTP)" in message
+    assert "unsupported task type(s): 'h' (EVENT)" in message
     assert "retryCount must be" in message and "no handler for task(s) a" in message
 
 

@@ -23,10 +23,12 @@ from streamtask.cli.dlq import dlq_app
 from streamtask.cli.kafka import kafka_app
 from streamtask.cli.pipeline import graph, pipeline_app
 from streamtask.cli.runs import runs_app
+from streamtask.cli.signal import signal
 from streamtask.cli.status import status
 from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.ui import ui
 from streamtask.cli.worker import worker
+from streamtask.cli.workflow import workflow_app
 from streamtask.deadletter import describe
 from streamtask.errors import StreamtaskError
 
@@ -43,6 +45,7 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(runs_app, name="runs")
 app.add_typer(acls_app, name="acls")
+app.add_typer(workflow_app, name="workflow")
 app.command()(worker)
 app.command()(send)
 app.command()(demo)
@@ -50,6 +53,7 @@ app.command()(bench)
 app.command()(graph)
 app.command()(status)
 app.command()(ui)
+app.command()(signal)
 
 
 def main() -> None:

@@ -26,27 +26,42 @@ Target = Annotated[str, typer.Argument(
     help="A Conductor workflow file (*.json) or an app as module:attribute.")]
 
 
+TaskDefs = Annotated[Path | None, typer.Option(
+    "--task-defs", help="Conductor task definitions (a JSON list of TaskDefs) for a FILE.")]
+SubWorkflows = Annotated[list[Path] | None, typer.Option(
+    "--sub-workflow", help="A workflow file that SUB_WORKFLOW tasks of a FILE name "
+    "(repeatable).")]
+
+
 class Format(StrEnum):
     mermaid = "mermaid"
     svg = "svg"
 
 
-def open_target(target: str) -> App:
-    """The app a TARGET names: a workflow file when it ends in ``.json``, else an app ref."""
+def open_target(target: str, task_defs: Path | None = None,
+                sub_workflows: list[Path] | None = None) -> App:
+    """The app a TARGET names: a workflow file when it ends in ``.json`` (with pass-through
+    handlers, and the given task definitions and sub-workflows), else an app ref."""
     if target.endswith(".json"):
         definition = parse_definition(Path(target))
-        return load_workflow(definition, passthrough_handlers(definition))
+        children = list(sub_workflows or [])
+        return load_workflow(definition, passthrough_handlers(definition, children),
+                             task_defs=task_defs, sub_workflows=children)
+    if task_defs is not None or sub_workflows:
+        raise ConfigurationError("--task-defs and --sub-workflow go with a workflow FILE; "
+                                 "an app ref was loaded with its own")
     return load_app(target)
 
 
 @pipeline_app.command("check")
-def pipeline_check(target: Target) -> None:
+def pipeline_check(target: Target, task_defs: TaskDefs = None,
+                   sub_workflows: SubWorkflows = None) -> None:
     """Report every problem at once: schemas, topics, retry ladders, references, joins.
 
     Prints "ok" and exits 0 when nothing is wrong; warnings (cycles) are printed but do not
     fail the check. Otherwise prints one problem per line and exits 1.
     """
-    lines = check(open_target(target))
+    lines = check(open_target(target, task_defs, sub_workflows))
     for line in lines:
         typer.echo(line)
     problems = [line for line in lines if not line.startswith(WARNING)]
@@ -62,9 +77,11 @@ def graph(
     ] = Format.mermaid,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write to this file instead of standard output.")] = None,
+    task_defs: TaskDefs = None,
+    sub_workflows: SubWorkflows = None,
 ) -> None:
     """Draw the pipeline: stages, topics, forks, joins, switches, retry ladders, DLQs."""
-    app = open_target(target)
+    app = open_target(target, task_defs, sub_workflows)
     text = svg(app) if fmt is Format.svg else mermaid(app)
     if output is None:
         typer.echo(text, nl=False)

@@ -22,6 +22,9 @@ def send(
         help="The payload as JSON, e.g. '{\"photo_id\": \"p1\"}'.")],
     key: Annotated[str | None, typer.Option(help="Partition key (default: the task id).")] = None,
     count: Annotated[int, typer.Option(min=1, help="Send this many copies.")] = 1,
+    delay: Annotated[float | None, typer.Option(
+        min=0, help="Seconds the task(s) wait before they may run (on a retry level).")
+    ] = None,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Send task(s) to a stage and wait until the broker acknowledged them."""
@@ -33,7 +36,7 @@ def send(
     app.get_stage(stage)
     wait_for_cluster(app.kafka)
     with app.producer() as producer:
-        futures = [producer.send(stage, value, key=key) for _ in range(count)]
+        futures = [producer.send(stage, value, key=key, delay=delay) for _ in range(count)]
     for future in futures:
         sent = future.result()
         typer.echo(f"{sent.task_id} -> {sent.topic}[{sent.partition}]@{sent.offset}")
