@@ -40,11 +40,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
-from unittest import mock
 
 from streamtask import kafka
 from streamtask.app import App
@@ -60,14 +59,24 @@ __all__ = [
     "DEFAULT_MEMORY_TASKS",
     "DEFAULT_TASKS",
     "BenchError",
+    "Clock",
     "DrainReport",
     "LatencyReport",
     "MemoryReport",
     "RunResult",
+    "RunSpec",
+    "SideSummary",
     "child_main",
+    "delete_topics",
     "drain",
+    "durable",
     "latency",
     "memory",
+    "no_progress",
+    "say",
+    "spawn_run",
+    "summarise",
+    "warmup_size",
 ]
 
 DEFAULT_TASKS = 200_000
@@ -82,8 +91,8 @@ RAW_COMMIT_INTERVAL = 1.0  # WorkerSettings.commit_interval's default
 RAW_MAX_UNACKED = 20_000  # bounded in-flight window of the raw loop
 MEMORY_SAMPLE_INTERVAL = 0.05
 
-Side = Literal["streamtask", "raw"]
-Mode = Literal["drain", "latency", "memory"]
+Side = Literal["streamtask", "raw", "quix"]
+Mode = Literal["drain", "latency", "memory", "peers"]
 SIDES: tuple[Side, Side] = ("streamtask", "raw")
 ProgressFn = Callable[[str, int, int], None]
 """``progress(description, completed, total)``; the CLI draws it."""
@@ -103,7 +112,7 @@ class BenchError(StreamtaskError):
     """A benchmark run failed or did not do all of its work."""
 
 
-def _no_progress(_description: str, _completed: int, _total: int) -> None:
+def no_progress(_description: str, _completed: int, _total: int) -> None:
     return None
 
 
@@ -133,7 +142,7 @@ def _fresh_app(bootstrap: str, label: str) -> App:
     return app
 
 
-def fill(app: App, tasks: int, progress: ProgressFn = _no_progress) -> None:
+def fill(app: App, tasks: int, progress: ProgressFn = no_progress) -> None:
     """Put ``tasks`` work tasks on the app's work topic (keyed by task id) and flush."""
     producer = kafka.producer(app.kafka)
     codec, topic = app.codec, app.get_stage(WORK).topic
@@ -155,7 +164,7 @@ def fill(app: App, tasks: int, progress: ProgressFn = _no_progress) -> None:
     progress(f"fill {topic}", tasks, tasks)
 
 
-def _durable(app: App, group: str) -> tuple[int, int]:
+def durable(app: App, group: str) -> tuple[int, int]:
     """(offsets committed by ``group`` on the work topic, records on the sink topic)."""
     work, sink = app.get_stage(WORK).topic, app.get_stage(SINK).topic
     consumer = kafka.consumer(app.kafka, group)
@@ -173,7 +182,7 @@ def _durable(app: App, group: str) -> tuple[int, int]:
     return done, produced
 
 
-def _delete_topics(app: App) -> None:
+def delete_topics(app: App) -> None:
     topics = [spec.name for spec in app_topics(app)]
     futures = kafka.admin(app.kafka).delete_topics(topics, operation_timeout=30)
     for future in futures.values():
@@ -223,7 +232,7 @@ class SideSummary:
     median_join_seconds: float
 
 
-def _summarise(runs: Sequence[RunResult]) -> SideSummary:
+def summarise(runs: Sequence[RunResult]) -> SideSummary:
     return SideSummary(
         rates=[round(r.rate, 1) for r in runs],
         cpu_us_per_task=[round(r.cpu_us_per_task, 2) for r in runs],
@@ -295,7 +304,7 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class _Clock:
+class Clock:
     """When the drain began (first record) and ended (final commit), in wall and CPU time."""
 
     def __init__(self) -> None:
@@ -323,71 +332,43 @@ class _Clock:
                          extra=extra or {})
 
 
-def _say(*parts: object) -> None:
+def say(*parts: object) -> None:
     print(*parts, flush=True)
 
 
-class _TimedConsumer:
-    """Wraps a consumer to time its first record and its close (per call, not per record:
-    it costs the worker nothing measurable)."""
-
-    def __init__(self, inner: Any, clock: _Clock) -> None:
-        self._inner = inner
-        self._clock = clock
-
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
-        messages: list[Any] = self._inner.consume(num_messages, timeout)
-        if messages:
-            self._clock.received()
-        return messages
-
-    def poll(self, timeout: float = -1) -> Any:
-        message = self._inner.poll(timeout)
-        if message is not None:
-            self._clock.received()
-        return message
-
-    def close(self) -> None:
-        # The worker closes its consumers right after its final synchronous commit.
-        self._clock.ended()
-        self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-@contextlib.contextmanager
-def _timed_consumers(clock: _Clock) -> Iterator[None]:
-    """Every consumer :mod:`streamtask.kafka` builds meanwhile is a :class:`_TimedConsumer`.
-
-    Patching the one factory the worker gets its consumers from (in the child process, which
-    does nothing else) times the worker without depending on how it holds its consumers.
-    """
-    build = kafka.consumer
-
-    def timed(settings: KafkaSettings, group: str, **overrides: Any) -> Any:
-        if clock.first is None:
-            clock.subscribed = time.perf_counter()
-        return _TimedConsumer(build(settings, group, **overrides), clock)
-
-    with mock.patch.object(kafka, "consumer", timed):
-        yield
-
-
 class _CommitProgress:
-    """Event subscriber: prints the committed count (sum of positions on fresh topics)."""
+    """Event subscriber, and the worker's timing hook: notes when the worker subscribed, prints
+    the committed count (sum of positions on fresh topics) and ends the clock at the commit
+    that covers every task (the final synchronous one, unless an interval commit got there
+    first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock, tasks: int) -> None:
+        self.clock, self.tasks = clock, tasks
         self.positions: dict[str, int] = {}
         self.announced = False
 
     def __call__(self, event: Event, fields: dict[str, Any]) -> None:
         if event is Event.OFFSETS_COMMITTED:
             self.positions.update(fields["offsets"])
-            _say("progress", sum(self.positions.values()))
+            committed = sum(self.positions.values())
+            if committed >= self.tasks:
+                self.clock.ended()
+            say("progress", committed)
+        elif event is Event.WORKER_STARTED:
+            self.clock.subscribed = time.perf_counter()
         elif event is Event.PARTITIONS_ASSIGNED and not self.announced:
             self.announced = True
-            _say("ready")
+            say("ready")
+
+
+def _timed(clock: Clock, handler: Callable[[Task], Any]) -> Callable[[Task], Any]:
+    """The handler, starting the clock at its first call (the worker's other timing hook)."""
+
+    def timed(task: Task) -> Any:
+        clock.received()
+        return handler(task)
+
+    return timed
 
 
 class _RssSampler:
@@ -452,22 +433,22 @@ def _recorder(starts: list[tuple[float, float]]) -> Callable[[Task], Any]:
 
 def _child_streamtask(spec: RunSpec) -> RunResult:
     starts: list[tuple[float, float]] = []
+    clock = Clock()
     app = bench_app(spec.app, spec.bootstrap,
-                    _recorder(starts) if spec.mode == "latency" else _noop)
+                    _timed(clock, _recorder(starts) if spec.mode == "latency" else _noop))
     events = EventBus()
-    events.subscribe(_CommitProgress())
-    clock = _Clock()
+    events.subscribe(_CommitProgress(clock, spec.tasks))
     worker = Worker(app, [WORK], WorkerSettings(concurrency=spec.concurrency), events=events)
     # As `streamtask worker` does. The raw loop's side is left as is: the same settings moved
     # its CPU per task by less than the noise (measured).
     tune_for_worker()
     if spec.mode == "memory":
-        with _RssSampler(lambda: worker.counter.counts[Event.TASK_SUCCEEDED]) as sampler, \
-                _timed_consumers(clock):
+        with _RssSampler(lambda: worker.counter.counts[Event.TASK_SUCCEEDED]) as sampler:
             worker.run(max_tasks=spec.tasks)
+        clock.ended()
         return clock.result(spec, sampler.report(spec.tasks))
-    with _timed_consumers(clock):
-        worker.run(max_tasks=spec.tasks)
+    worker.run(max_tasks=spec.tasks)
+    clock.ended()  # only if no commit event covered every task (it then has ended already)
     if spec.mode == "latency":
         return clock.result(spec, {"starts": starts})
     return clock.result(spec)
@@ -502,7 +483,7 @@ class RawLoop:
     until its timeout, which would otherwise add up to 10 ms to every task at low rates.
     """
 
-    def __init__(self, app: App, group: str, clock: _Clock,
+    def __init__(self, app: App, group: str, clock: Clock,
                  handler: Callable[[Task], Any] = _noop,
                  consume_timeout: float = RAW_CONSUME_TIMEOUT) -> None:
         self.app, self.clock = app, clock
@@ -519,7 +500,7 @@ class RawLoop:
     def run(self, tasks: int) -> None:
         consumer, producer = self.consumer, self.producer
         consumer.subscribe([self.app.get_stage(WORK).topic],
-                           on_assign=lambda *_: _say("ready"))
+                           on_assign=lambda *_: say("ready"))
         self.clock.subscribed = time.perf_counter()
         next_commit = time.monotonic() + RAW_COMMIT_INTERVAL
         while self.done < tasks:
@@ -535,10 +516,10 @@ class RawLoop:
             if time.monotonic() >= next_commit:
                 consumer.commit(asynchronous=True)
                 next_commit = time.monotonic() + RAW_COMMIT_INTERVAL
-                _say("progress", self.done)
+                say("progress", self.done)
         consumer.commit(asynchronous=False)
         self.clock.ended()
-        _say("progress", self.done)
+        say("progress", self.done)
         consumer.close()
         producer.flush(10)
 
@@ -585,7 +566,7 @@ class RawLoop:
 
 def _child_raw(spec: RunSpec) -> RunResult:
     app = bench_app(spec.app, spec.bootstrap)
-    clock = _Clock()
+    clock = Clock()
     if spec.mode == "latency":
         starts: list[tuple[float, float]] = []
         RawLoop(app, spec.group, clock, _recorder(starts), RAW_LATENCY_CONSUME_TIMEOUT).run(
@@ -604,8 +585,13 @@ def child_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of a measured run: ``python -c '...child_main()' '<RunSpec JSON>'``."""
     args = sys.argv[1:] if argv is None else argv
     spec = RunSpec(**json.loads(args[0]))
-    result = _child_streamtask(spec) if spec.side == "streamtask" else _child_raw(spec)
-    _say("result", json.dumps(asdict(result)))
+    if spec.mode == "peers":
+        from streamtask.bench_peers import run_child  # it builds on this module
+
+        result = run_child(spec)
+    else:
+        result = _child_streamtask(spec) if spec.side == "streamtask" else _child_raw(spec)
+    say("result", json.dumps(asdict(result)))
 
 
 # -- the parent: spawn, follow, check ----------------------------------------------------------
@@ -660,7 +646,7 @@ def spawn_run(spec: RunSpec, on_progress: Callable[[int], None] = lambda _n: Non
 
 
 def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency: int,
-                 progress: ProgressFn = _no_progress, *, label: str = "") -> RunResult:
+                 progress: ProgressFn = no_progress, *, label: str = "") -> RunResult:
     """Fresh topics, filled with ``tasks``; one child drains them; check; delete the topics."""
     app = _fresh_app(bootstrap, side)
     group = app.get_stage(WORK).group if side == "streamtask" else f"{app.name}.raw"
@@ -670,9 +656,9 @@ def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency
         progress(title, 0, tasks)
         result = spawn_run(RunSpec(mode, side, bootstrap, app.name, group, tasks, concurrency),
                            lambda n: progress(title, n, tasks))
-        result.committed, result.sink_records = _durable(app, group)
+        result.committed, result.sink_records = durable(app, group)
     finally:
-        _delete_topics(app)
+        delete_topics(app)
     if result.committed < tasks or result.sink_records < tasks:
         raise BenchError(f"{side} run on {app.name}: {result.committed} offsets committed and "
                          f"{result.sink_records} results produced, expected {tasks} each")
@@ -682,16 +668,16 @@ def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency
 # -- scenarios -----------------------------------------------------------------------------
 
 
-def _warmup_size(tasks: int) -> int:
+def warmup_size(tasks: int) -> int:
     return max(1, min(tasks // 4, WARMUP_TASKS))
 
 
 def drain(bootstrap: str, tasks: int = DEFAULT_TASKS, pairs: int = 5, concurrency: int = 8,
-          progress: ProgressFn = _no_progress, warmup: bool = True) -> DrainReport:
+          progress: ProgressFn = no_progress, warmup: bool = True) -> DrainReport:
     """Interleaved pairs (A B, B A, ...) after a warm-up run of each side."""
     if warmup:
         for side in SIDES:
-            measured_run(bootstrap, "drain", side, _warmup_size(tasks), concurrency,
+            measured_run(bootstrap, "drain", side, warmup_size(tasks), concurrency,
                          progress, label="warm-up: ")
     runs: dict[Side, list[RunResult]] = {side: [] for side in SIDES}
     for pair in range(pairs):
@@ -704,7 +690,7 @@ def drain(bootstrap: str, tasks: int = DEFAULT_TASKS, pairs: int = 5, concurrenc
     cpu_ratios = [x.cpu_us_per_task / y.cpu_us_per_task for x, y in zip(a, b, strict=True)]
     return DrainReport(
         tasks=tasks, pairs=pairs, concurrency=concurrency,
-        streamtask=_summarise(a), raw=_summarise(b),
+        streamtask=summarise(a), raw=summarise(b),
         ratios=[round(r, 3) for r in ratios], ratio=statistics.median(ratios),
         cpu_ratio=statistics.median(cpu_ratios),
         runs=[r.summary() for pair in zip(a, b, strict=True) for r in pair])
@@ -772,7 +758,7 @@ def _latency_run(bootstrap: str, side: Side, tasks: int, rate: float, concurrenc
         result = spawn_run(spec, lambda n: progress(title, n, tasks), sender.start)
     finally:
         sender.stop()
-        _delete_topics(app)
+        delete_topics(app)
     if sender.error is not None:
         raise BenchError(f"the open-loop sender failed: {sender.error}")
     warmup = min(int(rate), tasks // 10)  # the first second of sending warms up
@@ -790,7 +776,7 @@ def _latency_run(bootstrap: str, side: Side, tasks: int, rate: float, concurrenc
 
 
 def latency(bootstrap: str, tasks: int = DEFAULT_TASKS, rate: float | None = None,
-            concurrency: int = 8, progress: ProgressFn = _no_progress) -> LatencyReport:
+            concurrency: int = 8, progress: ProgressFn = no_progress) -> LatencyReport:
     """Enqueue-to-start latency at ``rate`` tasks/s (default: half a calibration drain's),
     for the worker and, as the reference, the raw loop at the same rate."""
     if rate is None:
@@ -807,7 +793,7 @@ def latency(bootstrap: str, tasks: int = DEFAULT_TASKS, rate: float | None = Non
 
 
 def memory(bootstrap: str, tasks: int = DEFAULT_MEMORY_TASKS, concurrency: int = 8,
-           progress: ProgressFn = _no_progress) -> MemoryReport:
+           progress: ProgressFn = no_progress) -> MemoryReport:
     """RSS of each side's process while it drains a ``tasks`` backlog."""
     sides: dict[str, dict[str, Any]] = {}
     for side in SIDES:

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streamtask import bench as benchmarks
+from streamtask import bench_peers
 from streamtask.broker import LocalBroker, free_port
 
 
@@ -25,6 +26,7 @@ class Scenario(StrEnum):
     drain = "drain"
     latency = "latency"
     memory = "memory"
+    peers = "peers"
     all = "all"
 
 
@@ -83,6 +85,27 @@ def _latency_table(lat: benchmarks.LatencyReport) -> Table:
     return table
 
 
+def _peers_table(report: bench_peers.PeersReport) -> Table:
+    table = Table(title=f"peers: {report.tasks:,} tasks, {report.rounds} rounds, bare record "
+                        "vs envelope, same content")
+    for column in ("side", "median tasks/s", "runs (tasks/s)", "CPU µs/task", "vs raw",
+                   "vs Quix", "CPU vs raw"):
+        table.add_column(column)
+    names = {"raw": "raw loop", "quix": f"Quix {report.quix}", "streamtask": "streamtask"}
+    for side, summary in report.sides.items():
+        def ratio(of: dict[str, float], other: str, side: str = side) -> str:
+            if side == other:
+                return "1.00"
+            key = f"{side}/{other}"
+            return f"{of[key]:.2f}" if key in of else "-"
+
+        table.add_row(names[side], f"{summary.median_rate:,.0f}",
+                      " ".join(f"{rate:,.0f}" for rate in summary.rates),
+                      f"{summary.median_cpu_us_per_task:.1f}", ratio(report.ratios, "raw"),
+                      ratio(report.ratios, "quix"), ratio(report.cpu_ratios, "raw"))
+    return table
+
+
 def _print_human(console: Console, results: dict[str, Any]) -> None:
     console.print(" ".join(f"{k}={v}" for k, v in results["machine"].items()))
     drain = results.get("drain")
@@ -94,6 +117,13 @@ def _print_human(console: Console, results: dict[str, Any]) -> None:
     lat = results.get("latency")
     if isinstance(lat, benchmarks.LatencyReport):
         console.print(_latency_table(lat))
+    peers = results.get("peers")
+    if isinstance(peers, bench_peers.PeersReport):
+        if peers.skipped:
+            console.print(peers.skipped)
+        console.print(_peers_table(peers))
+        console.print("ratios are medians of the per-round ratios: " + "; ".join(
+            f"{k} {', '.join(f'{r:.2f}' for r in v)}" for k, v in peers.per_round.items()))
     mem = results.get("memory")
     if isinstance(mem, benchmarks.MemoryReport):
         table = Table(title=f"memory: RSS (MiB) while draining {mem.tasks:,} tasks")
@@ -119,10 +149,12 @@ def bench(
         min=1, help=f"Tasks per run (default {benchmarks.DEFAULT_TASKS:,}; the memory "
                     f"scenario drains {benchmarks.DEFAULT_MEMORY_TASKS:,}).")] = None,
     pairs: Annotated[int, typer.Option(
-        min=1, help="Interleaved streamtask/raw pairs of the drain scenario.")] = 5,
+        min=1, help="Interleaved streamtask/raw pairs of the drain scenario (rounds of the "
+                    "peers scenario).")] = 5,
     scenario: Annotated[Scenario, typer.Option(
         help="drain: throughput vs the raw loop; latency: open-loop enqueue-to-start; "
-             "memory: RSS while draining a large backlog; all: the three.")] = Scenario.drain,
+             "memory: RSS while draining a large backlog; peers: vs a bare-record loop and "
+             "Quix Streams; all: drain, latency and memory.")] = Scenario.drain,
     concurrency: Annotated[int, typer.Option(
         min=1, help="The worker's --concurrency (tasks in flight).")] = 8,
     json_output: Annotated[bool, typer.Option(
@@ -145,6 +177,9 @@ def bench(
             rate = measured.streamtask.median_rate / 2 if measured is not None else None
             results["latency"] = benchmarks.latency(
                 servers, tasks or benchmarks.DEFAULT_TASKS, rate, concurrency, bar)
+        if "peers" in runs:
+            results["peers"] = bench_peers.peers(
+                servers, tasks or benchmarks.DEFAULT_TASKS, pairs, concurrency, bar)
         if "memory" in runs:
             results["memory"] = benchmarks.memory(
                 servers, tasks or benchmarks.DEFAULT_MEMORY_TASKS, concurrency, bar)
