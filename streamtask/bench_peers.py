@@ -59,6 +59,8 @@ __all__ = [
     "BARE_TASK_SCHEMA",
     "PAYLOAD_SCHEMA",
     "QUIX_VERSION",
+    "AckedPrefix",
+    "Acks",
     "BareLoop",
     "PeersReport",
     "peers",
@@ -243,8 +245,8 @@ def _echo(handled: _Handled) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return echo
 
 
-class _Acks:
-    """The outputs of one batch's records from one partition; storable when all acknowledged."""
+class Acks:
+    """The outputs of one consumed batch's records from one partition."""
 
     __slots__ = ("count", "error", "pending", "position")
 
@@ -253,10 +255,51 @@ class _Acks:
         self.position = 0
         self.error: Any = None
 
+    def sent(self, offset: int) -> None:
+        """The output of the input record at ``offset`` was handed to the producer."""
+        self.pending += 1
+        self.count += 1
+        self.position = offset + 1
+
     def acknowledged(self, error: Any, _message: Any) -> None:
+        """The producer's delivery report of one of these outputs."""
         if error is not None:
             self.error = error
         self.pending -= 1
+
+
+class AckedPrefix:
+    """Per input partition, its batches' outputs in consumption order.
+
+    A partition's position may be stored only once the outputs of every record before it
+    were acknowledged: the longest acknowledged prefix, never past a pending output.
+    """
+
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+        self._queues: dict[int, deque[Acks]] = {}
+
+    def add(self, partition: int) -> Acks:
+        """A new group for the next records consumed from ``partition``."""
+        acks = Acks()
+        self._queues.setdefault(partition, deque()).append(acks)
+        return acks
+
+    def take(self) -> tuple[dict[int, int], int]:
+        """(storable position per partition that moved, tasks those moves cover).
+
+        Raises :class:`~streamtask.errors.DeliveryFailed` for a failed output, whose input
+        offset (and everything after it) then stays unstored.
+        """
+        positions, moved = {}, 0
+        for partition, queue in self._queues.items():
+            while queue and queue[0].pending == 0:
+                acks = queue.popleft()
+                if acks.error is not None:
+                    raise kafka.delivery_error(acks.error, self.sink)
+                positions[partition] = acks.position
+                moved += acks.count
+        return positions, moved
 
 
 class BareLoop:
@@ -272,7 +315,7 @@ class BareLoop:
         self.reader = parse_schema(_read_plain(BARE_TASK_SCHEMA))
         self.writer = parse_schema(_read_plain(BARE_RESULT_SCHEMA))
         self.echo = _echo(handled)
-        self.unacked: dict[int, deque[_Acks]] = {}
+        self.unacked = AckedPrefix(self.sink)
         self.in_flight = 0
         self.done = 0
 
@@ -299,7 +342,7 @@ class BareLoop:
     def _handle(self, messages: list[Any]) -> None:
         reader, writer, echo = self.reader, self.writer, self.echo
         produce, sink = self.producer.produce, self.sink
-        groups: dict[int, _Acks] = {}
+        groups: dict[int, Acks] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -307,7 +350,7 @@ class BareLoop:
             partition = message.partition()
             acks = groups.get(partition)
             if acks is None:
-                acks = groups[partition] = _Acks()
+                acks = groups[partition] = self.unacked.add(partition)
             result = echo(cast(dict[str, Any],
                                schemaless_reader(io.BytesIO(message.value()), reader, None)))
             buf = io.BytesIO()
@@ -318,28 +361,15 @@ class BareLoop:
                     break
                 except BufferError:
                     self.producer.poll(0.05)
-            acks.pending += 1
-            acks.count += 1
-            acks.position = message.offset() + 1
-        for partition, acks in groups.items():
-            self.unacked.setdefault(partition, deque()).append(acks)
+            acks.sent(message.offset())
         self.in_flight += len(messages)
 
     def _store_acknowledged(self) -> None:
-        """Store, per partition, the position after the acknowledged prefix of its batches."""
-        stored, moved = [], 0
-        for partition, queue in self.unacked.items():
-            position = None
-            while queue and queue[0].pending == 0:
-                acks = queue.popleft()
-                if acks.error is not None:
-                    raise kafka.delivery_error(acks.error, self.sink)
-                position = acks.position
-                moved += acks.count
-            if position is not None:
-                stored.append(kafka.TopicPartition(self.source, partition, position))
-        if stored:
-            self.consumer.store_offsets(offsets=stored)
+        positions, moved = self.unacked.take()
+        if positions:
+            self.consumer.store_offsets(offsets=[
+                kafka.TopicPartition(self.source, partition, position)
+                for partition, position in positions.items()])
             self.in_flight -= moved
             self.done += moved
 

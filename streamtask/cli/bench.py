@@ -166,7 +166,8 @@ def bench(
     results: dict[str, Any] = {}
     with _broker(bootstrap, console) as servers, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, refresh_per_second=4) as progress:
+            TimeElapsedColumn(), console=console, refresh_per_second=4,
+            transient=True) as progress:
         results["machine"] = benchmarks.machine()
         bar = _Bar(progress)
         if "drain" in runs:
