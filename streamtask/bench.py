@@ -186,7 +186,8 @@ def delete_topics(app: App) -> None:
     topics = [spec.name for spec in app_topics(app)]
     futures = kafka.admin(app.kafka).delete_topics(topics, operation_timeout=30)
     for future in futures.values():
-        with contextlib.suppress(kafka.KafkaException):  # best effort: a throwaway broker
+        # Best effort, on a throwaway broker: a busy one may take longer than this to answer.
+        with contextlib.suppress(kafka.KafkaException, TimeoutError):
             future.result(30)
 
 
@@ -630,10 +631,14 @@ def _tail(stream: IO[bytes], lines: int = 25) -> str:
 
 
 def spawn_run(spec: RunSpec, on_progress: Callable[[int], None] = lambda _n: None,
-              on_ready: Callable[[], None] = lambda: None) -> RunResult:
-    """Run ``spec`` in a fresh child process and return what it measured."""
+              on_ready: Callable[[], None] = lambda: None, *,
+              wrap: Sequence[str] = ()) -> RunResult:
+    """Run ``spec`` in a fresh child process and return what it measured.
+
+    ``wrap`` prefixes the child's command line, e.g. with a profiler that runs it.
+    """
     with tempfile.TemporaryFile() as stderr, subprocess.Popen(
-            _child_command(spec), stdout=subprocess.PIPE, stderr=stderr, text=True,
+            [*wrap, *_child_command(spec)], stdout=subprocess.PIPE, stderr=stderr, text=True,
             env=_child_env()) as proc:
         try:
             result = _follow(proc, on_progress, on_ready)

@@ -63,7 +63,10 @@ __all__ = [
     "Acks",
     "BareLoop",
     "PeersReport",
+    "fill_for",
+    "group_of",
     "peers",
+    "peers_app",
     "quix_version",
     "run_child",
 ]
@@ -430,8 +433,18 @@ def run_child(spec: bench.RunSpec) -> bench.RunResult:
 # -- the parent: fill, spawn, check, compare ---------------------------------------------------
 
 
-def _group(app: App, side: bench.Side) -> str:
+def group_of(app: App, side: bench.Side) -> str:
+    """The consumer group ``side`` drains ``app``'s work topic with."""
     return app.get_stage(bench.WORK).group if side == "streamtask" else f"{app.name}.{side}"
+
+
+def fill_for(app: App, side: bench.Side, tasks: int, seed: int = 0,
+             progress: bench.ProgressFn = bench.no_progress) -> None:
+    """``tasks`` records on ``app``'s work topic, as ``side`` reads them: envelopes for
+    streamtask, bare records for the others; the same content for the same ``seed``."""
+    contents = _contents(tasks, seed)
+    _fill(app, _envelope_values(app, contents) if side == "streamtask"
+          else _bare_values(contents), progress)
 
 
 def peers_run(bootstrap: str, side: bench.Side, tasks: int, concurrency: int,
@@ -441,11 +454,9 @@ def peers_run(bootstrap: str, side: bench.Side, tasks: int, concurrency: int,
     ``seed``); one child drains them; check every task is durable; delete the topics."""
     app = peers_app(f"peers-{side}-{uuid.uuid4().hex[:8]}", bootstrap)
     ensure(app)
-    group = _group(app, side)
+    group = group_of(app, side)
     try:
-        contents = _contents(tasks, seed)
-        _fill(app, _envelope_values(app, contents) if side == "streamtask"
-              else _bare_values(contents), progress)
+        fill_for(app, side, tasks, seed, progress)
         title = f"{label}{side} drains {tasks:,}"
         progress(title, 0, tasks)
         spec = bench.RunSpec("peers", side, bootstrap, app.name, group, tasks, concurrency)
