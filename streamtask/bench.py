@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
-import math
 import os
 import resource
 import statistics
@@ -61,20 +60,23 @@ __all__ = [
     "BenchError",
     "Clock",
     "DrainReport",
-    "LatencyReport",
     "MemoryReport",
     "RunResult",
     "RunSpec",
     "SideSummary",
+    "child_command",
+    "child_env",
     "child_main",
+    "cpu_seconds",
     "delete_topics",
     "drain",
     "durable",
-    "latency",
+    "fresh_app",
     "memory",
     "no_progress",
     "say",
     "spawn_run",
+    "stderr_tail",
     "summarise",
     "warmup_size",
 ]
@@ -92,7 +94,7 @@ RAW_MAX_UNACKED = 20_000  # bounded in-flight window of the raw loop
 MEMORY_SAMPLE_INTERVAL = 0.05
 
 Side = Literal["streamtask", "raw", "quix"]
-Mode = Literal["drain", "latency", "memory", "peers"]
+Mode = Literal["drain", "latency", "memory", "peers", "sender"]
 SIDES: tuple[Side, Side] = ("streamtask", "raw")
 ProgressFn = Callable[[str, int, int], None]
 """``progress(description, completed, total)``; the CLI draws it."""
@@ -136,7 +138,7 @@ def _probe(n: int, sent_at: float = 0.0) -> dict[str, Any]:
     return {"n": n, "sent_at": sent_at, "label": "bench"}
 
 
-def _fresh_app(bootstrap: str, label: str) -> App:
+def fresh_app(bootstrap: str, label: str) -> App:
     app = bench_app(f"bench-{label}-{uuid.uuid4().hex[:8]}", bootstrap)
     ensure(app)
     return app
@@ -259,24 +261,6 @@ class DrainReport:
 
 
 @dataclass
-class LatencyReport:
-    tasks: int
-    measured: int
-    """Tasks in the percentiles (the first second of sending is warm-up)."""
-    target_rate: float
-    achieved_send_rate: float
-    max_send_lag_ms: float
-    """Worst delay of an actual send behind its intended time (open-loop health)."""
-    p50_ms: float
-    p99_ms: float
-    p999_ms: float
-    max_ms: float
-    concurrency: int
-    raw: dict[str, float] = field(default_factory=dict)
-    """The raw loop's figures at the same rate (same keys as above), for reference."""
-
-
-@dataclass
 class MemoryReport:
     tasks: int
     concurrency: int
@@ -298,9 +282,11 @@ class RunSpec:
     group: str
     tasks: int
     concurrency: int
+    rate: float = 0.0
+    """Tasks per second of an open-loop sender (mode ``sender``)."""
 
 
-def _cpu() -> float:
+def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -318,12 +304,12 @@ class Clock:
     def received(self) -> None:
         if self.first is None:
             self.first = time.perf_counter()
-            self.cpu_first = _cpu()
+            self.cpu_first = cpu_seconds()
 
     def ended(self) -> None:
         if self.end is None:
             self.end = time.perf_counter()
-            self.cpu_end = _cpu()
+            self.cpu_end = cpu_seconds()
 
     def result(self, spec: RunSpec, extra: dict[str, Any] | None = None) -> RunResult:
         if self.first is None or self.end is None:
@@ -590,6 +576,10 @@ def child_main(argv: Sequence[str] | None = None) -> None:
         from streamtask.bench_peers import run_child  # it builds on this module
 
         result = run_child(spec)
+    elif spec.mode == "sender":
+        from streamtask.bench_latency import send_open_loop
+
+        result = send_open_loop(spec)
     else:
         result = _child_streamtask(spec) if spec.side == "streamtask" else _child_raw(spec)
     say("result", json.dumps(asdict(result)))
@@ -598,12 +588,12 @@ def child_main(argv: Sequence[str] | None = None) -> None:
 # -- the parent: spawn, follow, check ----------------------------------------------------------
 
 
-def _child_command(spec: RunSpec) -> list[str]:
+def child_command(spec: RunSpec) -> list[str]:
     code = "from streamtask.bench import child_main; child_main()"
     return [sys.executable, "-c", code, json.dumps(asdict(spec))]
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -625,7 +615,7 @@ def _follow(proc: subprocess.Popen[str], on_progress: Callable[[int], None],
     return result
 
 
-def _tail(stream: IO[bytes], lines: int = 25) -> str:
+def stderr_tail(stream: IO[bytes], lines: int = 25) -> str:
     stream.seek(0)
     return "\n".join(stream.read().decode(errors="replace").splitlines()[-lines:])
 
@@ -638,22 +628,22 @@ def spawn_run(spec: RunSpec, on_progress: Callable[[int], None] = lambda _n: Non
     ``wrap`` prefixes the child's command line, e.g. with a profiler that runs it.
     """
     with tempfile.TemporaryFile() as stderr, subprocess.Popen(
-            [*wrap, *_child_command(spec)], stdout=subprocess.PIPE, stderr=stderr, text=True,
-            env=_child_env()) as proc:
+            [*wrap, *child_command(spec)], stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env=child_env()) as proc:
         try:
             result = _follow(proc, on_progress, on_ready)
         finally:
             code = proc.wait()
         if code != 0 or result is None:
             raise BenchError(f"the {spec.side} {spec.mode} run exited with code {code}:\n"
-                             f"{_tail(stderr)}")
+                             f"{stderr_tail(stderr)}")
     return result
 
 
 def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency: int,
                  progress: ProgressFn = no_progress, *, label: str = "") -> RunResult:
     """Fresh topics, filled with ``tasks``; one child drains them; check; delete the topics."""
-    app = _fresh_app(bootstrap, side)
+    app = fresh_app(bootstrap, side)
     group = app.get_stage(WORK).group if side == "streamtask" else f"{app.name}.raw"
     try:
         fill(app, tasks, progress)
@@ -699,102 +689,6 @@ def drain(bootstrap: str, tasks: int = DEFAULT_TASKS, pairs: int = 5, concurrenc
         ratios=[round(r, 3) for r in ratios], ratio=statistics.median(ratios),
         cpu_ratio=statistics.median(cpu_ratios),
         runs=[r.summary() for pair in zip(a, b, strict=True) for r in pair])
-
-
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence."""
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-class _OpenLoopSender:
-    """Sends ``tasks`` tasks at fixed intended times from a thread (open loop)."""
-
-    def __init__(self, app: App, tasks: int, rate: float) -> None:
-        self.app, self.tasks, self.rate = app, tasks, rate
-        self.max_lag = 0.0
-        self.started = self.finished = 0.0
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._guarded, name="bench-sender", daemon=True)
-
-    def start(self) -> None:
-        if not self._thread.is_alive() and not self.started:
-            self.started = time.time() + 0.2
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _guarded(self) -> None:
-        try:
-            self._send_all()
-        except BaseException as error:
-            self.error = error
-
-    def _send_all(self) -> None:
-        with self.app.producer() as producer:
-            n, start, interval = 0, self.started, 1.0 / self.rate
-            while n < self.tasks and not self._stop.is_set():
-                now = time.time()
-                due = start + n * interval
-                if due > now:
-                    time.sleep(min(due - now, 0.01))
-                    continue
-                while n < self.tasks and start + n * interval <= now:
-                    intended = start + n * interval
-                    producer.send(WORK, _probe(n, intended))
-                    self.max_lag = max(self.max_lag, time.time() - intended)
-                    n += 1
-            self.finished = time.time()
-
-
-def _latency_run(bootstrap: str, side: Side, tasks: int, rate: float, concurrency: int,
-                 progress: ProgressFn) -> dict[str, float]:
-    """One open-loop run: percentiles of handler start - intended send time, in ms."""
-    app = _fresh_app(bootstrap, f"latency-{side}")
-    sender = _OpenLoopSender(app, tasks, rate)
-    title = f"latency: {side} at {rate:,.0f}/s"
-    progress(title, 0, tasks)
-    group = app.get_stage(WORK).group if side == "streamtask" else f"{app.name}.raw"
-    try:
-        spec = RunSpec("latency", side, bootstrap, app.name, group, tasks, concurrency)
-        result = spawn_run(spec, lambda n: progress(title, n, tasks), sender.start)
-    finally:
-        sender.stop()
-        delete_topics(app)
-    if sender.error is not None:
-        raise BenchError(f"the open-loop sender failed: {sender.error}")
-    warmup = min(int(rate), tasks // 10)  # the first second of sending warms up
-    by_n = sorted(result.extra["starts"])[warmup:]
-    latencies = sorted((start - intended) * 1000 for intended, start in by_n)
-    return {
-        "measured": len(latencies),
-        "achieved_send_rate": round(tasks / max(sender.finished - sender.started, 1e-9), 1),
-        "max_send_lag_ms": round(sender.max_lag * 1000, 2),
-        "p50_ms": round(_percentile(latencies, 0.5), 2),
-        "p99_ms": round(_percentile(latencies, 0.99), 2),
-        "p999_ms": round(_percentile(latencies, 0.999), 2),
-        "max_ms": round(latencies[-1], 2),
-    }
-
-
-def latency(bootstrap: str, tasks: int = DEFAULT_TASKS, rate: float | None = None,
-            concurrency: int = 8, progress: ProgressFn = no_progress) -> LatencyReport:
-    """Enqueue-to-start latency at ``rate`` tasks/s (default: half a calibration drain's),
-    for the worker and, as the reference, the raw loop at the same rate."""
-    if rate is None:
-        calibration = measured_run(bootstrap, "drain", "streamtask", min(tasks, 50_000),
-                                   concurrency, progress, label="calibrate: ")
-        rate = calibration.rate / 2
-    mine = _latency_run(bootstrap, "streamtask", tasks, rate, concurrency, progress)
-    raw = _latency_run(bootstrap, "raw", tasks, rate, concurrency, progress)
-    return LatencyReport(
-        tasks=tasks, measured=int(mine["measured"]), target_rate=round(rate, 1),
-        achieved_send_rate=mine["achieved_send_rate"], max_send_lag_ms=mine["max_send_lag_ms"],
-        p50_ms=mine["p50_ms"], p99_ms=mine["p99_ms"], p999_ms=mine["p999_ms"],
-        max_ms=mine["max_ms"], concurrency=concurrency, raw=raw)
 
 
 def memory(bootstrap: str, tasks: int = DEFAULT_MEMORY_TASKS, concurrency: int = 8,
