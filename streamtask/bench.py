@@ -26,7 +26,7 @@ Scenarios (see ``benchmarks/README.md``):
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import importlib.metadata
 import json
 import os
@@ -184,13 +184,14 @@ def durable(app: App, group: str) -> tuple[int, int]:
     return done, produced
 
 
-def delete_topics(app: App) -> None:
+def delete_topics(app: App, timeout: float = 30.0) -> None:
+    """Delete the app's topics, waiting ``timeout`` seconds for all of them together.
+
+    Best effort, on a throwaway broker: a busy one may take longer than that to answer.
+    """
     topics = [spec.name for spec in app_topics(app)]
-    futures = kafka.admin(app.kafka).delete_topics(topics, operation_timeout=30)
-    for future in futures.values():
-        # Best effort, on a throwaway broker: a busy one may take longer than this to answer.
-        with contextlib.suppress(kafka.KafkaException, TimeoutError):
-            future.result(30)
+    futures = kafka.admin(app.kafka).delete_topics(topics, operation_timeout=timeout)
+    concurrent.futures.wait(futures.values(), timeout=timeout)
 
 
 # -- results -------------------------------------------------------------------------------
