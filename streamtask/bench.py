@@ -292,32 +292,44 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _switches() -> int:
+    """Context switches of this process so far, every thread's, ended threads' included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
 class Clock:
-    """When the drain began (first record) and ended (final commit), in wall and CPU time."""
+    """When the drain began (first record) and ended (final commit), in wall and CPU time,
+    and the context switches in between (thread wake-ups: a cost the profiles do not show)."""
 
     def __init__(self) -> None:
         self.subscribed = time.perf_counter()
         self.first: float | None = None
         self.cpu_first = 0.0
+        self.switches_first = 0
         self.end: float | None = None
         self.cpu_end = 0.0
+        self.switches_end = 0
 
     def received(self) -> None:
         if self.first is None:
             self.first = time.perf_counter()
             self.cpu_first = cpu_seconds()
+            self.switches_first = _switches()
 
     def ended(self) -> None:
         if self.end is None:
             self.end = time.perf_counter()
             self.cpu_end = cpu_seconds()
+            self.switches_end = _switches()
 
     def result(self, spec: RunSpec, extra: dict[str, Any] | None = None) -> RunResult:
         if self.first is None or self.end is None:
             raise BenchError(f"{spec.side} run of {spec.app} received no record")
+        switches = (self.switches_end - self.switches_first) / max(spec.tasks, 1)
         return RunResult(spec.side, spec.mode, spec.tasks, self.end - self.first,
                          self.cpu_end - self.cpu_first, self.first - self.subscribed,
-                         extra=extra or {})
+                         extra={"switches_per_task": round(switches, 3), **(extra or {})})
 
 
 def say(*parts: object) -> None:

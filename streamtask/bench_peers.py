@@ -484,6 +484,8 @@ class PeersReport:
     """Median over rounds of the per-round throughput ratios, e.g. ``"streamtask/raw"``."""
     cpu_ratios: dict[str, float]
     """The same for CPU µs per task."""
+    switches_per_task: dict[str, float] = field(default_factory=dict)
+    """Per side, median context switches per task (every thread's): thread wake-ups."""
     per_round: dict[str, list[float]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -521,5 +523,8 @@ def peers(bootstrap: str, tasks: int = bench.DEFAULT_TASKS, rounds: int = 3,
         sides={side: bench.summarise(results) for side, results in runs.items()},
         ratios={k: statistics.median(v) for k, v in rates.items()},
         cpu_ratios={k: statistics.median(v) for k, v in cpus.items()},
+        switches_per_task={side: statistics.median(r.extra["switches_per_task"]
+                                                   for r in results)
+                           for side, results in runs.items()},
         per_round=rates,
         runs=[runs[side][n].summary() for n in range(rounds) for side in sides])

@@ -48,6 +48,7 @@ def test_peers_reports_every_installed_side_and_its_ratios(kafka: SessionBroker)
     assert peers["ratios"]["streamtask/raw"] > 0
     assert peers["cpu_ratios"]["streamtask/raw"] > 0
     assert {run["side"] for run in peers["runs"]} == expected
+    assert set(peers["switches_per_task"]) == expected
     # Only durable work counts: every input offset committed, every result on the sink.
     assert all(run["committed"] >= TASKS and run["sink_records"] >= TASKS
                for run in peers["runs"])

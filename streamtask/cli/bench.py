@@ -88,7 +88,7 @@ def _peers_table(report: bench_peers.PeersReport) -> Table:
     table = Table(title=f"peers: {report.tasks:,} tasks, {report.rounds} rounds, bare record "
                         "vs envelope, same content")
     for column in ("side", "median tasks/s", "runs (tasks/s)", "CPU µs/task", "vs raw",
-                   "vs Quix", "CPU vs raw"):
+                   "vs Quix", "CPU vs raw", "switches/task"):
         table.add_column(column)
     names = {"raw": "raw loop", "quix": f"Quix {report.quix}", "streamtask": "streamtask"}
     for side, summary in report.sides.items():
@@ -101,7 +101,8 @@ def _peers_table(report: bench_peers.PeersReport) -> Table:
         table.add_row(names[side], f"{summary.median_rate:,.0f}",
                       " ".join(f"{rate:,.0f}" for rate in summary.rates),
                       f"{summary.median_cpu_us_per_task:.1f}", ratio(report.ratios, "raw"),
-                      ratio(report.ratios, "quix"), ratio(report.cpu_ratios, "raw"))
+                      ratio(report.ratios, "quix"), ratio(report.cpu_ratios, "raw"),
+                      f"{report.switches_per_task.get(side, 0.0):.2f}")
     return table
 
 
