@@ -16,12 +16,17 @@ Scenarios (see ``benchmarks/README.md``):
     every delivery of the batch is acknowledged -> commit on an interval. Runs go in
     interleaved pairs (A B, B A, ...) after one warm-up of each; the window runs from the
     first record received (group joins excluded) to the final offset commit.
-``latency``
-    Open loop: a producer thread sends at fixed intended times (half the measured maximum
-    rate); the handler notes ``time.time()`` at start; latency = start - intended send time.
-    The raw loop, with the same recording handler at the same rate, is the reference.
+``latency`` (:mod:`streamtask.bench_latency`)
+    Open loop at fixed, modest rates, the sender in a child process of its own; the handler
+    notes ``time.time()`` at start; latency = start - intended send time. The raw loop, with
+    the same recording handler at the same rate, is the reference.
 ``memory``
     RSS of the draining process sampled while it drains a large backlog (default 1M tasks).
+``peers`` (:mod:`streamtask.bench_peers`)
+    The worker against a bare-record raw loop and Quix Streams, on the same content.
+
+The worker is timed through its public seams: its handler starts the clock, an event
+subscriber stops it at the commit that covers every task.
 """
 
 from __future__ import annotations
