@@ -9,7 +9,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-.PHONY: install test test-cluster demo lint lock soak
+BENCH_VENV ?= .venv-bench
+BENCH_ARGS ?=
+.PHONY: install test test-cluster demo lint lock soak bench-peers
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,18 @@ test-cluster: install
 
 demo: install
 	$(BIN)/streamtask demo $(DEMO_ARGS)
+
+# `streamtask bench --scenario peers`: the bare-record raw loop, Quix Streams and the worker.
+# The `bench` extra (Quix Streams) pins confluent-kafka below 2.13, so the scenario runs in a
+# virtual environment of its own where all three sides share that client; the other pins
+# come from constraints.txt. Pass options with BENCH_ARGS="-b HOST:PORT --tasks N --pairs P".
+bench-peers:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	grep -E '^(fastavro|orjson|typer|rich)==' constraints.txt > $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+		-c $(BENCH_VENV)/constraints.txt -e '.[bench]'
+	$(BENCH_VENV)/bin/python -c "from streamtask.broker import kafka_classpath; kafka_classpath()"
+	$(BENCH_VENV)/bin/streamtask bench --scenario peers $(BENCH_ARGS)
 
 # A fresh environment from pyproject.toml alone, frozen: run it when a dependency changes,
 # then `make test` and commit constraints.txt with the change.

@@ -16,20 +16,24 @@ Scenarios (see ``benchmarks/README.md``):
     every delivery of the batch is acknowledged -> commit on an interval. Runs go in
     interleaved pairs (A B, B A, ...) after one warm-up of each; the window runs from the
     first record received (group joins excluded) to the final offset commit.
-``latency``
-    Open loop: a producer thread sends at fixed intended times (half the measured maximum
-    rate); the handler notes ``time.time()`` at start; latency = start - intended send time.
-    The raw loop, with the same recording handler at the same rate, is the reference.
+``latency`` (:mod:`streamtask.bench_latency`)
+    Open loop at fixed, modest rates, the sender in a child process of its own; the handler
+    notes ``time.time()`` at start; latency = start - intended send time. The raw loop, with
+    the same recording handler at the same rate, is the reference.
 ``memory``
     RSS of the draining process sampled while it drains a large backlog (default 1M tasks).
+``peers`` (:mod:`streamtask.bench_peers`)
+    The worker against a bare-record raw loop and Quix Streams, on the same content.
+
+The worker is timed through its public seams: its handler starts the clock, an event
+subscriber stops it at the commit that covers every task.
 """
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import importlib.metadata
 import json
-import math
 import os
 import resource
 import statistics
@@ -40,11 +44,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
-from unittest import mock
 
 from streamtask import kafka, tracing
 from streamtask.app import App
@@ -60,14 +63,27 @@ __all__ = [
     "DEFAULT_MEMORY_TASKS",
     "DEFAULT_TASKS",
     "BenchError",
+    "Clock",
     "DrainReport",
-    "LatencyReport",
     "MemoryReport",
     "RunResult",
+    "RunSpec",
+    "SideSummary",
+    "child_command",
+    "child_env",
     "child_main",
+    "cpu_seconds",
+    "delete_topics",
     "drain",
-    "latency",
+    "durable",
+    "fresh_app",
     "memory",
+    "no_progress",
+    "say",
+    "spawn_run",
+    "stderr_tail",
+    "summarise",
+    "warmup_size",
 ]
 
 DEFAULT_TASKS = 200_000
@@ -82,8 +98,8 @@ RAW_COMMIT_INTERVAL = 1.0  # WorkerSettings.commit_interval's default
 RAW_MAX_UNACKED = 20_000  # bounded in-flight window of the raw loop
 MEMORY_SAMPLE_INTERVAL = 0.05
 
-Side = Literal["streamtask", "raw"]
-Mode = Literal["drain", "latency", "memory"]
+Side = Literal["streamtask", "raw", "quix"]
+Mode = Literal["drain", "latency", "memory", "peers", "sender"]
 SIDES: tuple[Side, Side] = ("streamtask", "raw")
 ProgressFn = Callable[[str, int, int], None]
 """``progress(description, completed, total)``; the CLI draws it."""
@@ -103,7 +119,7 @@ class BenchError(StreamtaskError):
     """A benchmark run failed or did not do all of its work."""
 
 
-def _no_progress(_description: str, _completed: int, _total: int) -> None:
+def no_progress(_description: str, _completed: int, _total: int) -> None:
     return None
 
 
@@ -127,13 +143,13 @@ def _probe(n: int, sent_at: float = 0.0) -> dict[str, Any]:
     return {"n": n, "sent_at": sent_at, "label": "bench"}
 
 
-def _fresh_app(bootstrap: str, label: str) -> App:
+def fresh_app(bootstrap: str, label: str) -> App:
     app = bench_app(f"bench-{label}-{uuid.uuid4().hex[:8]}", bootstrap)
     ensure(app)
     return app
 
 
-def fill(app: App, tasks: int, progress: ProgressFn = _no_progress) -> None:
+def fill(app: App, tasks: int, progress: ProgressFn = no_progress) -> None:
     """Put ``tasks`` work tasks on the app's work topic (keyed by task id) and flush."""
     producer = kafka.producer(app.kafka)
     codec, topic = app.codec, app.get_stage(WORK).topic
@@ -150,7 +166,7 @@ def fill(app: App, tasks: int, progress: ProgressFn = _no_progress) -> None:
     progress(f"fill {topic}", tasks, tasks)
 
 
-def _durable(app: App, group: str) -> tuple[int, int]:
+def durable(app: App, group: str) -> tuple[int, int]:
     """(offsets committed by ``group`` on the work topic, records on the sink topic)."""
     work, sink = app.get_stage(WORK).topic, app.get_stage(SINK).topic
     consumer = kafka.consumer(app.kafka, group)
@@ -168,12 +184,14 @@ def _durable(app: App, group: str) -> tuple[int, int]:
     return done, produced
 
 
-def _delete_topics(app: App) -> None:
+def delete_topics(app: App, timeout: float = 30.0) -> None:
+    """Delete the app's topics, waiting ``timeout`` seconds for all of them together.
+
+    Best effort, on a throwaway broker: a busy one may take longer than that to answer.
+    """
     topics = [spec.name for spec in app_topics(app)]
-    futures = kafka.admin(app.kafka).delete_topics(topics, operation_timeout=30)
-    for future in futures.values():
-        with contextlib.suppress(kafka.KafkaException):  # best effort: a throwaway broker
-            future.result(30)
+    futures = kafka.admin(app.kafka).delete_topics(topics, operation_timeout=timeout)
+    concurrent.futures.wait(futures.values(), timeout=timeout)
 
 
 # -- results -------------------------------------------------------------------------------
@@ -218,7 +236,7 @@ class SideSummary:
     median_join_seconds: float
 
 
-def _summarise(runs: Sequence[RunResult]) -> SideSummary:
+def summarise(runs: Sequence[RunResult]) -> SideSummary:
     return SideSummary(
         rates=[round(r.rate, 1) for r in runs],
         cpu_us_per_task=[round(r.cpu_us_per_task, 2) for r in runs],
@@ -241,24 +259,6 @@ class DrainReport:
     cpu_ratio: float
     """Median per-pair streamtask CPU/task over raw CPU/task."""
     runs: list[dict[str, Any]]
-
-
-@dataclass
-class LatencyReport:
-    tasks: int
-    measured: int
-    """Tasks in the percentiles (the first second of sending is warm-up)."""
-    target_rate: float
-    achieved_send_rate: float
-    max_send_lag_ms: float
-    """Worst delay of an actual send behind its intended time (open-loop health)."""
-    p50_ms: float
-    p99_ms: float
-    p999_ms: float
-    max_ms: float
-    concurrency: int
-    raw: dict[str, float] = field(default_factory=dict)
-    """The raw loop's figures at the same rate (same keys as above), for reference."""
 
 
 @dataclass
@@ -286,106 +286,92 @@ class RunSpec:
     observed: bool = False
     """The streamtask side serves Prometheus metrics and writes the execution trail, as
     ``streamtask worker --metrics-port P`` does."""
+    rate: float = 0.0
+    """Tasks per second of an open-loop sender (mode ``sender``)."""
 
 
-def _cpu() -> float:
+def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-class _Clock:
-    """When the drain began (first record) and ended (final commit), in wall and CPU time."""
+def _switches() -> int:
+    """Context switches of this process so far, every thread's, ended threads' included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
+class Clock:
+    """When the drain began (first record) and ended (final commit), in wall and CPU time,
+    and the context switches in between (thread wake-ups: a cost the profiles do not show)."""
 
     def __init__(self) -> None:
         self.subscribed = time.perf_counter()
         self.first: float | None = None
         self.cpu_first = 0.0
+        self.switches_first = 0
         self.end: float | None = None
         self.cpu_end = 0.0
+        self.switches_end = 0
 
     def received(self) -> None:
         if self.first is None:
             self.first = time.perf_counter()
-            self.cpu_first = _cpu()
+            self.cpu_first = cpu_seconds()
+            self.switches_first = _switches()
 
     def ended(self) -> None:
         if self.end is None:
             self.end = time.perf_counter()
-            self.cpu_end = _cpu()
+            self.cpu_end = cpu_seconds()
+            self.switches_end = _switches()
 
     def result(self, spec: RunSpec, extra: dict[str, Any] | None = None) -> RunResult:
         if self.first is None or self.end is None:
             raise BenchError(f"{spec.side} run of {spec.app} received no record")
+        switches = (self.switches_end - self.switches_first) / max(spec.tasks, 1)
         return RunResult(spec.side, spec.mode, spec.tasks, self.end - self.first,
                          self.cpu_end - self.cpu_first, self.first - self.subscribed,
-                         extra=extra or {})
+                         extra={"switches_per_task": round(switches, 3), **(extra or {})})
 
 
-def _say(*parts: object) -> None:
+def say(*parts: object) -> None:
     print(*parts, flush=True)
 
 
-class _TimedConsumer:
-    """Wraps a consumer to time its first record and its close (per call, not per record:
-    it costs the worker nothing measurable)."""
-
-    def __init__(self, inner: Any, clock: _Clock) -> None:
-        self._inner = inner
-        self._clock = clock
-
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
-        messages: list[Any] = self._inner.consume(num_messages, timeout)
-        if messages:
-            self._clock.received()
-        return messages
-
-    def poll(self, timeout: float = -1) -> Any:
-        message = self._inner.poll(timeout)
-        if message is not None:
-            self._clock.received()
-        return message
-
-    def close(self) -> None:
-        # The worker closes its consumers right after its final synchronous commit.
-        self._clock.ended()
-        self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-@contextlib.contextmanager
-def _timed_consumers(clock: _Clock) -> Iterator[None]:
-    """Every consumer :mod:`streamtask.kafka` builds meanwhile is a :class:`_TimedConsumer`.
-
-    Patching the one factory the worker gets its consumers from (in the child process, which
-    does nothing else) times the worker without depending on how it holds its consumers.
-    """
-    build = kafka.consumer
-
-    def timed(settings: KafkaSettings, group: str, **overrides: Any) -> Any:
-        if clock.first is None:
-            clock.subscribed = time.perf_counter()
-        return _TimedConsumer(build(settings, group, **overrides), clock)
-
-    with mock.patch.object(kafka, "consumer", timed):
-        yield
-
-
 class _CommitProgress:
-    """Event subscriber: prints the committed count (sum of positions on fresh topics)."""
+    """Event subscriber, and the worker's timing hook: notes when the worker subscribed, prints
+    the committed count (sum of positions on fresh topics) and ends the clock at the commit
+    that covers every task (the final synchronous one, unless an interval commit got there
+    first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock, tasks: int) -> None:
+        self.clock, self.tasks = clock, tasks
         self.positions: dict[str, int] = {}
         self.announced = False
 
     def __call__(self, event: Event, fields: dict[str, Any]) -> None:
         if event is Event.OFFSETS_COMMITTED:
             self.positions.update(fields["offsets"])
-            _say("progress", sum(self.positions.values()))
+            committed = sum(self.positions.values())
+            if committed >= self.tasks:
+                self.clock.ended()
+            say("progress", committed)
+        elif event is Event.WORKER_STARTED:
+            self.clock.subscribed = time.perf_counter()
         elif event is Event.PARTITIONS_ASSIGNED and not self.announced:
             self.announced = True
-            _say("ready")
+            say("ready")
+
+
+def _timed(clock: Clock, handler: Callable[[Task], Any]) -> Callable[[Task], Any]:
+    """The handler, starting the clock at its first call (the worker's other timing hook)."""
+
+    def timed(task: Task) -> Any:
+        clock.received()
+        return handler(task)
+
+    return timed
 
 
 class _RssSampler:
@@ -450,11 +436,11 @@ def _recorder(starts: list[tuple[float, float]]) -> Callable[[Task], Any]:
 
 def _child_streamtask(spec: RunSpec) -> RunResult:
     starts: list[tuple[float, float]] = []
+    clock = Clock()
     app = bench_app(spec.app, spec.bootstrap,
-                    _recorder(starts) if spec.mode == "latency" else _noop)
+                    _timed(clock, _recorder(starts) if spec.mode == "latency" else _noop))
     events = EventBus()
-    events.subscribe(_CommitProgress())
-    clock = _Clock()
+    events.subscribe(_CommitProgress(clock, spec.tasks))
     settings = WorkerSettings(concurrency=spec.concurrency)
     if spec.observed:
         from streamtask.metrics import observed_worker
@@ -470,12 +456,12 @@ def _child_streamtask(spec: RunSpec) -> RunResult:
     # its CPU per task by less than the noise (measured).
     tune_for_worker()
     if spec.mode == "memory":
-        with _RssSampler(lambda: worker.counter.counts[Event.TASK_SUCCEEDED]) as sampler, \
-                _timed_consumers(clock):
+        with _RssSampler(lambda: worker.counter.counts[Event.TASK_SUCCEEDED]) as sampler:
             worker.run(max_tasks=spec.tasks)
+        clock.ended()
         return clock.result(spec, sampler.report(spec.tasks))
-    with _timed_consumers(clock):
-        worker.run(max_tasks=spec.tasks)
+    worker.run(max_tasks=spec.tasks)
+    clock.ended()  # only if no commit event covered every task (it then has ended already)
     if spec.mode == "latency":
         return clock.result(spec, {"starts": starts})
     return clock.result(spec)
@@ -510,7 +496,7 @@ class RawLoop:
     until its timeout, which would otherwise add up to 10 ms to every task at low rates.
     """
 
-    def __init__(self, app: App, group: str, clock: _Clock,
+    def __init__(self, app: App, group: str, clock: Clock,
                  handler: Callable[[Task], Any] = _noop,
                  consume_timeout: float = RAW_CONSUME_TIMEOUT) -> None:
         self.app, self.clock = app, clock
@@ -527,7 +513,7 @@ class RawLoop:
     def run(self, tasks: int) -> None:
         consumer, producer = self.consumer, self.producer
         consumer.subscribe([self.app.get_stage(WORK).topic],
-                           on_assign=lambda *_: _say("ready"))
+                           on_assign=lambda *_: say("ready"))
         self.clock.subscribed = time.perf_counter()
         next_commit = time.monotonic() + RAW_COMMIT_INTERVAL
         while self.done < tasks:
@@ -543,10 +529,10 @@ class RawLoop:
             if time.monotonic() >= next_commit:
                 consumer.commit(asynchronous=True)
                 next_commit = time.monotonic() + RAW_COMMIT_INTERVAL
-                _say("progress", self.done)
+                say("progress", self.done)
         consumer.commit(asynchronous=False)
         self.clock.ended()
-        _say("progress", self.done)
+        say("progress", self.done)
         consumer.close()
         producer.flush(10)
 
@@ -588,7 +574,7 @@ class RawLoop:
 
 def _child_raw(spec: RunSpec) -> RunResult:
     app = bench_app(spec.app, spec.bootstrap)
-    clock = _Clock()
+    clock = Clock()
     if spec.mode == "latency":
         starts: list[tuple[float, float]] = []
         RawLoop(app, spec.group, clock, _recorder(starts), RAW_LATENCY_CONSUME_TIMEOUT).run(
@@ -607,19 +593,28 @@ def child_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of a measured run: ``python -c '...child_main()' '<RunSpec JSON>'``."""
     args = sys.argv[1:] if argv is None else argv
     spec = RunSpec(**json.loads(args[0]))
-    result = _child_streamtask(spec) if spec.side == "streamtask" else _child_raw(spec)
-    _say("result", json.dumps(asdict(result)))
+    if spec.mode == "peers":
+        from streamtask.bench_peers import run_child  # it builds on this module
+
+        result = run_child(spec)
+    elif spec.mode == "sender":
+        from streamtask.bench_latency import send_open_loop
+
+        result = send_open_loop(spec)
+    else:
+        result = _child_streamtask(spec) if spec.side == "streamtask" else _child_raw(spec)
+    say("result", json.dumps(asdict(result)))
 
 
 # -- the parent: spawn, follow, check ----------------------------------------------------------
 
 
-def _child_command(spec: RunSpec) -> list[str]:
+def child_command(spec: RunSpec) -> list[str]:
     code = "from streamtask.bench import child_main; child_main()"
     return [sys.executable, "-c", code, json.dumps(asdict(spec))]
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -641,32 +636,36 @@ def _follow(proc: subprocess.Popen[str], on_progress: Callable[[int], None],
     return result
 
 
-def _tail(stream: IO[bytes], lines: int = 25) -> str:
+def stderr_tail(stream: IO[bytes], lines: int = 25) -> str:
     stream.seek(0)
     return "\n".join(stream.read().decode(errors="replace").splitlines()[-lines:])
 
 
 def spawn_run(spec: RunSpec, on_progress: Callable[[int], None] = lambda _n: None,
-              on_ready: Callable[[], None] = lambda: None) -> RunResult:
-    """Run ``spec`` in a fresh child process and return what it measured."""
+              on_ready: Callable[[], None] = lambda: None, *,
+              wrap: Sequence[str] = ()) -> RunResult:
+    """Run ``spec`` in a fresh child process and return what it measured.
+
+    ``wrap`` prefixes the child's command line, e.g. with a profiler that runs it.
+    """
     with tempfile.TemporaryFile() as stderr, subprocess.Popen(
-            _child_command(spec), stdout=subprocess.PIPE, stderr=stderr, text=True,
-            env=_child_env()) as proc:
+            [*wrap, *child_command(spec)], stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env=child_env()) as proc:
         try:
             result = _follow(proc, on_progress, on_ready)
         finally:
             code = proc.wait()
         if code != 0 or result is None:
             raise BenchError(f"the {spec.side} {spec.mode} run exited with code {code}:\n"
-                             f"{_tail(stderr)}")
+                             f"{stderr_tail(stderr)}")
     return result
 
 
 def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency: int,
-                 progress: ProgressFn = _no_progress, *, label: str = "",
+                 progress: ProgressFn = no_progress, *, label: str = "",
                  observed: bool = False) -> RunResult:
     """Fresh topics, filled with ``tasks``; one child drains them; check; delete the topics."""
-    app = _fresh_app(bootstrap, side)
+    app = fresh_app(bootstrap, side)
     group = app.get_stage(WORK).group if side == "streamtask" else f"{app.name}.raw"
     try:
         fill(app, tasks, progress)
@@ -675,9 +674,9 @@ def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency
         result = spawn_run(RunSpec(mode, side, bootstrap, app.name, group, tasks, concurrency,
                                    observed),
                            lambda n: progress(title, n, tasks))
-        result.committed, result.sink_records = _durable(app, group)
+        result.committed, result.sink_records = durable(app, group)
     finally:
-        _delete_topics(app)
+        delete_topics(app)
     if result.committed < tasks or result.sink_records < tasks:
         raise BenchError(f"{side} run on {app.name}: {result.committed} offsets committed and "
                          f"{result.sink_records} results produced, expected {tasks} each")
@@ -687,19 +686,19 @@ def measured_run(bootstrap: str, mode: Mode, side: Side, tasks: int, concurrency
 # -- scenarios -----------------------------------------------------------------------------
 
 
-def _warmup_size(tasks: int) -> int:
+def warmup_size(tasks: int) -> int:
     return max(1, min(tasks // 4, WARMUP_TASKS))
 
 
 def drain(bootstrap: str, tasks: int = DEFAULT_TASKS, pairs: int = 5, concurrency: int = 8,
-          progress: ProgressFn = _no_progress, warmup: bool = True,
+          progress: ProgressFn = no_progress, warmup: bool = True,
           observed: bool = False) -> DrainReport:
     """Interleaved pairs (A B, B A, ...) after a warm-up run of each side; ``observed``: the
     streamtask side serves metrics and writes the execution trail (what they cost is the
     ratio's change)."""
     if warmup:
         for side in SIDES:
-            measured_run(bootstrap, "drain", side, _warmup_size(tasks), concurrency,
+            measured_run(bootstrap, "drain", side, warmup_size(tasks), concurrency,
                          progress, label="warm-up: ", observed=observed)
     runs: dict[Side, list[RunResult]] = {side: [] for side in SIDES}
     for pair in range(pairs):
@@ -713,110 +712,14 @@ def drain(bootstrap: str, tasks: int = DEFAULT_TASKS, pairs: int = 5, concurrenc
     cpu_ratios = [x.cpu_us_per_task / y.cpu_us_per_task for x, y in zip(a, b, strict=True)]
     return DrainReport(
         tasks=tasks, pairs=pairs, concurrency=concurrency,
-        streamtask=_summarise(a), raw=_summarise(b),
+        streamtask=summarise(a), raw=summarise(b),
         ratios=[round(r, 3) for r in ratios], ratio=statistics.median(ratios),
         cpu_ratio=statistics.median(cpu_ratios),
         runs=[r.summary() for pair in zip(a, b, strict=True) for r in pair])
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence."""
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-class _OpenLoopSender:
-    """Sends ``tasks`` tasks at fixed intended times from a thread (open loop)."""
-
-    def __init__(self, app: App, tasks: int, rate: float) -> None:
-        self.app, self.tasks, self.rate = app, tasks, rate
-        self.max_lag = 0.0
-        self.started = self.finished = 0.0
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._guarded, name="bench-sender", daemon=True)
-
-    def start(self) -> None:
-        if not self._thread.is_alive() and not self.started:
-            self.started = time.time() + 0.2
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _guarded(self) -> None:
-        try:
-            self._send_all()
-        except BaseException as error:
-            self.error = error
-
-    def _send_all(self) -> None:
-        with self.app.producer() as producer:
-            n, start, interval = 0, self.started, 1.0 / self.rate
-            while n < self.tasks and not self._stop.is_set():
-                now = time.time()
-                due = start + n * interval
-                if due > now:
-                    time.sleep(min(due - now, 0.01))
-                    continue
-                while n < self.tasks and start + n * interval <= now:
-                    intended = start + n * interval
-                    producer.send(WORK, _probe(n, intended))
-                    self.max_lag = max(self.max_lag, time.time() - intended)
-                    n += 1
-            self.finished = time.time()
-
-
-def _latency_run(bootstrap: str, side: Side, tasks: int, rate: float, concurrency: int,
-                 progress: ProgressFn) -> dict[str, float]:
-    """One open-loop run: percentiles of handler start - intended send time, in ms."""
-    app = _fresh_app(bootstrap, f"latency-{side}")
-    sender = _OpenLoopSender(app, tasks, rate)
-    title = f"latency: {side} at {rate:,.0f}/s"
-    progress(title, 0, tasks)
-    group = app.get_stage(WORK).group if side == "streamtask" else f"{app.name}.raw"
-    try:
-        spec = RunSpec("latency", side, bootstrap, app.name, group, tasks, concurrency)
-        result = spawn_run(spec, lambda n: progress(title, n, tasks), sender.start)
-    finally:
-        sender.stop()
-        _delete_topics(app)
-    if sender.error is not None:
-        raise BenchError(f"the open-loop sender failed: {sender.error}")
-    warmup = min(int(rate), tasks // 10)  # the first second of sending warms up
-    by_n = sorted(result.extra["starts"])[warmup:]
-    latencies = sorted((start - intended) * 1000 for intended, start in by_n)
-    return {
-        "measured": len(latencies),
-        "achieved_send_rate": round(tasks / max(sender.finished - sender.started, 1e-9), 1),
-        "max_send_lag_ms": round(sender.max_lag * 1000, 2),
-        "p50_ms": round(_percentile(latencies, 0.5), 2),
-        "p99_ms": round(_percentile(latencies, 0.99), 2),
-        "p999_ms": round(_percentile(latencies, 0.999), 2),
-        "max_ms": round(latencies[-1], 2),
-    }
-
-
-def latency(bootstrap: str, tasks: int = DEFAULT_TASKS, rate: float | None = None,
-            concurrency: int = 8, progress: ProgressFn = _no_progress) -> LatencyReport:
-    """Enqueue-to-start latency at ``rate`` tasks/s (default: half a calibration drain's),
-    for the worker and, as the reference, the raw loop at the same rate."""
-    if rate is None:
-        calibration = measured_run(bootstrap, "drain", "streamtask", min(tasks, 50_000),
-                                   concurrency, progress, label="calibrate: ")
-        rate = calibration.rate / 2
-    mine = _latency_run(bootstrap, "streamtask", tasks, rate, concurrency, progress)
-    raw = _latency_run(bootstrap, "raw", tasks, rate, concurrency, progress)
-    return LatencyReport(
-        tasks=tasks, measured=int(mine["measured"]), target_rate=round(rate, 1),
-        achieved_send_rate=mine["achieved_send_rate"], max_send_lag_ms=mine["max_send_lag_ms"],
-        p50_ms=mine["p50_ms"], p99_ms=mine["p99_ms"], p999_ms=mine["p999_ms"],
-        max_ms=mine["max_ms"], concurrency=concurrency, raw=raw)
-
-
 def memory(bootstrap: str, tasks: int = DEFAULT_MEMORY_TASKS, concurrency: int = 8,
-           progress: ProgressFn = _no_progress) -> MemoryReport:
+           progress: ProgressFn = no_progress) -> MemoryReport:
     """RSS of each side's process while it drains a ``tasks`` backlog."""
     sides: dict[str, dict[str, Any]] = {}
     for side in SIDES:

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streamtask import bench as benchmarks
+from streamtask import bench_latency, bench_peers
 from streamtask.broker import LocalBroker, free_port
 
 
@@ -25,6 +26,7 @@ class Scenario(StrEnum):
     drain = "drain"
     latency = "latency"
     memory = "memory"
+    peers = "peers"
     all = "all"
 
 
@@ -69,17 +71,38 @@ def _drain_table(report: benchmarks.DrainReport) -> Table:
     return table
 
 
-def _latency_table(lat: benchmarks.LatencyReport) -> Table:
-    table = Table(title=f"latency: enqueue -> handler start, open loop at "
-                        f"{lat.target_rate:,.0f} tasks/s, {lat.tasks:,} tasks")
-    for column in ("side", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "sent/s",
+def _latency_table(lat: bench_latency.LatencyReport) -> Table:
+    table = Table(title="latency: enqueue -> handler start, open loop, sender in its own "
+                        "process")
+    for column in ("rate/s", "side", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "sent/s",
                    "send lag ms"):
         table.add_column(column)
-    mine = {k: getattr(lat, k) for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms",
-                                         "achieved_send_rate", "max_send_lag_ms")}
-    for name, row in (("streamtask", mine), ("raw loop", lat.raw)):
-        if row:
-            table.add_row(name, *(f"{row[k]:,}" for k in mine))
+    keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms", "achieved_send_rate", "max_send_lag_ms")
+    for at in lat.rates:
+        for name, row in (("streamtask", at.streamtask), ("raw loop", at.raw)):
+            table.add_row(f"{at.rate:,.0f}", name, *(f"{row[k]:,}" for k in keys))
+    return table
+
+
+def _peers_table(report: bench_peers.PeersReport) -> Table:
+    table = Table(title=f"peers: {report.tasks:,} tasks, {report.rounds} rounds, bare record "
+                        "vs envelope, same content")
+    for column in ("side", "median tasks/s", "runs (tasks/s)", "CPU µs/task", "vs raw",
+                   "vs Quix", "CPU vs raw", "switches/task"):
+        table.add_column(column)
+    names = {"raw": "raw loop", "quix": f"Quix {report.quix}", "streamtask": "streamtask"}
+    for side, summary in report.sides.items():
+        def ratio(of: dict[str, float], other: str, side: str = side) -> str:
+            if side == other:
+                return "1.00"
+            key = f"{side}/{other}"
+            return f"{of[key]:.2f}" if key in of else "-"
+
+        table.add_row(names[side], f"{summary.median_rate:,.0f}",
+                      " ".join(f"{rate:,.0f}" for rate in summary.rates),
+                      f"{summary.median_cpu_us_per_task:.1f}", ratio(report.ratios, "raw"),
+                      ratio(report.ratios, "quix"), ratio(report.cpu_ratios, "raw"),
+                      f"{report.switches_per_task.get(side, 0.0):.2f}")
     return table
 
 
@@ -92,8 +115,15 @@ def _print_human(console: Console, results: dict[str, Any]) -> None:
                       f"(pairs: {', '.join(f'{r:.3f}' for r in drain.ratios)}); "
                       f"CPU per task ratio: {drain.cpu_ratio:.2f}")
     lat = results.get("latency")
-    if isinstance(lat, benchmarks.LatencyReport):
+    if isinstance(lat, bench_latency.LatencyReport):
         console.print(_latency_table(lat))
+    peers = results.get("peers")
+    if isinstance(peers, bench_peers.PeersReport):
+        if peers.skipped:
+            console.print(peers.skipped)
+        console.print(_peers_table(peers))
+        console.print("ratios are medians of the per-round ratios: " + "; ".join(
+            f"{k} {', '.join(f'{r:.2f}' for r in v)}" for k, v in peers.per_round.items()))
     mem = results.get("memory")
     if isinstance(mem, benchmarks.MemoryReport):
         table = Table(title=f"memory: RSS (MiB) while draining {mem.tasks:,} tasks")
@@ -119,10 +149,13 @@ def bench(
         min=1, help=f"Tasks per run (default {benchmarks.DEFAULT_TASKS:,}; the memory "
                     f"scenario drains {benchmarks.DEFAULT_MEMORY_TASKS:,}).")] = None,
     pairs: Annotated[int, typer.Option(
-        min=1, help="Interleaved streamtask/raw pairs of the drain scenario.")] = 5,
+        min=1, help="Interleaved streamtask/raw pairs of the drain scenario (rounds of the "
+                    "peers scenario).")] = 5,
     scenario: Annotated[Scenario, typer.Option(
-        help="drain: throughput vs the raw loop; latency: open-loop enqueue-to-start; "
-             "memory: RSS while draining a large backlog; all: the three.")] = Scenario.drain,
+        help="drain: throughput vs the raw loop; latency: open-loop enqueue-to-start at 1k/s "
+             "and a quarter of the raw loop's maximum; "
+             "memory: RSS while draining a large backlog; peers: vs a bare-record loop and "
+             "Quix Streams; all: drain, latency and memory.")] = Scenario.drain,
     concurrency: Annotated[int, typer.Option(
         min=1, help="The worker's --concurrency (tasks in flight).")] = 8,
     json_output: Annotated[bool, typer.Option(
@@ -138,7 +171,8 @@ def bench(
     results: dict[str, Any] = {}
     with _broker(bootstrap, console) as servers, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, refresh_per_second=4) as progress:
+            TimeElapsedColumn(), console=console, refresh_per_second=4,
+            transient=True) as progress:
         results["machine"] = benchmarks.machine()
         bar = _Bar(progress)
         if "drain" in runs:
@@ -147,9 +181,12 @@ def bench(
                 observed=observed)
         if "latency" in runs:
             measured = results.get("drain")
-            rate = measured.streamtask.median_rate / 2 if measured is not None else None
-            results["latency"] = benchmarks.latency(
-                servers, tasks or benchmarks.DEFAULT_TASKS, rate, concurrency, bar)
+            results["latency"] = bench_latency.latency(
+                servers, tasks or benchmarks.DEFAULT_TASKS, None, concurrency, bar,
+                raw_max_rate=measured.raw.median_rate if measured is not None else None)
+        if "peers" in runs:
+            results["peers"] = bench_peers.peers(
+                servers, tasks or benchmarks.DEFAULT_TASKS, pairs, concurrency, bar)
         if "memory" in runs:
             results["memory"] = benchmarks.memory(
                 servers, tasks or benchmarks.DEFAULT_MEMORY_TASKS, concurrency, bar)
