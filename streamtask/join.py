@@ -139,5 +139,13 @@ class JoinStore:
             self._waiting.pop(tp, None)
             self._ended.pop(tp, None)
 
+    def discard(self, tp: TP, fork_id: str) -> None:
+        """Forget a fork without counting it as ended: its branches may arrive again."""
+        self._waiting.get(tp, {}).pop(fork_id, None)
+
+    def forks(self, tp: TP) -> dict[str, PendingJoin]:
+        """The waiting forks of one partition (the store's own mapping: do not change it)."""
+        return self._waiting.get(tp, {})
+
     def waiting(self) -> int:
         return sum(len(forks) for forks in self._waiting.values())

@@ -20,7 +20,7 @@ from streamtask import kafka
 from streamtask.app import Stage
 from streamtask.config import KafkaSettings
 from streamtask.envelope import EnvelopeCodec, Task
-from streamtask.errors import StreamtaskError
+from streamtask.errors import DecodeError, StreamtaskError
 from streamtask.join import FROM_STAGE, MERGED, PARTIAL, TP, JoinStore, PendingJoin, fork_of
 from streamtask.routing import Outgoing, size
 
@@ -177,9 +177,29 @@ class JoinRuntime:
                     self._store.restore((topic, partition), key, value)
                 except (ValueError, KeyError, TypeError, binascii.Error) as error:
                     # orjson's errors are ValueErrors; a record we did not write: skip it
-                    log.warning("join.changelog_unreadable topic=%s partition=%d fork=%s "
-                                "error=%s", stage.changelog_topic, partition, key,
-                                dl.describe(error))
+                    self._unreadable(stage, partition, key, error)
+            self._drop_undecodable(stage, (topic, partition))
+
+    def _drop_undecodable(self, stage: Stage, tp: TP) -> None:
+        """Forget restored forks holding a branch result this worker cannot decode (written
+        by another version, or corrupt): joining or timing them out would fail each time.
+        Branches of such a fork that arrive later wait anew (and time out visibly)."""
+        for fork, pending in list(self._store.forks(tp).items()):
+            for value in pending.parts.values():
+                try:
+                    self._codec.decode(value)
+                except DecodeError as error:
+                    self._unreadable(stage, tp[1], fork, error)
+                    self._store.discard(tp, fork)
+                    break
+
+    def _unreadable(self, stage: Stage, partition: int, fork: str,
+                    error: BaseException) -> None:
+        log.error("join.changelog_unreadable topic=%s partition=%d fork=%s error=%s",
+                  stage.changelog_topic, partition, fork, dl.describe(error),
+                  extra={"event": "join.changelog_unreadable",
+                         "fields": {"topic": stage.changelog_topic, "partition": partition,
+                                    "fork": fork, "error": dl.describe(error)}})
 
     def drop(self, tps: set[TP]) -> None:
         self._store.drop(tps)

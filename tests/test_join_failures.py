@@ -5,11 +5,13 @@ branch results too large to keep in the changelog (dead-lettered; the worker run
 
 from __future__ import annotations
 
+import time
+
 import confluent_kafka
 
 from streamtask import Task
 from streamtask import deadletter as dl
-from streamtask.join import FORK, FROM_STAGE
+from streamtask.join import FORK, FROM_STAGE, PendingJoin
 from streamtask.pipeline import merged
 from streamtask.retry import RetryPolicy
 from streamtask.topics import ensure
@@ -103,3 +105,17 @@ def test_bad_branch_header_and_oversize_join_state_are_dead_lettered(kafka, uniq
     reasons = sorted(d.reason for d in _dead_letters(kafka, app))
     # F2: b could not be kept with a (base64 in one changelog record); a times out alone.
     assert reasons == ["join-timeout", "poison:join-state-too-large", "poison:unknown-branch"]
+
+
+def test_unreadable_changelog_records_are_skipped_not_a_crash_loop(kafka, unique) -> None:
+    app, seen = _join_app(kafka, unique, timeout=1.0)
+    changelog = app.stages["j"].changelog_topic
+    corrupt = PendingJoin(int(time.time() * 1000), {"a": b"\x00not an envelope"}).encode()
+    raw = confluent_kafka.Producer({"bootstrap.servers": kafka.bootstrap})
+    raw.produce(changelog, corrupt, "F9", partition=0)
+    raw.produce(changelog, b"not json at all", "F8", partition=0)
+    assert raw.flush(10) == 0
+    _send_branches(app, [("F9", "b", {"n": 2}), ("F1", "a", {"n": 1}), ("F1", "b", {"n": 2})])
+    stats = run_worker(app, ["j"], idle_timeout=3.0)  # returns: no crash on restore or expiry
+    assert stats.counts["join.completed"] == 1 and len(seen) == 1
+    assert [d.reason for d in _dead_letters(kafka, app)] == ["join-timeout"]  # F9's b alone
