@@ -6,8 +6,9 @@ declaration, so they cannot drift from the topics and groups the code really use
 
 - a **producer** (a service calling ``app.send``) writes to the stages' input topics;
 - a **worker** reads its stages' inputs and retry levels in its groups, and writes retry
-  levels, dead-letter queues, the next stages' inputs and join changelogs (exactly-once
-  stages also own transactional ids named after the group);
+  levels, dead-letter queues, the next stages' inputs, join changelogs and the execution
+  trail ``<app>.events`` (exactly-once stages also own transactional ids named after the
+  group);
 - an **operator** (``topics ensure``, ``dlq``) creates and inspects every topic of the app
   and reads dead letters with groups of its own: prefixed grants on ``<app>.``.
 
@@ -37,6 +38,7 @@ from streamtask.app import App, Stage
 from streamtask.config import KafkaSettings
 from streamtask.errors import KafkaError
 from streamtask.pipeline import targets_of
+from streamtask.topics import events_topic
 
 Role = Literal["producer", "worker", "operator"]
 ROLES: tuple[Role, ...] = ("producer", "worker", "operator")
@@ -84,6 +86,7 @@ def _worker(app: App, stage: Stage) -> set[Permission]:
     if stage.join is not None:
         reads.add(stage.changelog_topic)
         writes.add(stage.changelog_topic)
+    writes.add(events_topic(app).name)
     found = {Permission("topic", name, "Read") for name in reads}
     found |= {Permission("topic", name, "Write") for name in writes}
     found |= {Permission("group", stage.group, "Read"),

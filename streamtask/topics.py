@@ -62,8 +62,9 @@ def app_topics(app: App) -> list[TopicSpec]:
 
 
 def events_topic(app: App) -> TopicSpec:
-    """The app's execution trail (:mod:`streamtask.trail`), created by the first worker that
-    writes it (not by ``ensure``: apps that turn the trail off never get it)."""
+    """The app's execution trail (:mod:`streamtask.trail`): ``ensure`` creates it with the
+    rest (the trail is on by default, and a worker on a secured cluster may not create
+    topics); a worker that finds it missing creates it itself when it may."""
     return TopicSpec(f"{app.name}.events", EVENTS_PARTITIONS,
                      {"retention.ms": str(EVENTS_RETENTION_MS)})
 
@@ -75,7 +76,7 @@ def ensure(app: App, settings: KafkaSettings | None = None, timeout: float = 30.
     client = kafka.admin(settings)
     metadata = client.list_topics(timeout=timeout)
     existing = metadata.topics
-    wanted = app_topics(app)
+    wanted = [*app_topics(app), events_topic(app)]
     present = [spec for spec in wanted if spec.name in existing]
     drift = [line for spec in present
              for line in _partition_drift(spec, len(existing[spec.name].partitions))]

@@ -111,18 +111,10 @@ class TrailWriter:
         for partition, events in by_partition.items():
             value = self._app.registry.encode(
                 self._schema, {"worker": self._worker, "events": events}, validate=False)
-            self._produce(partition, value)
+            kafka.produce(self._producer, self._topic, value, partition=partition)
         self._producer.poll(0)
         if final:
             self._producer.flush(10.0)
-
-    def _produce(self, partition: int, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(self._topic, value, partition=partition)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -118,10 +118,10 @@ def test_run_ids_embed_their_start_time() -> None:
 def test_unknown_runs_and_bad_filters_fail_in_one_line(kafka, unique) -> None:
     app = new_app(kafka.bootstrap, unique)
     app.stage("work")(lambda task: None)
-    ensure(app)
     assert_one_line_error(streamtask("runs", "show", app.name, "0" * 32, "--bootstrap",
                                      kafka.bootstrap), "does not exist")
-    TrailWriter(app, "w").flush(final=True)  # creates the (empty) trail topic
+    ensure(app)  # creates the (empty) trail topic with the others
+    TrailWriter(app, "w").flush(final=True)
     assert_one_line_error(streamtask("runs", "show", app.name, "0" * 32, "--bootstrap",
                                      kafka.bootstrap), "no events of run")
     assert_one_line_error(streamtask("runs", "ls", app.name, "--outcome", "lost",

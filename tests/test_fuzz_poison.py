@@ -181,7 +181,7 @@ def test_a_received_record_is_admitted_or_dead_lettered(
         [job] = worker._ready
         assert job.task is not None and job.task.attempt >= 1
         job.running, worker._running = True, 1
-        worker._route(job, None, ValueError("handler failed " * 1000))
+        worker._route(job, None, ValueError("handler failed " * 1000), 0.0)
     else:
         assert len(producer.sent) == 1
         reason = dl.find(producer.sent[0][3], dl.REASON) or b""

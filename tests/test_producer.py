@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamtask import App, DeliveryFailed, KafkaSettings, PayloadSchemaError, ProduceRejected
+from streamtask import DeliveryFailed, PayloadSchemaError, ProduceRejected
 from streamtask.producer import Delivered, TaskProducer
 from streamtask.topics import ensure
 from tests.inprocess import new_app
@@ -68,12 +68,14 @@ def test_undeliverable_task_fails_its_future_and_flush(kafka, unique) -> None:
         future.result(1)
 
 
-def test_a_task_too_large_to_produce_raises_produce_rejected_at_send() -> None:
-    app = App("toolarge", kafka=KafkaSettings("127.0.0.1:9"))  # refused before any broker
+def test_a_task_too_large_to_produce_raises_produce_rejected_at_send(kafka, unique) -> None:
+    app = new_app(kafka.bootstrap, unique)
     app.stage("work")(lambda task: None)
-    producer = TaskProducer(app, **{"log_level": 0})
-    with pytest.raises(ProduceRejected, match="too large") as raised:
-        producer.send("work", {"blob": "x" * 1_000_001})
-    assert raised.value.code == "MSG_SIZE_TOO_LARGE" and raised.value.about_record
-    producer.send("work", {"blob": "small"})  # the producer is still usable
-    producer._producer.purge()
+    ensure(app)
+    with TaskProducer(app) as producer:
+        with pytest.raises(ProduceRejected, match="too large") as raised:
+            producer.send("work", {"blob": "x" * 1_000_001})
+        assert raised.value.code == "MSG_SIZE_TOO_LARGE" and raised.value.about_record
+        small = producer.send("work", {"blob": "small"})
+        producer.flush(30)
+        assert small.result(0).offset >= 0  # the producer is still usable

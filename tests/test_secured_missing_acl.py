@@ -39,7 +39,8 @@ def test_worker_stops_without_committing_past_a_task_it_cannot_route(
                      timeout=180)
     assert denied.returncode == 1, denied.stdout + denied.stderr
     assert "Traceback" not in denied.stderr
-    error = [line for line in denied.stderr.splitlines() if line.startswith("error:")]
+    # A worker has configured logging, so its failure is one log record (command.failed).
+    error = [line for line in denied.stderr.splitlines() if " ERROR streamtask error: " in line]
     assert len(error) == 1, denied.stderr
     # A retry level stays visible (the worker reads it), so the write fails at the first
     # retry; a DLQ the worker may not write is not even listed, so it refuses to start.

@@ -14,7 +14,7 @@ import typer
 from streamtask import __version__, logs
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
-from streamtask.errors import ConfigurationError
+from streamtask.errors import AuthorizationFailed, ConfigurationError
 from streamtask.runtime import tune_for_worker
 from streamtask.supervisor import SUPERVISED_ENV, Supervisor
 from streamtask.topics import ensure
@@ -121,9 +121,7 @@ def worker(
         runner, server = observed_worker(app, stage, settings, port=metrics_port,
                                          addr=metrics_addr, version=__version__)
     if trail:
-        from streamtask.trail import TrailWriter
-
-        runner.events.subscribe(TrailWriter(app, runner.worker_id))
+        _write_trail(runner)
     _on_signals(runner.stop)
     tune_for_worker()
     try:
@@ -135,6 +133,19 @@ def worker(
     logging.getLogger("streamtask.worker").info(
         "worker.summary %s", " ".join(f"{k}={v}" for k, v in summary.items()),
         extra={"event": "worker.summary", "fields": summary})
+
+
+def _write_trail(runner: Worker) -> None:
+    """Subscribe the execution trail's writer; a worker that may not create the trail's topic
+    runs without it (and says how to get it) rather than not at all."""
+    from streamtask.trail import TrailWriter
+
+    try:
+        runner.events.subscribe(TrailWriter(runner.app, runner.worker_id))
+    except AuthorizationFailed as refused:
+        logging.getLogger("streamtask.worker").warning(
+            "trail.off the execution trail is off: %s", refused,
+            extra={"event": "trail.off", "fields": {"error": str(refused)}})
 
 
 def _child_args(argv: list[str]) -> list[str]:
