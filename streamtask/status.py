@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import admin as kafka_admin
 
 from streamtask import kafka, routing
@@ -255,11 +256,9 @@ class Inspector:
             return {}
         request = [ConsumerGroupTopicPartitions(group, tps)]
         timeout = self.app.kafka.connect_timeout
-        try:
-            result = self._admin.list_consumer_group_offsets(
-                request, request_timeout=timeout)[group].result(timeout)
-        except kafka.KafkaException as exc:
-            raise kafka.mapped(exc, f"reading the offsets of group {group}") from exc
+        result = self._patiently(f"reading the offsets of group {group}", lambda: (
+            self._admin.list_consumer_group_offsets(request, request_timeout=timeout)[group]
+            .result(timeout)))
         return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
 
     def _members(self, stages: Sequence[Stage]) -> dict[str, list[Member]]:
@@ -267,24 +266,38 @@ class Inspector:
         return {group: self._describe(group) for group in groups}
 
     def _describe(self, group: str) -> list[Member]:
-        """The group's members; a coordinator still loading (a broker just started) is
-        asked again until ``connect_timeout``."""
         timeout = self.app.kafka.connect_timeout
-        deadline = time.monotonic() + timeout
-        while True:
-            future = self._admin.describe_consumer_groups([group], request_timeout=timeout)
-            try:
-                description = future[group].result(timeout)
-                break
-            except kafka.KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not (getattr(error, "retriable", lambda: False)()
-                        and time.monotonic() < deadline):
-                    raise kafka.mapped(exc, f"describing group {group}") from exc
-                time.sleep(0.5)
+        description = self._patiently(f"describing group {group}", lambda: (
+            self._admin.describe_consumer_groups([group], request_timeout=timeout)[group]
+            .result(timeout)))
         return [Member(group, m.member_id, m.client_id, m.host, sorted(
             f"{tp.topic}[{tp.partition}]" for tp in m.assignment.topic_partitions))
             for m in description.members]
+
+    def _patiently(self, what: str, call: Callable[[], Any]) -> Any:
+        """``call()``, asked again while the group coordinator is loading or moving (a
+        broker just started), until ``connect_timeout``."""
+        deadline = time.monotonic() + self.app.kafka.connect_timeout
+        while True:
+            try:
+                return call()
+            except kafka.KafkaException as exc:
+                if not (_transient(exc) and time.monotonic() < deadline):
+                    raise kafka.mapped(exc, what) from exc
+                time.sleep(0.5)
+
+
+_COORDINATOR_BUSY = {RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                     RdKafkaError.COORDINATOR_NOT_AVAILABLE,
+                     RdKafkaError.NOT_COORDINATOR}
+
+
+def _transient(exc: kafka.KafkaException) -> bool:
+    """A coordinator that is loading or moving (librdkafka does not flag all as retriable)."""
+    error = exc.args[0] if exc.args else None
+    if not isinstance(error, RdKafkaError):
+        return False
+    return bool(error.retriable()) or error.code() in _COORDINATOR_BUSY
 
 
 def stage_status(stage: Stage, before: Sample, after: Sample) -> StageStatus:
