@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamtask import tls
 from streamtask.broker import DEFAULT_PORT, BrokerSecurity, BrokerStatus, LocalBroker
 from streamtask.config import KafkaSettings
 from streamtask.errors import BrokerSetupError, ConfigurationError
@@ -108,6 +109,9 @@ class LocalCluster:
             {"brokers": self.size, "port": self.port, "cluster_id": self.cluster_id}))
         if self.security is not None:
             self.security.write(self.admin_config, self.bootstrap)
+            files = self.security.tls
+            if files is not None:  # once, before the nodes start side by side
+                tls.generate(files.directory, self.security.admin_password)
         with ThreadPoolExecutor(self.size) as pool:  # formatting is a JVM start per node
             started = list(zip(self.nodes.values(),
                                pool.map(LocalBroker.start, self.nodes.values()), strict=True))

@@ -115,9 +115,11 @@ class ClientErrors:
     def __call__(self, error: confluent_kafka.KafkaError) -> None:
         self.errors.append(error)
 
-    def authentication(self) -> confluent_kafka.KafkaError | None:
+    def refusal(self) -> confluent_kafka.KafkaError | None:
+        """The first refused login or failed TLS handshake: retrying cannot fix either."""
         for error in self.errors:
-            if error.code() == confluent_kafka.KafkaError._AUTHENTICATION:
+            if error.code() in (confluent_kafka.KafkaError._AUTHENTICATION,
+                                confluent_kafka.KafkaError._SSL):
                 return error
         return None
 
@@ -146,7 +148,12 @@ def check_reachable(client: Any, errors: ClientErrors, settings: KafkaSettings,
             if not errors.errors and exc.args:
                 errors(exc.args[0])
         client.poll(0)
-        refused = errors.authentication()
+        refused = errors.refusal()
+        if refused is not None and refused.code() == confluent_kafka.KafkaError._SSL:
+            raise BrokerUnavailable(
+                f"the TLS handshake with {settings.describe()} failed: {refused.str()}. Check "
+                "STREAMTASK_SSL_CA (the CA that signed the brokers' certificates) and "
+                "STREAMTASK_SECURITY_PROTOCOL")
         if refused is not None:
             raise AuthenticationFailed(
                 f"the cluster at {settings.describe()} refused the credentials: "

@@ -15,6 +15,9 @@ from streamtask.topics import ensure
 from tests.conftest import SecuredBroker
 from tests.secured_helpers import SECURED_REF, SecuredRun, committed, without
 
+# The first secured test also waits for the session's secured broker (keytool, JVM start).
+pytestmark = pytest.mark.timeout(300)
+
 TOTAL = 10
 
 
