@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,7 +111,8 @@ class ClientErrors:
     "nobody answers" (keep trying until the connect timeout)."""
 
     def __init__(self) -> None:
-        self.errors: list[confluent_kafka.KafkaError] = []
+        # Bounded: a long-lived producer's callback keeps reporting while a broker flaps.
+        self.errors: deque[confluent_kafka.KafkaError] = deque(maxlen=100)
 
     def __call__(self, error: confluent_kafka.KafkaError) -> None:
         self.errors.append(error)
