@@ -125,8 +125,10 @@ class LocalCluster:
         return self.status()
 
     def down(self, timeout: float = 60.0) -> bool:
-        """Stop every node (controlled shutdown); False when none was running."""
-        stopped = [node.down(timeout) for node in reversed(self.nodes.values())]
+        """Stop every node (controlled shutdown); False when none was running. All at once:
+        one by one, the last node would wait out ``timeout`` for a quorum that is gone."""
+        with ThreadPoolExecutor(self.size) as pool:
+            stopped = list(pool.map(lambda node: node.down(timeout), self.nodes.values()))
         return any(stopped)
 
     def leader_of(self, topic: str, partition: int, timeout: float = 10.0) -> int:
