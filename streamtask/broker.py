@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamtask import tls
 from streamtask.config import KafkaSettings, Secret
 from streamtask.errors import BrokerSetupError
 
@@ -84,7 +85,7 @@ log.cleaner.dedupe.buffer.size=1048577
 
 _SASL_PROPERTIES = """sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\\
+listener.name.{listener}.scram-sha-512.sasl.jaas.config=\\
   org.apache.kafka.common.security.scram.ScramLoginModule required \\
   username="{user}" password="{password}";
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
@@ -93,36 +94,71 @@ allow.everyone.if.no.acl.found=false
 super.users=User:{user};User:ANONYMOUS
 """
 
+_TLS_PROPERTIES = """ssl.keystore.type=PKCS12
+ssl.keystore.location={keystore}
+ssl.keystore.password={password}
+ssl.key.password={password}
+ssl.truststore.type=PKCS12
+ssl.truststore.location={keystore}
+ssl.truststore.password={password}
+"""
+
 
 @dataclass(frozen=True)
 class BrokerSecurity:
     """SASL/SCRAM-SHA-512 on the client listener, the StandardAuthorizer with no access by
     default, and one super user (``admin``) whose SCRAM credentials are written into the
     storage at format time (KRaft keeps SCRAM users in its metadata log, so the first one
-    cannot be created through a broker that nobody may log into yet)."""
+    cannot be created through a broker that nobody may log into yet). With ``tls_dir`` the
+    listener is SASL_SSL, with certificates from :mod:`streamtask.tls` kept there (their
+    store password is the admin's)."""
 
     admin_password: Secret
     admin_user: str = "admin"
+    tls_dir: Path | None = None
 
     @classmethod
-    def generate(cls) -> BrokerSecurity:
-        return cls(Secret(secrets.token_urlsafe(18)))
+    def generate(cls, tls_dir: Path | None = None) -> BrokerSecurity:
+        return cls(Secret(secrets.token_urlsafe(18)), tls_dir=tls_dir)
+
+    @property
+    def listener(self) -> str:
+        return "SASL_SSL" if self.tls_dir is not None else "SASL_PLAINTEXT"
+
+    @property
+    def tls(self) -> tls.TlsFiles | None:
+        return tls.TlsFiles(self.tls_dir) if self.tls_dir is not None else None
 
     def admin_settings(self, bootstrap: str) -> KafkaSettings:
         """Client settings that log in as the super user."""
-        return KafkaSettings(bootstrap=bootstrap, sasl_username=self.admin_user,
-                             sasl_password=self.admin_password)
+        files = self.tls
+        return KafkaSettings(bootstrap=bootstrap, security_protocol=self.listener,
+                             sasl_username=self.admin_user, sasl_password=self.admin_password,
+                             ssl_ca=str(files.ca) if files is not None else None)
+
+    def server_properties(self) -> str:
+        """The broker settings for this security (secrets included: the file is 0600)."""
+        text = _SASL_PROPERTIES.format(listener=self.listener.lower(), user=self.admin_user,
+                                       password=self.admin_password.reveal())
+        files = self.tls
+        if files is not None:
+            tls.generate(files.directory, self.admin_password)
+            text += _TLS_PROPERTIES.format(keystore=files.keystore,
+                                           password=self.admin_password.reveal())
+        return text
 
     def write(self, path: Path, bootstrap: str) -> None:
         """A streamtask.toml for the admin (mode 0600), usable as ``STREAMTASK_CONFIG``."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        files = self.tls
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(f'[kafka]\nbootstrap = "{bootstrap}"\n'
-                      f'security_protocol = "SASL_PLAINTEXT"\n'
+                      f'security_protocol = "{self.listener}"\n'
                       f'sasl_mechanism = "SCRAM-SHA-512"\n'
                       f'sasl_username = "{self.admin_user}"\n'
-                      f'sasl_password = "{self.admin_password.reveal()}"\n')
+                      f'sasl_password = "{self.admin_password.reveal()}"\n'
+                      + (f'ssl_ca = "{files.ca}"\n' if files is not None else ""))
 
     @classmethod
     def read(cls, path: Path) -> BrokerSecurity | None:
@@ -130,7 +166,9 @@ class BrokerSecurity:
             document = tomllib.loads(path.read_text())["kafka"]
         except (OSError, KeyError, tomllib.TOMLDecodeError):
             return None
-        return cls(Secret(document["sasl_password"]), document["sasl_username"])
+        ca = document.get("ssl_ca")
+        return cls(Secret(document["sasl_password"]), document["sasl_username"],
+                   Path(ca).parent if ca else None)
 
 
 @dataclass(frozen=True)
@@ -344,14 +382,13 @@ class LocalBroker:
         path = self.data_dir / "server.properties"
         text = _SERVER_PROPERTIES.format(
             node_id=self.node_id, voters=self.voters,
-            listener="SASL_PLAINTEXT" if self.security else "PLAINTEXT",
+            listener=self.security.listener if self.security else "PLAINTEXT",
             port=self.port, controller_port=self.controller_port,
             log_dir=self.data_dir / "kraft-logs", replication=self.replication,
             min_isr=min(2, self.replication))
         if self.security is not None:
             self.security.write(self.admin_config, self.bootstrap)
-            text += _SASL_PROPERTIES.format(user=self.security.admin_user,
-                                            password=self.security.admin_password.reveal())
+            text += self.security.server_properties()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(text)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamtask import tls
 from streamtask.broker import DEFAULT_PORT, BrokerSecurity, BrokerStatus, LocalBroker
 from streamtask.config import KafkaSettings
 from streamtask.errors import BrokerSetupError, ConfigurationError
@@ -108,6 +109,9 @@ class LocalCluster:
             {"brokers": self.size, "port": self.port, "cluster_id": self.cluster_id}))
         if self.security is not None:
             self.security.write(self.admin_config, self.bootstrap)
+            files = self.security.tls
+            if files is not None:  # once, before the nodes start side by side
+                tls.generate(files.directory, self.security.admin_password)
         with ThreadPoolExecutor(self.size) as pool:  # formatting is a JVM start per node
             started = list(zip(self.nodes.values(),
                                pool.map(LocalBroker.start, self.nodes.values()), strict=True))
@@ -121,8 +125,10 @@ class LocalCluster:
         return self.status()
 
     def down(self, timeout: float = 60.0) -> bool:
-        """Stop every node (controlled shutdown); False when none was running."""
-        stopped = [node.down(timeout) for node in reversed(self.nodes.values())]
+        """Stop every node (controlled shutdown); False when none was running. All at once:
+        one by one, the last node would wait out ``timeout`` for a quorum that is gone."""
+        with ThreadPoolExecutor(self.size) as pool:
+            stopped = list(pool.map(lambda node: node.down(timeout), self.nodes.values()))
         return any(stopped)
 
     def leader_of(self, topic: str, partition: int, timeout: float = 10.0) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -170,14 +171,17 @@ class ClientErrors:
     "nobody answers" (keep trying until the connect timeout)."""
 
     def __init__(self) -> None:
-        self.errors: list[confluent_kafka.KafkaError] = []
+        # Bounded: a long-lived producer's callback keeps reporting while a broker flaps.
+        self.errors: deque[confluent_kafka.KafkaError] = deque(maxlen=100)
 
     def __call__(self, error: confluent_kafka.KafkaError) -> None:
         self.errors.append(error)
 
-    def authentication(self) -> confluent_kafka.KafkaError | None:
+    def refusal(self) -> confluent_kafka.KafkaError | None:
+        """The first refused login or failed TLS handshake: retrying cannot fix either."""
         for error in self.errors:
-            if error.code() == confluent_kafka.KafkaError._AUTHENTICATION:
+            if error.code() in (confluent_kafka.KafkaError._AUTHENTICATION,
+                                confluent_kafka.KafkaError._SSL):
                 return error
         return None
 
@@ -206,7 +210,12 @@ def check_reachable(client: Any, errors: ClientErrors, settings: KafkaSettings,
             if not errors.errors and exc.args:
                 errors(exc.args[0])
         client.poll(0)
-        refused = errors.authentication()
+        refused = errors.refusal()
+        if refused is not None and refused.code() == confluent_kafka.KafkaError._SSL:
+            raise BrokerUnavailable(
+                f"the TLS handshake with {settings.describe()} failed: {refused.str()}. Check "
+                "STREAMTASK_SSL_CA (the CA that signed the brokers' certificates) and "
+                "STREAMTASK_SECURITY_PROTOCOL")
         if refused is not None:
             raise AuthenticationFailed(
                 f"the cluster at {settings.describe()} refused the credentials: "

@@ -129,9 +129,12 @@ def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
 
 
 def _create(client: AdminClient, specs: list[TopicSpec], timeout: float,
-            settings: KafkaSettings | None = None, brokers: int = 1) -> list[str]:
+            settings: KafkaSettings | None = None, brokers: int | None = None) -> list[str]:
+    """Create ``specs`` replicated for the cluster's size (``brokers``, else asked)."""
     if not specs:
         return []
+    if brokers is None:
+        brokers = len(client.list_topics(timeout=timeout).brokers)
     factor, replicated = replication_for(brokers)
     new = [NewTopic(spec.name, spec.partitions, factor, config={**replicated, **spec.config})
            for spec in specs]

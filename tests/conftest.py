@@ -96,7 +96,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @dataclass
 class SecuredBroker:
-    """A broker that authenticates with SCRAM and denies what no ACL allows.
+    """A broker that authenticates with SCRAM over TLS and denies what no ACL allows.
 
     ``admin`` are the super user's settings; :meth:`user` creates a SCRAM user and returns
     its settings; :meth:`env` turns settings into the ``STREAMTASK_*`` variables a CLI
@@ -118,8 +118,7 @@ class SecuredBroker:
             env={**os.environ, "STREAMTASK_CONFIG": str(self.broker.admin_config)},
             capture_output=True, text=True, timeout=60, check=False)
         assert added.returncode == 0, added.stderr
-        settings = KafkaSettings(bootstrap=self.admin.bootstrap, sasl_username=name,
-                                 sasl_password=password)
+        settings = self.admin.replace(sasl_username=name, sasl_password=password)
         # A new SCRAM user reaches the broker's credential cache a moment after the
         # controller committed it.
         for _ in range(50):
@@ -135,21 +134,24 @@ class SecuredBroker:
         assert isinstance(settings.sasl_password, Secret)
         secret = self.secrets_dir / f"{settings.sasl_username}-{uuid.uuid4().hex[:6]}"
         secret.write_text(settings.sasl_password.reveal() + "\n")
+        assert settings.ssl_ca is not None
         return {"STREAMTASK_BOOTSTRAP": settings.bootstrap,
-                "STREAMTASK_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "STREAMTASK_SECURITY_PROTOCOL": "SASL_SSL",
                 "STREAMTASK_SASL_MECHANISM": "SCRAM-SHA-512",
                 "STREAMTASK_SASL_USERNAME": settings.sasl_username,
-                "STREAMTASK_SASL_PASSWORD_FILE": str(secret)}
+                "STREAMTASK_SASL_PASSWORD_FILE": str(secret),
+                "STREAMTASK_SSL_CA": settings.ssl_ca}
 
 
 @pytest.fixture(scope="session")
 def secured_broker() -> Iterator[SecuredBroker]:
-    """Started through ``streamtask kafka up --security sasl-scram`` (so the CLI path is the
-    one tested), on free ports; the admin's settings come from the admin.toml it writes."""
+    """Started through ``streamtask kafka up --security sasl-ssl`` (SCRAM over TLS, so the
+    CLI path is the one tested), on free ports; the admin's settings come from the
+    admin.toml it writes."""
     data_dir = Path(tempfile.mkdtemp(prefix="streamtask-test-secured-"))
     port = next(p for p in iter(free_port, None) if port_is_free(p + 1))
     up = subprocess.run(
-        [sys.executable, "-m", "streamtask", "kafka", "up", "--security", "sasl-scram",
+        [sys.executable, "-m", "streamtask", "kafka", "up", "--security", "sasl-ssl",
          "--port", str(port), "--data-dir", str(data_dir / "broker"), "--timeout", "120"],
         capture_output=True, text=True, timeout=200, check=False)
     assert up.returncode == 0, up.stderr

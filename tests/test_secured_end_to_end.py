@@ -9,9 +9,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from streamtask import acls
 from tests.conftest import SecuredBroker
 from tests.secured_helpers import SECURED_REF, SecuredRun, committed
+
+# The first secured test also waits for the session's secured broker (keytool, JVM start).
+pytestmark = pytest.mark.timeout(300)
 
 TOTAL = 20
 

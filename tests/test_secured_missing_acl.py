@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 
 from streamtask import acls
+from streamtask.errors import StreamtaskError
 from streamtask.topics import ensure
 from tests.conftest import SecuredBroker
 from tests.secured_helpers import SECURED_REF, SecuredRun, committed, without
+
+# The first secured test also waits for the session's secured broker (keytool, JVM start).
+pytestmark = pytest.mark.timeout(300)
 
 TOTAL = 10
 
@@ -71,3 +75,21 @@ def test_topics_ensure_without_create_rights_names_what_to_ask_for(
     assert f"not allowed to create topic(s) c{unique}.work" in line
     assert (f"--allow-principal User:worker-{unique} --operation Create --topic c{unique}. "
             "--resource-pattern-type prefixed") in line
+
+
+def test_a_service_without_write_rights_is_told_which_acl_to_ask_for(
+        secured_broker: SecuredBroker, unique: str, tmp_path: Path) -> None:
+    """With Write on no topic at all, librdkafka may fail the record (TOPIC_AUTHORIZATION_
+    FAILED) or the whole producer (no idempotent producer id: a fatal error, which
+    confluent-kafka raises from inside a callback); either way the service gets one of
+    streamtask's errors naming the ACL, never a SystemError."""
+    run = SecuredRun(f"p{unique}", tmp_path)
+    ensure(run.app(secured_broker.admin))
+    service = secured_broker.user(f"svc-{unique}")
+    for attempt in range(3):  # which of the two failures comes first is a race
+        app = run.app(service)
+        with pytest.raises(StreamtaskError) as refused:
+            app.send("work", {"n": attempt})
+            app.flush(60)
+        assert (f"--allow-principal User:svc-{unique} --operation Write --topic p{unique}.work"
+                in str(refused.value)), repr(refused.value)

@@ -1,6 +1,7 @@
 """A wrong password ends a command with one line naming the user and mechanism, within
-seconds and without retrying; no password (right or wrong) appears in anything printed,
-in ``--help``, in an exception or in a settings object's repr."""
+seconds and without retrying (so does a client that does not trust the broker's TLS
+certificate); no password (right or wrong) appears in anything printed, in ``--help``, in an
+exception or in a settings object's repr."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.secured_helpers import SECURED_REF, SecuredRun
 WRONG = "not-the-password-4f2a9c"
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)  # with the secured broker's start when it runs first
 def test_wrong_password_is_one_line_and_leaks_nothing(
         secured_broker: SecuredBroker, unique: str, tmp_path: Path) -> None:
     run = SecuredRun(f"w{unique}", tmp_path)
@@ -51,6 +52,13 @@ def test_wrong_password_is_one_line_and_leaks_nothing(
         assert elapsed < 60, (command, elapsed)
         if command[0] != "worker":  # a worker also logs its start; the others print one line
             assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, output
+
+    no_ca = {k: v for k, v in secured_broker.env(user).items() if k != "STREAMTASK_SSL_CA"}
+    done = run.cli(no_ca, "send", SECURED_REF, "work", '{"n": 1}')
+    printed.append(done.stdout + done.stderr)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "the TLS handshake" in line and "certificate verify failed" in line
 
     env_with_password = {**env, "STREAMTASK_SASL_PASSWORD": real}
     del env_with_password["STREAMTASK_SASL_PASSWORD_FILE"]

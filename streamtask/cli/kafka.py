@@ -27,7 +27,7 @@ DataDir = Annotated[Path, typer.Option(
     help="Where the broker keeps its data, log and PID; it persists across down/up.")]
 
 
-Security = Literal["none", "sasl-scram"]
+Security = Literal["none", "sasl-scram", "sasl-ssl"]
 
 
 @kafka_app.command()
@@ -43,7 +43,8 @@ def up(
                                         "2).")] = 1,
     security: Annotated[Security, typer.Option(
         "--security", help="sasl-scram: SCRAM-SHA-512 logins, ACLs enforced, an admin "
-                           "super user whose settings go to DATA_DIR/admin.toml.")] = "none",
+                           "super user whose settings go to DATA_DIR/admin.toml; sasl-ssl: "
+                           "the same over TLS, with a throwaway CA in DATA_DIR/tls.")] = "none",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
 ) -> None:
     """Start the broker (fetching its jars from Maven Central on first use); print its address."""
@@ -58,8 +59,9 @@ def up(
         typer.echo(before.bootstrap)
         return
     _check_security(broker.data_dir / "kraft-logs", broker.security, security)
-    if security == "sasl-scram" and broker.security is None:
-        broker = LocalBroker(data_dir, port=port, security=BrokerSecurity.generate())
+    if security != "none" and broker.security is None:
+        broker = LocalBroker(data_dir, port=port,
+                             security=_new_security(broker.data_dir, security))
     typer.echo(f"starting Kafka {KAFKA_VERSION} on {broker.bootstrap} (data {broker.data_dir})...",
                err=True)
     status = broker.up(timeout=timeout)
@@ -72,8 +74,9 @@ def _up_cluster(data_dir: Path, brokers: int, port: int, security: Security,
                 timeout: float) -> None:
     cluster = LocalCluster(data_dir, None if LocalCluster.exists(data_dir) else brokers, port)
     _check_security(cluster.nodes[1].data_dir / "kraft-logs", cluster.security, security)
-    if security == "sasl-scram" and cluster.security is None:
-        cluster = LocalCluster(data_dir, brokers, port, security=BrokerSecurity.generate())
+    if security != "none" and cluster.security is None:
+        cluster = LocalCluster(data_dir, brokers, port,
+                               security=_new_security(cluster.data_dir, security))
     typer.echo(f"starting a {cluster.size}-broker Kafka {KAFKA_VERSION} cluster on "
                f"{cluster.bootstrap} (data {cluster.data_dir})...", err=True)
     status = cluster.up(timeout=timeout)
@@ -83,15 +86,19 @@ def _up_cluster(data_dir: Path, brokers: int, port: int, security: Security,
     typer.echo(status.bootstrap)
 
 
+def _new_security(data_dir: Path, security: Security) -> BrokerSecurity:
+    return BrokerSecurity.generate(data_dir / "tls" if security == "sasl-ssl" else None)
+
+
 def _say_admin(security: BrokerSecurity | None, config: Path) -> None:
     if security is not None:
-        typer.echo(f"SASL/SCRAM-SHA-512 with ACLs; the admin's settings are in {config}: "
-                   f"export STREAMTASK_CONFIG={config}", err=True)
+        typer.echo(f"{security.listener} (SCRAM-SHA-512) with ACLs; the admin's settings are "
+                   f"in {config}: export STREAMTASK_CONFIG={config}", err=True)
 
 
 def _check_security(log_dir: Path, current: BrokerSecurity | None, wanted: Security) -> None:
     """A data dir keeps the security it was formatted with (SCRAM users live in it)."""
-    if (log_dir / "meta.properties").exists() and wanted == "sasl-scram" and current is None:
+    if (log_dir / "meta.properties").exists() and wanted != "none" and current is None:
         raise BrokerSetupError(
             f"{log_dir.parent} holds a broker created without security; use another "
             "--data-dir for a secured one")
