@@ -1,6 +1,6 @@
 """Order fulfilment: a Conductor workflow definition run by streamtask workers.
 
-``order_fulfillment.json`` (next to this file) is the workflow, unchanged from Conductor:
+``order_fulfillment.json`` (next to this file) is the workflow, in Conductor's shape:
 validate_order -> process_payment -> update_inventory -> fork(send_email, send_sms) -> join.
 This module supplies the handlers, one per SIMPLE task, and builds the app::
 
