@@ -32,7 +32,9 @@ class HeldRecords:
         return tp in self._held
 
     def __len__(self) -> int:
-        return sum(len(held) for held in self._held.values())
+        # list() copies the values in one step under the GIL: metrics read this from their
+        # own thread while the loop adds and removes partitions.
+        return sum(len(held) for held in list(self._held.values()))
 
     def hold(self, tp: TP, due_ms: int, message: Any) -> bool:
         """Hold a record; True when its partition just reached the limit (pause it)."""

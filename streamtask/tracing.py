@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from random import getrandbits
 from typing import Any
 
+from streamtask.deadletter import describe
+
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _LENGTH = 55
@@ -114,7 +116,8 @@ class ExecutionSpans:
                         "streamtask.outcome": _outcome(error)})
         if error is not None:
             span.record_exception(error)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR,
+                                               describe(error)[:200]))
         span.end(end_time=end)
         context = span.get_span_context()
         own = f"{context.span_id:016x}"

@@ -18,6 +18,7 @@ from there to the partition's end.
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from collections.abc import Iterator
@@ -26,11 +27,12 @@ from typing import Any
 
 from streamtask import kafka
 from streamtask.app import App
-from streamtask.errors import KafkaError
+from streamtask.errors import KafkaError, ProduceRejected
 from streamtask.events import Event
 from streamtask.schema_registry import Schema
 from streamtask.topics import _create, events_topic
 
+log = logging.getLogger("streamtask.trail")
 SCHEMA = "streamtask.TaskEvents"
 CLOCK_SKEW_MS = 60_000
 """How far before a run's start a lookup begins: producers' clocks differ."""
@@ -81,6 +83,7 @@ class TrailWriter:
             spec = events_topic(app)
             _create(client, [spec], app.kafka.connect_timeout)
             self._partitions = spec.partitions
+        self._max_record = kafka.max_record_bytes(app.kafka) - 1024  # headroom for framing
         self._producer = kafka.producer(app.kafka, **{"linger.ms": 100,
                                                       "enable.idempotence": False, "acks": 1})
 
@@ -109,12 +112,25 @@ class TrailWriter:
             by_partition.setdefault(partition_of(event["run_id"], self._partitions),
                                     []).append(event)
         for partition, events in by_partition.items():
-            value = self._app.registry.encode(
-                self._schema, {"worker": self._worker, "events": events}, validate=False)
-            kafka.produce(self._producer, self._topic, value, partition=partition)
+            for value in self._records(events):
+                try:
+                    kafka.produce(self._producer, self._topic, value, partition=partition)
+                except ProduceRejected as refused:  # the trail is a view: never stop the work
+                    log.warning("trail.dropped %d bytes of task events: %s", len(value), refused)
         self._producer.poll(0)
         if final:
             self._producer.flush(10.0)
+
+    def _records(self, events: list[dict[str, Any]]) -> Iterator[bytes]:
+        """The events as records under the producer's size limit (halved until they fit)."""
+        value = self._app.registry.encode(
+            self._schema, {"worker": self._worker, "events": events}, validate=False)
+        if len(value) <= self._max_record or len(events) == 1:
+            yield value
+            return
+        half = len(events) // 2
+        yield from self._records(events[:half])
+        yield from self._records(events[half:])
 
 
 # -- reading -------------------------------------------------------------------------------

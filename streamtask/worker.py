@@ -425,6 +425,10 @@ class Worker:
         for timed_out in self._joins.expire(_now_ms()):
             self.events.emit(Event.JOIN_TIMED_OUT, stage=timed_out.stage, fork=timed_out.fork,
                              missing=timed_out.missing, action=timed_out.action)
+            if self._txn is not None:  # one transaction makes both durable, or neither
+                self._send(timed_out.record, None)
+                self._send(timed_out.tombstone, None)
+                continue
             # The fork leaves the changelog only once its dead letter (or partial join) is
             # durable: a crash in between restores the fork, which times out again.
             self._send(timed_out.record, None,
@@ -541,37 +545,54 @@ class Worker:
             return
         task = job.task
         assert task is not None  # only tasks run
-        span = None
-        if self._spans is not None:
-            span = self._spans.executed(task.headers, job.stage.name, task.attempt,
-                                        f"{job.tp[0]}[{job.tp[1]}]", seconds, error)
+        span = self._span(job, task, seconds, error)
         if error is not None:
-            event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
-            self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
-                             where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
-                             error=describe(error), seconds=seconds,
-                             run_id=task.run_id, parent_id=task.parent_id)
+            self._failed(job, task, error, seconds)
             self._route_failure(job, task, error)
             return
         try:
             children = routing.child_records(self.app, job.stage, task, result, span)
         except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
+            self._failed(job, task, bad_result, seconds)
             self._route_failure(job, task, bad_result)
             return
-        except Exception as broken:  # a result whose own code fails as it is routed
+        except BaseException as broken:  # a result whose own code fails as it is routed
             unroutable = RoutingError(f"the handler's result cannot be routed: "
                                       f"{describe(broken)}")
             unroutable.__cause__ = broken
+            self._failed(job, task, unroutable, seconds)
             self._route_failure(job, task, unroutable)
             return
         too_large = self._oversize(children)
         if too_large is not None:  # the producer would refuse it: nothing of it is sent
+            self._failed(job, task, RoutingError(too_large), seconds)
             self._send_all(self._unproducible(job, too_large), job)
             return
         self.events.emit(Event.TASK_SUCCEEDED, task_id=task.id, stage=job.stage.name,
                          children=len(children), seconds=seconds, attempt=task.attempt,
                          run_id=task.run_id, parent_id=task.parent_id)
         self._send_all(children, job)
+
+    def _failed(self, job: Job, task: Task, error: BaseException, seconds: float) -> None:
+        """Report a failed execution (the handler raised, or its result cannot go out)."""
+        event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
+        self.events.emit(event, task_id=task.id, stage=job.stage.name, attempt=task.attempt,
+                         where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}",
+                         error=describe(error), seconds=seconds,
+                         run_id=task.run_id, parent_id=task.parent_id)
+
+    def _span(self, job: Job, task: Task, seconds: float,
+              error: BaseException | None) -> str | None:
+        """The execution's span id, when OpenTelemetry records spans. The SDK formats the
+        user's exception and runs the user's span processors: neither may end the loop."""
+        if self._spans is None:
+            return None
+        try:
+            return self._spans.executed(task.headers, job.stage.name, task.attempt,
+                                        f"{job.tp[0]}[{job.tp[1]}]", seconds, error)
+        except BaseException as broken:  # user code (span processors) must not kill the worker
+            log.warning("tracing failed for %s: %s", task.id, describe(broken))
+            return None
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
         """Next retry level or dead-letter queue; the offset moves once that is acknowledged."""
@@ -674,12 +695,19 @@ class Worker:
                 if job.pending_acks == 0:
                     self._finish(job)
 
-        kafka.produce(self._producer, out.topic, out.value, out.key, headers=out.headers,
-                      partition=out.partition, on_delivery=acknowledged)
-        if self._txn is not None:
-            self._txn.produced()
+        # Counted before produce: waiting for room in a full queue serves the acknowledgements
+        # of the job's earlier records, which must not finish the job while this one is unsent.
         if job is not None:
             job.pending_acks += 1
+        try:
+            kafka.produce(self._producer, out.topic, out.value, out.key, headers=out.headers,
+                          partition=out.partition, on_delivery=acknowledged)
+        except ProduceRejected:
+            if job is not None:
+                job.pending_acks -= 1
+            raise
+        if self._txn is not None:
+            self._txn.produced()
 
     def _raise_delivery_error(self) -> None:
         if self._delivery_error is not None:
@@ -763,7 +791,6 @@ class Worker:
         """Finish (bounded) the revoked partitions' running tasks and commit before they go."""
         revoked = {(p.topic, p.partition) for p in partitions}
         self._held.drop(revoked)
-        self._window.drop(revoked)
         self._joins.drop(revoked)
         self._drop_waiting(lambda job: job.tp in revoked)
         self._drain(lambda: any(j.tp in revoked and (j.running or j.pending_acks)
@@ -777,7 +804,6 @@ class Worker:
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
         self._held.drop(lost)
-        self._window.drop(lost)
         self._joins.drop(lost)
         self._drop_waiting(lambda job: job.tp in lost)
         if self._txn is not None:  # their tasks run again; these outputs must never go out
@@ -786,6 +812,8 @@ class Worker:
         self.events.emit(Event.PARTITIONS_LOST, partitions=_names(lost))
 
     def _forget(self, tps: set[TP]) -> None:
+        # After the drain: tasks finishing during it may have paused a partition again.
+        self._window.drop(tps)
         for tp in tps:
             self._partitions.pop(tp, None)
         for job in [j for j in self._live if j.tp in tps and not j.running]:
