@@ -13,6 +13,11 @@ partition in offset order and holds the records behind one that is not due yet
 (:mod:`streamtask.delays`), so the records *due now* are those before the first record whose
 due time is still ahead, found by a binary search on the due headers (each probe reads one
 record per partition; a level's records are produced in due-time order, one fixed delay each).
+
+A join stage also reports its *pending forks*: the forks whose latest changelog record is a
+waiting state, not a tombstone (the fork joined or timed out). That takes a full read of
+the join's compacted changelog up to the end offsets of when the read starts, every
+partition, so it is done once per verdict (the second look), and only for join stages.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -80,6 +85,8 @@ class Sample:
     dlq_size: int
     dlq_last_hour: int
     members: list[Member]
+    pending_forks: int | None = None
+    """Forks a join stage waits on (None: not a join, or not read in this look)."""
 
     @property
     def backlog(self) -> int:
@@ -102,7 +109,8 @@ class StageStatus:
     """Offsets the stage's groups committed per second over the window."""
     verdict: Verdict
     reason: str
-    changelog_records: int | None = None
+    pending_forks: int | None = None
+    """Forks whose latest changelog record is not a tombstone (None: not a join stage)."""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict.value}
@@ -149,8 +157,9 @@ class Inspector:
     def close(self) -> None:
         self._reader.close()
 
-    def sample(self) -> dict[str, Sample]:
-        """One look at every stage."""
+    def sample(self, forks: bool = False) -> dict[str, Sample]:
+        """One look at every stage; with ``forks``, also count each join's pending forks
+        (a full read of its changelog: ask for it once per verdict, not every look)."""
         timeout = self.app.kafka.connect_timeout
         try:
             topics = self._admin.list_topics(timeout=timeout).topics
@@ -165,8 +174,22 @@ class Inspector:
         hour_ago = self._list_offsets({tp: OffsetSpec.for_timestamp(now_ms - HOUR_MS)
                                        for tp in tps if tp[0].endswith(".dlq")})
         members = self._members(self.stages)
-        return {stage.name: self._stage_sample(stage, highs, lows, hour_ago, members, now_ms)
+        return {stage.name: replace(
+                    self._stage_sample(stage, highs, lows, hour_ago, members, now_ms),
+                    pending_forks=self._pending_forks(stage) if forks else None)
                 for stage in self.stages}
+
+    def _pending_forks(self, stage: Stage) -> int | None:
+        """Fork keys whose latest changelog record is a waiting state, not a tombstone
+        (a fork that joined or timed out); each partition read to its end as of the read."""
+        if stage.join is None:
+            return None
+        waiting: dict[tuple[int, str], bool] = {}
+        for partition in range(self._partitions.get(stage.changelog_topic, 0)):
+            for key, value in kafka.read_partition(self.app.kafka, stage.changelog_topic,
+                                                   partition):
+                waiting[(partition, key)] = value is not None
+        return sum(waiting.values())
 
     def _topics(self, stage: Stage) -> list[str]:
         return [stage.topic, *stage.retry_topics, stage.dlq_topic]
@@ -311,7 +334,7 @@ def stage_status(stage: Stage, before: Sample, after: Sample) -> StageStatus:
         worst_lag=worst[1] if worst else 0, retry=after.retry, dlq_size=after.dlq_size,
         dlq_last_hour=after.dlq_last_hour, members=after.members,
         committed_per_second=round(moved / max(after.at - before.at, 0.001), 1),
-        verdict=verdict, reason=reason)
+        verdict=verdict, reason=reason, pending_forks=after.pending_forks)
 
 
 def look(app: App, stages: Sequence[Stage], window: float) -> list[StageStatus]:
@@ -322,7 +345,7 @@ def look(app: App, stages: Sequence[Stage], window: float) -> list[StageStatus]:
     try:
         before = inspector.sample()
         time.sleep(window)
-        after = inspector.sample()
+        after = inspector.sample(forks=True)
     finally:
         inspector.close()
     return [stage_status(stage, before[stage.name], after[stage.name]) for stage in stages]

@@ -1,9 +1,11 @@
 """``streamtask status`` reads each stage's state from the broker: a stage whose worker hangs
 is stuck (exit 3), a stage without workers says so, retry records are split into due now and
-waiting by their due headers, the DLQ is counted, and a drained stage is healthy (exit 0)."""
+waiting by their due headers, the DLQ is counted, a join's pending forks are counted from its
+changelog, and a drained stage is healthy (exit 0)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -13,14 +15,18 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
-from streamtask import Worker, WorkerSettings
+from streamtask import Task, Worker, WorkerSettings
 from streamtask import deadletter as dl
 from streamtask.cli import app as cli
+from streamtask.join import FORK, FROM_STAGE
+from streamtask.pipeline import merged
 from streamtask.retry import RetryPolicy
 from streamtask.status import Member, RetryLevel, Sample, Verdict, judge
 from streamtask.topics import ensure
+from tests.apps import observed_app
 from tests.apps.observed_app import build
-from tests.helpers import wait_until
+from tests.helpers import wait_for_leaders, wait_until
+from tests.inprocess import new_app, run_worker
 from tests.test_cli_errors import assert_one_line_error, streamtask
 
 
@@ -129,6 +135,40 @@ def test_a_hanging_worker_is_stuck_then_healthy_once_it_drains(kafka, unique) ->
         worker.stop()
         thread.join(60)
     assert not errors
+
+
+@pytest.mark.timeout(180)
+def test_a_join_counts_its_pending_forks_from_the_changelog(kafka, unique) -> None:
+    app = new_app(kafka.bootstrap, unique)
+    app.join("j", branches=["a", "b"], partitions=2, timeout=600)(lambda task: None)
+    for branch in ("a", "b"):
+        app.stage(branch)(merged)
+    setattr(sys.modules[observed_app.__name__], app.name, app)  # the CLI loads it from there
+    ensure(app)
+    changelog = app.get_stage("j").changelog_topic
+    wait_for_leaders(kafka.bootstrap, [changelog])
+    raw = confluent_kafka.Producer({"bootstrap.servers": kafka.bootstrap})
+    # F1 gets both branches (stored, then joined: its tombstone follows its state); F2 only
+    # one of two, so it waits (its timeout is far off).
+    for fork, branch in [("F1", "a"), ("F1", "b"), ("F2", "a")]:
+        task = Task.new("j", {"n": 1}, run_id=f"run-{fork}", headers={FORK: fork})
+        raw.produce(app.get_stage("j").topic, app.codec.encode(task), fork,
+                    headers=[(FROM_STAGE, branch.encode())])
+    assert raw.flush(20) == 0
+    stats = run_worker(app, ["j"], idle_timeout=3.0)
+    assert stats.counts["join.completed"] == 1 and stats.counts["join.branch_stored"] == 2
+
+    ref = f"{observed_app.__name__}:{app.name}"
+    result = status(ref, "--json", "--window", "0.5")
+    assert result.exit_code == 0, result.output
+    stages = {s["stage"]: s for s in orjson.loads(result.stdout)["stages"]}
+    assert stages["j"]["pending_forks"] == 1
+    assert stages["a"]["pending_forks"] is None  # not a join: its changelog is not read
+    table = status(ref, "--stage", "j", "--window", "0.5")
+    assert table.exit_code == 0, table.output
+    assert "pending forks" in table.stdout
+    row = next(line for line in table.stdout.splitlines() if line.startswith("│ j "))
+    assert [cell.strip() for cell in row.split("│")][6] == "1", table.stdout
 
 
 def _run(worker: Worker, errors: list[BaseException]) -> None:

@@ -38,7 +38,7 @@ def render(statuses: list[st.StageStatus]) -> Group:
     """The stages table and, below it, the workers of each stage's groups."""
     stages = Table(title="stages", title_justify="left")
     for column in ("stage", "verdict", "input lag (worst partition)", "retry levels",
-                   "DLQ (last hour)", "workers", "committed/s", "why"):
+                   "DLQ (last hour)", "pending forks", "workers", "committed/s", "why"):
         stages.add_column(column)
     workers = Table(title="workers", title_justify="left")
     for column in ("stage", "group", "member id", "host", "partitions"):
@@ -48,7 +48,8 @@ def render(statuses: list[st.StageStatus]) -> Group:
         hosts = len({m.client_id for m in s.members})
         stages.add_row(s.stage, Text(s.verdict.value, style=COLOURS[s.verdict]),
                        f"{s.lag}{worst}", _retry_cell(s.retry),
-                       f"{s.dlq_size} (+{s.dlq_last_hour})", str(hosts),
+                       f"{s.dlq_size} (+{s.dlq_last_hour})",
+                       "-" if s.pending_forks is None else str(s.pending_forks), str(hosts),
                        f"{s.committed_per_second:g}", s.reason)
         for m in s.members:
             workers.add_row(s.stage, m.group, m.member_id, m.host, ", ".join(m.partitions))
@@ -98,7 +99,7 @@ def _watch(app: App, stages: list[Stage], window: float) -> None:
         with Live(Text(f"first look in {window:g}s..."), auto_refresh=False) as live:
             while True:
                 time.sleep(window)
-                after = inspector.sample()
+                after = inspector.sample(forks=True)
                 live.update(render([st.stage_status(s, before[s.name], after[s.name])
                                     for s in stages]), refresh=True)
                 before = after
