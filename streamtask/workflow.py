@@ -77,7 +77,7 @@ SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWIT
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
 JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
 DO_WHILE, WAIT, HUMAN, SUB_WORKFLOW = "DO_WHILE", "WAIT", "HUMAN", "SUB_WORKFLOW"
-DYNAMIC = "FORK_JOIN_DYNAMIC"
+DYNAMIC, PERMISSIVE = "FORK_JOIN_DYNAMIC", "PERMISSIVE"
 MAX_SUB_WORKFLOW_DEPTH = 8
 """How deep sub-workflows may nest."""
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
@@ -98,7 +98,7 @@ _OPTIONS: dict[str, set[str]] = {
                "retryCount"},
     JOIN: {"joinOn", "timeoutSeconds", "inputParameters", "joinMode", "retryCount"},
     SWITCH: {"evaluatorType", "expression", "inputParameters", "decisionCases", "defaultCase",
-             "retryCount"},
+             "retryCount", "caseValueParam", "caseExpression"},
     DECISION: {"caseValueParam", "caseExpression", "inputParameters", "decisionCases",
                "defaultCase", "retryCount"},
 }
@@ -206,7 +206,7 @@ def passthrough_handlers(definition: Mapping[str, Any] | str | Path,
     while definitions:
         tasks = definitions.pop().get("tasks")
         for task in _walk(tasks if isinstance(tasks, list) else []):
-            if _type_of(task) == SIMPLE and isinstance(task.get("name"), str):
+            if _type_of(task) in (SIMPLE, PERMISSIVE) and isinstance(task.get("name"), str):
                 found[task["name"]] = passthrough
             inline = (task.get("subWorkflowParam") or {}).get("workflowDefinition")
             if isinstance(inline, Mapping):
@@ -294,12 +294,15 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
 
 def _named(raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of the definition where a task without a ``name`` (Conductor allows it for
-    system tasks) is named by its ``taskReferenceName``."""
+    system tasks) is named by its ``taskReferenceName``, and a PERMISSIVE task is what
+    Conductor's harness means by it: a worker (SIMPLE) task with ``permissive`` set."""
     raw = copy.deepcopy(raw)
     tasks = raw.get("tasks")
     for task in _walk(tasks if isinstance(tasks, list) else []):
         if "name" not in task and isinstance(task.get("taskReferenceName"), str):
             task["name"] = task["taskReferenceName"]  # type: ignore[index]
+        if task.get("type") == PERMISSIVE:
+            task.update(type=SIMPLE, permissive=True)  # type: ignore[attr-defined]
     return raw
 
 
@@ -583,32 +586,75 @@ class _Compiler:
     def failure_workflow(self, name: Any) -> None:
         """Compile the ``failureWorkflow`` (see :mod:`streamtask.conductor.failures`)."""
         at: _Where = (1_000_000,)
+        key = failures.input_key(name)
+        if key is not None:
+            self.failure_by_input(key, at)
+            return
         raw = self.sub_workflows.get(str(name))
         if not isinstance(name, str) or "$" in name:
-            self.note(at, f"failureWorkflow {name!r}: a name given by an expression is not "
-                      "supported")
+            self.note(at, f"failureWorkflow {name!r}: a name given by an expression must be "
+                      "$workflow.input.<key> or ${workflow.input.<key>}")
             return
         if raw is None or not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
             self.note(at, f"failureWorkflow {name!r} is not given to the loader "
                       "(sub_workflows=[...], or --sub-workflow FILE)")
             return
+        self.failure_candidate(name, raw, FAILURE, at)
+
+    def failure_candidate(self, name: str, raw: Mapping[str, Any], stage: str,
+                          at: _Where) -> None:
+        """The stages of one failure workflow: ``stage``, its tasks, ``<stage>_done``."""
         raw = _named({**raw, "name": name})
         child = Workflow(name, raw.get("version"), _mapping(raw, "outputParameters"),
                          _mapping(raw, "inputTemplate"), _mapping(raw, "variables"),
                          self.workflow.context_limit)
-        done = f"{FAILURE}_done"
+        done = f"{stage}_done"
         saved = (self.workflow, self.prefix, self.end, self.shared_names)
-        self.workflow, self.prefix, self.end = child, f"{FAILURE}__", done
+        self.workflow, self.prefix, self.end = child, f"{stage}__", done
         self.shared_names = _shared_names(raw["tasks"])
         try:
             enter = self.stage_of(self.sequence(raw["tasks"], _Part(done, done, None, at),
                                                 (*at, 0)), "the failure workflow's start")
         finally:
             self.workflow, self.prefix, self.end, self.shared_names = saved
-        self.add(_Decl(FAILURE, ROUTE, at, f"failureWorkflow {name!r}",
-                       Step(self.workflow, FAILURE, ROUTE), enter, body=failures.start(child)))
+        self.add(_Decl(stage, ROUTE, at, f"failureWorkflow {name!r}",
+                       Step(self.workflow, stage, ROUTE), enter, body=failures.start(child)))
         self.add(_Decl(done, ROUTE, (*at, 1), f"failureWorkflow {name!r}",
                        Step(self.workflow, done, ROUTE), END, body=failures.finish(child)))
+
+    def failure_by_input(self, key: str, at: _Where) -> None:
+        """A failureWorkflow named by the run's input: every definition given to the loader
+        that compiles cleanly is a candidate, chosen by name when a run fails."""
+        targets: dict[Any, str] = {}
+        for number, (name, raw) in enumerate(sorted(self.sub_workflows.items())):
+            if name in self.within or not isinstance(raw.get("tasks"), list) or \
+                    not raw["tasks"]:
+                continue
+            stage = f"{FAILURE}{number}"
+            if self.compiles(functools.partial(self.failure_candidate, name, raw, stage,
+                                               (*at, number))):
+                targets[name] = stage
+        none = f"{FAILURE}_none"
+        self.switches[FAILURE] = SwitchSpec(FAILURE, "value-param", "name",
+                                            {"name": f"${{workflow.input.{key}}}"})
+        self.add(_Decl(FAILURE, ROUTE, at, f"failureWorkflow from workflow.input.{key}",
+                       Step(self.workflow, FAILURE, ROUTE),
+                       CaseSwitch(CASE, targets, none, ref=FAILURE), body=failures.choose))
+        self.add(_Decl(none, ROUTE, (*at, -1), f"failureWorkflow from workflow.input.{key}",
+                       Step(self.workflow, none, ROUTE), END,
+                       body=failures.unknown(key, tuple(targets))))
+
+    def compiles(self, build: Callable[[], None]) -> bool:
+        """Run ``build``; when it finds a problem, undo everything it declared."""
+        saved = (len(self.problems), len(self.unsupported), dict(self.decls),
+                 dict(self.switches), dict(self.signals), dict(self.dynamic))
+        build()
+        if len(self.problems) == saved[0] and len(self.unsupported) == saved[1]:
+            return True
+        del self.problems[saved[0]:], self.unsupported[saved[1]:]
+        self.decls, self.switches, self.signals, self.dynamic = (
+            saved[2], saved[3], saved[4], saved[5])
+        return False
 
     def child_definition(self, task: Mapping[str, Any], at: _Where) -> dict[str, Any] | None:
         """The child workflow a SUB_WORKFLOW runs: inline, or given by name to the loader."""
@@ -835,6 +881,8 @@ class _Compiler:
             cases = {}
         targets: dict[Any, str] = {}
         for number, (value, tasks) in enumerate(cases.items()):
+            if not tasks and _decides(task):
+                continue  # DECISION: a matched empty case falls back to the default
             part = self.sequence(tasks, after, (*at, number))
             targets[value] = self.stage_of(part, f"case {value!r} of {_label(task)}")
         default_tasks = task.get("defaultCase") or []
@@ -851,10 +899,10 @@ class _Compiler:
     def switch_spec(self, task: Mapping[str, Any], at: _Where) -> SwitchSpec:
         """How the case is chosen: an input parameter's value, or a JavaScript expression."""
         kind, inputs = _type_of(task), task.get("inputParameters") or {}
-        if kind == DECISION:
+        if _decides(task):  # DECISION, or a SWITCH with its legacy semantics
             script = task.get("caseExpression")
             evaluator = "javascript" if script else "value-param"
-            expression = script or task.get("caseValueParam")
+            expression = script or task.get("caseValueParam") or task.get("expression")
         else:
             evaluator, expression = task.get("evaluatorType") or "value-param", \
                 task.get("expression")
@@ -962,6 +1010,13 @@ def _number(options: Mapping[str, Any], key: str, problems: list[tuple[_Where, s
 
 def _strings(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _decides(task: Mapping[str, Any]) -> bool:
+    """Whether a switch has the legacy DECISION semantics: DECISION, or a SWITCH with
+    ``evaluatorType: decision`` (the case is the input parameter ``caseValueParam`` or
+    ``expression`` names, or what the script ``caseExpression`` returns)."""
+    return _type_of(task) == DECISION or task.get("evaluatorType") == "decision"
 
 
 def _is_join(task: Any) -> bool:
