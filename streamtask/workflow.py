@@ -71,6 +71,7 @@ from streamtask.config import KafkaSettings
 from streamtask.envelope import Task, new_task_id
 from streamtask.errors import ConfigurationError
 from streamtask.pipeline import JoinSpec, Switch, Then
+from streamtask.ratelimit import RateLimit
 from streamtask.retry import NO_RETRIES, RetryPolicy
 
 SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION"
@@ -407,6 +408,7 @@ class _Decl:
     make_body: Callable[[Mapping[str, Handler]], Body] | None = field(default=None, repr=False)
     """For a body that needs the handlers (FORK_JOIN_DYNAMIC)."""
     compensate: str | None = None
+    rate_limit: RateLimit | None = None
 
     def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
                 switches: Mapping[str, SwitchSpec]) -> None:
@@ -425,7 +427,8 @@ class _Decl:
         else:
             app.stage(self.name, then=self.then, retry=self.retry or NO_RETRIES,
                       timeout=self.timeout, partitions=partitions,
-                      concurrency=self.concurrency, compensate=self.compensate)(handler)
+                      concurrency=self.concurrency, compensate=self.compensate,
+                      rate_limit=self.rate_limit)(handler)
 
 
 @dataclass(frozen=True)
@@ -787,7 +790,7 @@ class _Compiler:
         self.add(_Decl(name, SIMPLE if kind == SIMPLE else kind, at, _ref(task), step, then,
                        options.retry, options.timeout, concurrency=options.concurrency,
                        task_name=str(task["name"]), body=self.body(task, kind, at),
-                       make_body=make_body))
+                       make_body=make_body, rate_limit=options.rate_limit))
         return _Part(name, name, task, at)
 
     def body(self, task: Mapping[str, Any], kind: str, at: _Where) -> Body | None:

@@ -1,0 +1,120 @@
+"""Does a stage's rate limit hold across 1, 2 and 3 workers?
+
+For each worker count: a stage of 6 partitions with ``rate_limit=RateLimit(LIMIT)``, a
+backlog larger than the limit can drain in the run (so the limit, not the input, sets the
+pace), N workers in threads of this process (each its own consumer in the group). Once every
+partition is held (the shares add up to the whole limit) and a settling second has passed,
+it counts the task starts in a window and reports the achieved rate against the limit.
+The backlog left at the end is printed: a run that drained it measured its input, not the
+limit, and is reported as such.
+
+    python benchmarks/rate_limit.py -b 127.0.0.1:9092 [--limit 50] [--window 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings
+from streamtask.ratelimit import RateLimit
+from streamtask.topics import ensure
+
+PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class Measured:
+    workers: int
+    limit: float
+    window: float
+    started: int
+    backlog_left: int
+
+    @property
+    def rate(self) -> float:
+        return self.started / self.window
+
+    @property
+    def error(self) -> float:
+        """Relative distance from the limit (0.03 = 3 %)."""
+        return abs(self.rate - self.limit) / self.limit
+
+    def line(self) -> str:
+        return (f"{self.workers} worker(s): {self.started} starts in {self.window:.0f} s = "
+                f"{self.rate:.2f}/s against {self.limit:g}/s ({self.error:.1%} off); "
+                f"backlog left {self.backlog_left}")
+
+
+def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
+            settle_timeout: float = 90.0) -> Measured:
+    """Run ``workers`` workers on a fresh rate-limited stage and count starts in ``window``."""
+    app = App(f"rate-{uuid.uuid4().hex[:8]}", kafka=kafka)
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    @app.stage("limited", partitions=PARTITIONS, rate_limit=RateLimit(limit))
+    def limited(task: Task) -> None:
+        with lock:
+            starts.append(time.monotonic())
+
+    ensure(app)
+    backlog = int(limit * (window + settle_timeout) * 1.2) + 100
+    with app.producer() as producer:
+        for n in range(backlog):
+            producer.send("limited", {"n": n}, key=str(n))
+        producer.flush(60)
+    running = [Worker(app, settings=WorkerSettings(concurrency=4)) for _ in range(workers)]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in running]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + settle_timeout
+        # every partition held by exactly one worker: the shares add up to the whole limit
+        while not _settled(running) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _settled(running):
+            raise RuntimeError(f"{workers} workers did not share the {PARTITIONS} partitions "
+                               f"within {settle_timeout:.0f} s")
+        time.sleep(1.0)
+        begin = time.monotonic()
+        time.sleep(window)
+        end = time.monotonic()
+        settled_throughout = _settled(running)
+    finally:
+        for worker in running:
+            worker.stop()
+        for thread in threads:
+            thread.join(60)
+    if not settled_throughout:
+        raise RuntimeError("the group rebalanced during the window")
+    with lock:
+        counted = sum(1 for t in starts if begin <= t < end)
+        left = backlog - len(starts)
+    return Measured(workers, limit, end - begin, counted, left)
+
+
+def _settled(workers: list[Worker]) -> bool:
+    shares = [w._limits.share("limited") for w in workers]  # a probe of the worker
+    return all(s > 0 for s in shares) and abs(sum(shares) - 1.0) < 1e-9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-b", "--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--limit", type=float, default=50.0, help="tasks per second")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds to count over")
+    parser.add_argument("--workers", default="1,2,3")
+    args = parser.parse_args()
+    logging.getLogger("streamtask").setLevel(logging.WARNING)
+    for count in (int(n) for n in args.workers.split(",")):
+        print(measure(KafkaSettings(args.bootstrap), count, args.limit, args.window).line(),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
