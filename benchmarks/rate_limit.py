@@ -8,19 +8,25 @@ it counts the task starts in a window and reports the achieved rate against the 
 The backlog left at the end is printed: a run that drained it measured its input, not the
 limit, and is reported as such.
 
-    python benchmarks/rate_limit.py -b 127.0.0.1:9092 [--limit 50] [--window 60]
+    python -m benchmarks.rate_limit [-b HOST:PORT] [--limit 50] [--window 60]
+
+Without ``-b`` it starts a throwaway local broker on free ports (``make bench-rate-limit``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings
+from streamtask.broker import LocalBroker, free_port
 from streamtask.ratelimit import RateLimit
 from streamtask.topics import ensure
 
@@ -105,15 +111,25 @@ def _settled(workers: list[Worker]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-b", "--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("-b", "--bootstrap", default=None)
     parser.add_argument("--limit", type=float, default=50.0, help="tasks per second")
     parser.add_argument("--window", type=float, default=60.0, help="seconds to count over")
     parser.add_argument("--workers", default="1,2,3")
     args = parser.parse_args()
-    logging.getLogger("streamtask").setLevel(logging.WARNING)
-    for count in (int(n) for n in args.workers.split(",")):
-        print(measure(KafkaSettings(args.bootstrap), count, args.limit, args.window).line(),
-              flush=True)
+    logging.getLogger("streamtask").setLevel(logging.ERROR)
+    broker = None
+    if args.bootstrap is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="streamtask-rate-broker-"))
+        broker = LocalBroker(data_dir, port=free_port(), controller_port=free_port())
+        broker.up(timeout=120)
+    try:
+        kafka = KafkaSettings(broker.bootstrap if broker is not None else args.bootstrap)
+        for count in (int(n) for n in args.workers.split(",")):
+            print(measure(kafka, count, args.limit, args.window).line(), flush=True)
+    finally:
+        if broker is not None:
+            broker.down()
+            shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 A stage's :class:`RateLimit` (``app.stage(..., rate_limit=RateLimit(100, per=1.0))``, or
 Conductor's ``rateLimitPerFrequency`` / ``rateLimitFrequencyInSeconds``) bounds how many of
 its tasks *start* per window across every worker of the stage. No worker talks to another:
-each takes the share of the limit that its partitions of the stage's input topic are of
-all of them (``held / total``), re-split whenever partitions are assigned or revoked. The
-group's assignment gives each partition to exactly one worker, so the shares add up to the
-whole limit, and N workers together stay within it.
+each takes the share of the limit that its partitions of the stage's topics (its input and
+its retry levels, with the partition counts the broker reports when the worker starts) are
+of all of them (``held / total``), re-split whenever partitions are assigned or revoked.
+The group's assignment gives each partition to exactly one worker, so the shares add up to
+the whole limit, and N workers together stay within it. Counting the retry levels too means
+a worker that holds only retry partitions of a stage still has a share for their tasks.
 
 Each worker meters its share with a token bucket per stage in its intake: a ready task of a
 limited stage starts only when a token is there, else it waits in the stage's queue, in
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -91,10 +93,12 @@ J = TypeVar("J")
 class StageLimits(Generic[J]):
     """The intake's rate limits: a bucket and a queue of waiting jobs per limited stage."""
 
-    def __init__(self, limits: dict[str, tuple[RateLimit, str, int]],
+    def __init__(self, limits: dict[str, tuple[RateLimit, tuple[str, ...], int]],
                  clock: Callable[[], float] = time.monotonic) -> None:
-        """``limits`` maps a stage to its limit, input topic and the topic's partitions."""
-        self._topics = {stage: (topic, total) for stage, (_, topic, total) in limits.items()}
+        """``limits`` maps a stage to its limit, its topics and their declared partitions."""
+        self._topics = {stage: topics for stage, (_, topics, _) in limits.items()}
+        self._sizes = {topic: partitions for _, topics, partitions in limits.values()
+                       for topic in topics}
         self._buckets = {stage: TokenBucket(limit, clock)
                          for stage, (limit, _, _) in limits.items()}
         self._waiting: dict[str, deque[J]] = {stage: deque() for stage in limits}
@@ -102,13 +106,20 @@ class StageLimits(Generic[J]):
     def __bool__(self) -> bool:
         return bool(self._buckets)
 
+    def sized(self, partitions: Mapping[str, int]) -> None:
+        """The topics' actual partition counts (a topic may have more than declared)."""
+        for topic in self._sizes:
+            if partitions.get(topic):
+                self._sizes[topic] = partitions[topic]
+
     def reshare(self, held: Iterable[tuple[str, int]]) -> None:
         """Re-split after a rebalance: ``held`` is every partition this worker holds."""
         counts: dict[str, int] = {}
         for topic, _ in held:
             counts[topic] = counts.get(topic, 0) + 1
-        for stage, (topic, total) in self._topics.items():
-            self._buckets[stage].reshare(counts.get(topic, 0) / total)
+        for stage, topics in self._topics.items():
+            total = sum(self._sizes[topic] for topic in topics)
+            self._buckets[stage].reshare(sum(counts.get(t, 0) for t in topics) / total)
 
     def share(self, stage: str) -> float:
         """The share of ``stage``'s limit this worker meters now."""

@@ -131,7 +131,8 @@ class Worker:
         self._lanes: KeyLanes[Job] = KeyLanes()
         self._ready: deque[Job] = deque()
         self._limits: StageLimits[Job] = StageLimits({
-            s.name: (s.rate_limit, s.topic, s.partitions) for s in self.stages if s.rate_limit})
+            s.name: (s.rate_limit, (s.topic, *s.retry_topics), s.partitions)
+            for s in self.stages if s.rate_limit})
         self._running = 0
         self._running_async = 0
         self._paused = False
@@ -246,6 +247,7 @@ class Worker:
         needed = {*self._by_topic, *(stage.dlq_topic for stage in self.stages),
                   *(stage.changelog_topic for stage in self.stages if stage.join)}
         missing = sorted(topic for topic in needed if topic not in existing)
+        self._limits.sized({topic: len(meta.partitions) for topic, meta in existing.items()})
         if missing:
             hint = acls.invisible_topics_hint(self.app, [s.name for s in self.stages], missing,
                                               self.kafka) if self.kafka.secured else ""

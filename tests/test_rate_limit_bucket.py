@@ -71,7 +71,7 @@ def test_an_idle_bucket_bursts_at_most_one_window_of_its_share() -> None:
 
 def test_waiting_jobs_keep_their_order_and_a_reshare_applies_at_once() -> None:
     clock = Clock()
-    limits: StageLimits[int] = StageLimits({"s": (RateLimit(10), "app.s", 4)}, clock)
+    limits: StageLimits[int] = StageLimits({"s": (RateLimit(10), ("app.s",), 4)}, clock)
     limits.reshare([("app.s", 0), ("app.s", 1), ("app.other", 0)])  # half the partitions
     assert limits.share("s") == 0.5
     assert not limits.defer("s", 0)  # the first token
@@ -85,6 +85,17 @@ def test_waiting_jobs_keep_their_order_and_a_reshare_applies_at_once() -> None:
     assert limits.drop(lambda job: job == 5) == [5]
     clock.now += 10
     assert list(limits.release()) == [4]
+
+
+def test_retry_partitions_count_and_actual_partition_counts_win() -> None:
+    clock = Clock()
+    limits: StageLimits[int] = StageLimits(
+        {"s": (RateLimit(10), ("app.s", "app.s.retry.1s"), 3)}, clock)
+    limits.reshare([("app.s.retry.1s", 0)])  # only a retry partition: still a share
+    assert limits.share("s") == 1 / 6
+    limits.sized({"app.s": 9, "app.s.retry.1s": 3, "unrelated": 50})
+    limits.reshare([("app.s", p) for p in range(6)])
+    assert limits.share("s") == 6 / 12
 
 
 def test_a_limit_must_be_positive() -> None:
