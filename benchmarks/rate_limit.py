@@ -40,6 +40,8 @@ class Measured:
     window: float
     started: int
     backlog_left: int
+    most_held: int
+    """The most tasks one worker held at once during the window (its flow-control bound)."""
 
     @property
     def rate(self) -> float:
@@ -53,12 +55,13 @@ class Measured:
     def line(self) -> str:
         return (f"{self.workers} worker(s): {self.started} starts in {self.window:.0f} s = "
                 f"{self.rate:.2f}/s against {self.limit:g}/s ({self.error:.1%} off); "
-                f"backlog left {self.backlog_left}")
+                f"backlog left {self.backlog_left}; at most {self.most_held} held by a worker")
 
 
 def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
-            settle_timeout: float = 90.0) -> Measured:
-    """Run ``workers`` workers on a fresh rate-limited stage and count starts in ``window``."""
+            settings: WorkerSettings | None = None, settle_timeout: float = 90.0) -> Measured:
+    """Run ``workers`` workers on a fresh rate-limited stage and count starts in ``window``
+    (sampling how many tasks each worker holds meanwhile)."""
     app = App(f"rate-{uuid.uuid4().hex[:8]}", kafka=kafka)
     starts: list[float] = []
     lock = threading.Lock()
@@ -74,7 +77,8 @@ def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
         for n in range(backlog):
             producer.send("limited", {"n": n}, key=str(n))
         producer.flush(60)
-    running = [Worker(app, settings=WorkerSettings(concurrency=4)) for _ in range(workers)]
+    running = [Worker(app, settings=settings or WorkerSettings(concurrency=4))
+               for _ in range(workers)]
     threads = [threading.Thread(target=w.run, daemon=True) for w in running]
     for thread in threads:
         thread.start()
@@ -88,7 +92,10 @@ def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
                                f"within {settle_timeout:.0f} s")
         time.sleep(1.0)
         begin = time.monotonic()
-        time.sleep(window)
+        most_held = 0
+        while time.monotonic() < begin + window:
+            most_held = max(most_held, *(w.held for w in running))
+            time.sleep(0.05)
         end = time.monotonic()
         settled_throughout = _settled(running)
     finally:
@@ -101,7 +108,7 @@ def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
     with lock:
         counted = sum(1 for t in starts if begin <= t < end)
         left = backlog - len(starts)
-    return Measured(workers, limit, end - begin, counted, left)
+    return Measured(workers, limit, end - begin, counted, left, most_held)
 
 
 def _settled(workers: list[Worker]) -> bool:
