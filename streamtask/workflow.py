@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from streamtask.app import App, Handler
-from streamtask.conductor import dynamic, failures, subworkflows, systemtasks
+from streamtask.conductor import dynamic, failures, starts, subworkflows, systemtasks
 from streamtask.conductor.context import (
     CASE,
     DEFAULT_CONTEXT_LIMIT,
@@ -78,7 +78,7 @@ SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWIT
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
 JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
 DO_WHILE, WAIT, HUMAN, SUB_WORKFLOW = "DO_WHILE", "WAIT", "HUMAN", "SUB_WORKFLOW"
-DYNAMIC, PERMISSIVE = "FORK_JOIN_DYNAMIC", "PERMISSIVE"
+DYNAMIC, PERMISSIVE, START_WORKFLOW = "FORK_JOIN_DYNAMIC", "PERMISSIVE", "START_WORKFLOW"
 MAX_SUB_WORKFLOW_DEPTH = 8
 """How deep sub-workflows may nest."""
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
@@ -87,6 +87,7 @@ _OPTIONS: dict[str, set[str]] = {
     SIMPLE: _TASK, HTTP: _TASK, INLINE: _TASK, JSON_JQ: _TASK, SET_VARIABLE: _TASK,
     LAMBDA: _TASK | {"scriptExpression"},
     TERMINATE: {"inputParameters"},
+    START_WORKFLOW: {"inputParameters", "optional"},
     WAIT: {"inputParameters", "taskDefinition", "optional"},
     HUMAN: {"inputParameters", "taskDefinition", "optional"},
     SUB_WORKFLOW: {"inputParameters", "subWorkflowParam", "optional", "permissive",
@@ -109,7 +110,8 @@ _BODIES: dict[str, Body] = {
     HTTP: systemtasks.http}
 SIGNAL = "signal"
 """The kind of a WAIT/HUMAN task's signal stage: passes signals on to its resume join."""
-_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN, DYNAMIC}
+_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN, DYNAMIC,
+           START_WORKFLOW}
 _WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ownerEmail",
                   "ownerApp", "inputParameters", "createTime", "updateTime", "createdBy",
                   "updatedBy", "restartable", "outputParameters", "inputTemplate",
@@ -271,6 +273,7 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
     compiler = _Compiler(workflow, defaults, _task_defs(task_defs), set(ignore), raw)
     compiler.max_iterations = max_iterations
     compiler.sub_workflows = _registry(sub_workflows)
+    compiler.kafka, compiler.partitions = kafka, partitions
     if raw.get("name") in (None, "") and name is None:
         compiler.note((), "the definition has no 'name' (or pass name=...)")
     compiler.problems.extend(((), p) for p in _workflow_problems(raw, compiler.ignore))
@@ -465,6 +468,9 @@ class _Compiler:
         self.fork_depth = 0
         self.prefix, self.end = "", END
         self.sub_workflows: dict[str, dict[str, Any]] = {}
+        self.kafka: KafkaSettings | None = None
+        self.partitions = 3
+        """Where a START_WORKFLOW's runs go (the started workflow's app is loaded alike)."""
         self.dynamic: dict[str, str] = {}
         """The JOIN reference of each FORK_JOIN_DYNAMIC, by its reference."""
         self.within: tuple[str, ...] = (str(raw.get("name")),)
@@ -813,10 +819,27 @@ class _Compiler:
             self.need("jq", at, f"JSON_JQ_TRANSFORM {_label(task)}")
         if kind == DYNAMIC:
             return None  # needs the handlers: made when declared
+        if kind == START_WORKFLOW:
+            return self.starter(task, at)
         if kind == EXCLUSIVE_JOIN:
             refs = [*_strings(task.get("joinOn")), *_strings(task.get("defaultExclusiveJoinTask"))]
             return systemtasks.exclusive_joiner(tuple(refs))
         return _BODIES.get(kind)
+
+    def starter(self, task: Mapping[str, Any], at: _Where) -> Body:
+        """A START_WORKFLOW's body (see :mod:`streamtask.conductor.starts`); a literal name
+        the loader was not given is reported now."""
+        given = (task.get("inputParameters") or {}).get("startWorkflow")
+        name = given.get("name") if isinstance(given, Mapping) else None
+        if isinstance(name, str) and "${" not in name and name not in self.sub_workflows:
+            self.note(at, f"START_WORKFLOW {_label(task)}: workflow {name!r} is not given to "
+                      "the loader (sub_workflows=[...], or --sub-workflow FILE)")
+        registry, kafka, partitions = self.sub_workflows, self.kafka, self.partitions
+
+        def load(raw: Mapping[str, Any]) -> WorkflowApp:
+            return load_workflow(raw, passthrough_handlers(raw, registry), kafka=kafka,
+                                 partitions=partitions, sub_workflows=registry)
+        return starts.starter(registry, load)
 
     def need(self, extra: str, at: _Where, what: str) -> None:
         missing = missing_extra(extra)
