@@ -72,6 +72,8 @@ def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
             starts.append(time.monotonic())
 
     ensure(app)
+    stage = app.get_stage("limited")
+    topics = {stage.topic, *stage.retry_topics}
     backlog = int(limit * (window + settle_timeout) * 1.2) + 100
     with app.producer() as producer:
         for n in range(backlog):
@@ -84,10 +86,9 @@ def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
         thread.start()
     try:
         deadline = time.monotonic() + settle_timeout
-        # every partition held by exactly one worker: the shares add up to the whole limit
-        while not _settled(running) and time.monotonic() < deadline:
+        while not _settled(running, topics) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not _settled(running):
+        if not _settled(running, topics):
             raise RuntimeError(f"{workers} workers did not share the {PARTITIONS} partitions "
                                f"within {settle_timeout:.0f} s")
         time.sleep(1.0)
@@ -97,7 +98,7 @@ def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
             most_held = max(most_held, *(w.held for w in running))
             time.sleep(0.05)
         end = time.monotonic()
-        settled_throughout = _settled(running)
+        settled_throughout = _settled(running, topics)
     finally:
         for worker in running:
             worker.stop()
@@ -111,9 +112,14 @@ def measure(kafka: KafkaSettings, workers: int, limit: float, window: float,
     return Measured(workers, limit, end - begin, counted, left, most_held)
 
 
-def _settled(workers: list[Worker]) -> bool:
-    shares = [w._limits.share("limited") for w in workers]  # a probe of the worker
-    return all(s > 0 for s in shares) and abs(sum(shares) - 1.0) < 1e-9
+def _settled(workers: list[Worker], topics: set[str]) -> bool:
+    """Every partition of the stage's topics (input and retry levels) held by exactly one
+    worker, each worker holding some input partition. Read from the workers' assignments,
+    not from their shares, so that a wrong share cannot hide."""
+    held = [[tp for tp in w._partitions if tp[0] in topics] for w in workers]
+    flat = [tp for tps in held for tp in tps]
+    inputs = [[tp for tp in tps if not tp[0].count(".retry.")] for tps in held]
+    return all(inputs) and len(flat) == len(set(flat)) == PARTITIONS * len(topics)
 
 
 def main() -> None:
