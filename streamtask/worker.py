@@ -76,9 +76,9 @@ class Job:
     """Records to send along with whatever the outcome is (a join's changelog tombstone)."""
     pending_acks: int = 0
     running: bool = False
+    """Handed to a runner (queued there or executing) and its outcome not routed yet."""
     metered: bool = False
     """Past its stage's rate limit (it had its token), so it may start."""
-    """Handed to a runner (queued there or executing) and its outcome not routed yet."""
     abandoned: bool = False
     """Timed out while its handler still runs: its key stays taken until the handler ends."""
 
