@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 BENCH_VENV ?= .venv-bench
 BENCH_ARGS ?=
-.PHONY: install test test-cluster demo lint lock soak bench-peers
+.PHONY: install test test-cluster demo lint lock soak bench-peers bench-rate-limit
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-peers:
 		-c $(BENCH_VENV)/constraints.txt -e '.[bench]'
 	$(BENCH_VENV)/bin/python -c "from streamtask.broker import kafka_classpath; kafka_classpath()"
 	$(BENCH_VENV)/bin/streamtask bench --scenario peers $(BENCH_ARGS)
+
+# A stage's rate limit with 1, 2 and 3 workers, each counted over a minute (about 4 min in
+# all, on a throwaway local broker); figures in benchmarks/results.md.
+bench-rate-limit: install
+	$(PY) -m benchmarks.rate_limit $(BENCH_ARGS)
 
 # A fresh environment from pyproject.toml alone, frozen: run it when a dependency changes,
 # then `make test` and commit constraints.txt with the change.

@@ -18,6 +18,7 @@ from streamtask.config import KafkaSettings, load_kafka_settings
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
 from streamtask.pipeline import JoinSpec, Switch, Then, targets_of
+from streamtask.ratelimit import RateLimit
 from streamtask.retry import RetryPolicy, level_name
 from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
 
@@ -55,6 +56,8 @@ class Stage:
     """Set on a join stage: which branches it waits for, and for how long."""
     exactly_once: bool = False
     """Outputs and input offsets commit in one Kafka transaction (see README)."""
+    rate_limit: RateLimit | None = None
+    """At most this many task starts per window across all workers (see ``ratelimit``)."""
 
     @property
     def qualified(self) -> str:
@@ -135,7 +138,8 @@ class App:
               compensate: str | None = None,
               output: Schema | Mapping[str, Any] | str | None = None,
               join: JoinSpec | None = None,
-              exactly_once: bool = False) -> Callable[[Handler], Handler]:
+              exactly_once: bool = False,
+              rate_limit: RateLimit | float | None = None) -> Callable[[Handler], Handler]:
         """Declare a stage; decorates its handler (a plain or ``async`` function of a Task).
 
         ``payload`` is the task's Avro schema: a name from ``schemas/``, a schema dict, or
@@ -145,7 +149,9 @@ class App:
         attempts, exponential from 1 s); records larger than ``max_payload_bytes`` go to the
         dead-letter queue unread. ``compensate`` names a stage that receives this stage's
         tasks when they are dead-lettered (saga style). ``exactly_once`` commits the stage's
-        outputs and input offsets in one Kafka transaction.
+        outputs and input offsets in one Kafka transaction. ``rate_limit`` caps the stage's
+        task starts across every worker (a :class:`~streamtask.ratelimit.RateLimit`, or
+        tasks per second), each worker taking its partitions' share.
         """
         _check_name("stage", name)
         _check_stage_options(name, partitions, concurrency, timeout, max_payload_bytes)
@@ -168,7 +174,9 @@ class App:
                 then=then if then is None or isinstance(then, str | Switch) else tuple(then),
                 is_async=inspect.iscoroutinefunction(handler), retry=retry or RetryPolicy(),
                 max_payload_bytes=max_payload_bytes, compensate=compensate,
-                output=output_schema, join=join, exactly_once=exactly_once)
+                output=output_schema, join=join, exactly_once=exactly_once,
+                rate_limit=RateLimit(rate_limit) if isinstance(rate_limit, int | float)
+                else rate_limit)
             self._codec = None
             return handler
 

@@ -42,6 +42,7 @@ from streamtask.events import Event, EventBus, EventCounter, EventLogger
 from streamtask.joining import JoinRuntime, Late, Rejected, Stored
 from streamtask.offsets import PartitionOffsets
 from streamtask.ordering import KeyLanes
+from streamtask.ratelimit import StageLimits
 from streamtask.retry import DeadLettered, RetryLater, decide
 from streamtask.runner import AsyncRunner, Completion, ThreadRunner
 from streamtask.transactions import Transactions
@@ -76,6 +77,8 @@ class Job:
     pending_acks: int = 0
     running: bool = False
     """Handed to a runner (queued there or executing) and its outcome not routed yet."""
+    metered: bool = False
+    """Past its stage's rate limit (it had its token), so it may start."""
     abandoned: bool = False
     """Timed out while its handler still runs: its key stays taken until the handler ends."""
 
@@ -127,6 +130,9 @@ class Worker:
         self._live: set[Job] = set()
         self._lanes: KeyLanes[Job] = KeyLanes()
         self._ready: deque[Job] = deque()
+        self._limits: StageLimits[Job] = StageLimits({
+            s.name: (s.rate_limit, (s.topic, *s.retry_topics), s.partitions)
+            for s in self.stages if s.rate_limit})
         self._running = 0
         self._running_async = 0
         self._paused = False
@@ -241,6 +247,7 @@ class Worker:
         needed = {*self._by_topic, *(stage.dlq_topic for stage in self.stages),
                   *(stage.changelog_topic for stage in self.stages if stage.join)}
         missing = sorted(topic for topic in needed if topic not in existing)
+        self._limits.sized({topic: len(meta.partitions) for topic, meta in existing.items()})
         if missing:
             hint = acls.invisible_topics_hint(self.app, [s.name for s in self.stages], missing,
                                               self.kafka) if self.kafka.secured else ""
@@ -482,8 +489,16 @@ class Worker:
         """Hand every startable task to its runner. The thread pool's size bounds how many
         plain handlers execute at once; coroutines are handed over only up to the limit."""
         ready = self._ready
+        if self._limits:  # tasks whose tokens came go first, in the order they waited
+            released = list(self._limits.release())
+            for job in released:
+                job.metered = True
+            ready.extendleft(reversed(released))
         while ready:
             job = ready[0]
+            if self._throttled(job):
+                ready.popleft()
+                continue
             runner: Any = self._threads
             if job.stage.is_async:
                 if self._running_async >= self._concurrency:
@@ -494,6 +509,16 @@ class Worker:
             job.running = True
             self._running += 1
             runner.submit(job, job.stage.handler, job.task)
+
+    def _throttled(self, job: Job) -> bool:
+        """Whether ``job`` waits for its stage's rate limit (see :mod:`streamtask.ratelimit`);
+        it is held meanwhile, so a throttled worker's buffer fills and flow control acts."""
+        if job.metered or not self._limits:
+            return False
+        if self._limits.defer(job.stage.name, job):
+            return True
+        job.metered = True
+        return False
 
     def _collect_outcomes(self, wait: float = 0.0) -> int:
         completions = self._completions
@@ -777,6 +802,7 @@ class Worker:
         self._joins.restore((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             self._partitions.setdefault((tp.topic, tp.partition), PartitionOffsets())
+        self._limits.reshare(self._partitions)
         # librdkafka keeps a partition's pause flag while it is revoked or lost and applies it
         # when the partition comes back; the worker's own pause state (flow control, held
         # retries) was reset for it meanwhile, so set the flag to match, both ways.
@@ -816,6 +842,7 @@ class Worker:
         self._window.drop(tps)
         for tp in tps:
             self._partitions.pop(tp, None)
+        self._limits.reshare(self._partitions)
         for job in [j for j in self._live if j.tp in tps and not j.running]:
             self.events.emit(Event.TASK_ABANDONED, task_id=job.task.id if job.task else None,
                              where=f"{job.tp[0]}[{job.tp[1]}]@{job.offset}")
@@ -825,8 +852,9 @@ class Worker:
         """Forget tasks that have not started: they stay uncommitted and will be redelivered."""
         for job in self._lanes.discard_waiting(lambda job: not drop(job)):
             self._live.discard(job)
-        for job in [j for j in self._ready if drop(j)]:
-            self._ready.remove(job)
+        for job in [j for j in self._ready if drop(j)] + self._limits.drop(drop):
+            if job in self._ready:
+                self._ready.remove(job)
             self._release_lane(job)
             self._end(job)
         for runner in self._runners:

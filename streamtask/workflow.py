@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from streamtask.app import App, Handler
-from streamtask.conductor import dynamic, failures, subworkflows, systemtasks
+from streamtask.conductor import dynamic, failures, starts, subworkflows, systemtasks
 from streamtask.conductor.context import (
     CASE,
     DEFAULT_CONTEXT_LIMIT,
@@ -71,13 +71,14 @@ from streamtask.config import KafkaSettings
 from streamtask.envelope import Task, new_task_id
 from streamtask.errors import ConfigurationError
 from streamtask.pipeline import JoinSpec, Switch, Then
+from streamtask.ratelimit import RateLimit
 from streamtask.retry import NO_RETRIES, RetryPolicy
 
 SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION"
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"
 JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
 DO_WHILE, WAIT, HUMAN, SUB_WORKFLOW = "DO_WHILE", "WAIT", "HUMAN", "SUB_WORKFLOW"
-DYNAMIC = "FORK_JOIN_DYNAMIC"
+DYNAMIC, PERMISSIVE, START_WORKFLOW = "FORK_JOIN_DYNAMIC", "PERMISSIVE", "START_WORKFLOW"
 MAX_SUB_WORKFLOW_DEPTH = 8
 """How deep sub-workflows may nest."""
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
@@ -86,6 +87,7 @@ _OPTIONS: dict[str, set[str]] = {
     SIMPLE: _TASK, HTTP: _TASK, INLINE: _TASK, JSON_JQ: _TASK, SET_VARIABLE: _TASK,
     LAMBDA: _TASK | {"scriptExpression"},
     TERMINATE: {"inputParameters"},
+    START_WORKFLOW: {"inputParameters", "optional"},
     WAIT: {"inputParameters", "taskDefinition", "optional"},
     HUMAN: {"inputParameters", "taskDefinition", "optional"},
     SUB_WORKFLOW: {"inputParameters", "subWorkflowParam", "optional", "permissive",
@@ -98,7 +100,7 @@ _OPTIONS: dict[str, set[str]] = {
                "retryCount"},
     JOIN: {"joinOn", "timeoutSeconds", "inputParameters", "joinMode", "retryCount"},
     SWITCH: {"evaluatorType", "expression", "inputParameters", "decisionCases", "defaultCase",
-             "retryCount"},
+             "retryCount", "caseValueParam", "caseExpression"},
     DECISION: {"caseValueParam", "caseExpression", "inputParameters", "decisionCases",
                "defaultCase", "retryCount"},
 }
@@ -108,7 +110,8 @@ _BODIES: dict[str, Body] = {
     HTTP: systemtasks.http}
 SIGNAL = "signal"
 """The kind of a WAIT/HUMAN task's signal stage: passes signals on to its resume join."""
-_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN, DYNAMIC}
+_SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN, DYNAMIC,
+           START_WORKFLOW}
 _WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ownerEmail",
                   "ownerApp", "inputParameters", "createTime", "updateTime", "createdBy",
                   "updatedBy", "restartable", "outputParameters", "inputTemplate",
@@ -206,7 +209,7 @@ def passthrough_handlers(definition: Mapping[str, Any] | str | Path,
     while definitions:
         tasks = definitions.pop().get("tasks")
         for task in _walk(tasks if isinstance(tasks, list) else []):
-            if _type_of(task) == SIMPLE and isinstance(task.get("name"), str):
+            if _type_of(task) in (SIMPLE, PERMISSIVE) and isinstance(task.get("name"), str):
                 found[task["name"]] = passthrough
             inline = (task.get("subWorkflowParam") or {}).get("workflowDefinition")
             if isinstance(inline, Mapping):
@@ -270,6 +273,7 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
     compiler = _Compiler(workflow, defaults, _task_defs(task_defs), set(ignore), raw)
     compiler.max_iterations = max_iterations
     compiler.sub_workflows = _registry(sub_workflows)
+    compiler.kafka, compiler.partitions = kafka, partitions
     if raw.get("name") in (None, "") and name is None:
         compiler.note((), "the definition has no 'name' (or pass name=...)")
     compiler.problems.extend(((), p) for p in _workflow_problems(raw, compiler.ignore))
@@ -294,12 +298,15 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
 
 def _named(raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of the definition where a task without a ``name`` (Conductor allows it for
-    system tasks) is named by its ``taskReferenceName``."""
+    system tasks) is named by its ``taskReferenceName``, and a PERMISSIVE task is what
+    Conductor's harness means by it: a worker (SIMPLE) task with ``permissive`` set."""
     raw = copy.deepcopy(raw)
     tasks = raw.get("tasks")
     for task in _walk(tasks if isinstance(tasks, list) else []):
         if "name" not in task and isinstance(task.get("taskReferenceName"), str):
             task["name"] = task["taskReferenceName"]  # type: ignore[index]
+        if task.get("type") == PERMISSIVE:
+            task.update(type=SIMPLE, permissive=True)  # type: ignore[attr-defined]
     return raw
 
 
@@ -404,6 +411,7 @@ class _Decl:
     make_body: Callable[[Mapping[str, Handler]], Body] | None = field(default=None, repr=False)
     """For a body that needs the handlers (FORK_JOIN_DYNAMIC)."""
     compensate: str | None = None
+    rate_limit: RateLimit | None = None
 
     def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
                 switches: Mapping[str, SwitchSpec]) -> None:
@@ -422,7 +430,8 @@ class _Decl:
         else:
             app.stage(self.name, then=self.then, retry=self.retry or NO_RETRIES,
                       timeout=self.timeout, partitions=partitions,
-                      concurrency=self.concurrency, compensate=self.compensate)(handler)
+                      concurrency=self.concurrency, compensate=self.compensate,
+                      rate_limit=self.rate_limit)(handler)
 
 
 @dataclass(frozen=True)
@@ -459,6 +468,9 @@ class _Compiler:
         self.fork_depth = 0
         self.prefix, self.end = "", END
         self.sub_workflows: dict[str, dict[str, Any]] = {}
+        self.kafka: KafkaSettings | None = None
+        self.partitions = 3
+        """Where a START_WORKFLOW's runs go (the started workflow's app is loaded alike)."""
         self.dynamic: dict[str, str] = {}
         """The JOIN reference of each FORK_JOIN_DYNAMIC, by its reference."""
         self.within: tuple[str, ...] = (str(raw.get("name")),)
@@ -583,32 +595,75 @@ class _Compiler:
     def failure_workflow(self, name: Any) -> None:
         """Compile the ``failureWorkflow`` (see :mod:`streamtask.conductor.failures`)."""
         at: _Where = (1_000_000,)
+        key = failures.input_key(name)
+        if key is not None:
+            self.failure_by_input(key, at)
+            return
         raw = self.sub_workflows.get(str(name))
         if not isinstance(name, str) or "$" in name:
-            self.note(at, f"failureWorkflow {name!r}: a name given by an expression is not "
-                      "supported")
+            self.note(at, f"failureWorkflow {name!r}: a name given by an expression must be "
+                      "$workflow.input.<key> or ${workflow.input.<key>}")
             return
         if raw is None or not isinstance(raw.get("tasks"), list) or not raw["tasks"]:
             self.note(at, f"failureWorkflow {name!r} is not given to the loader "
                       "(sub_workflows=[...], or --sub-workflow FILE)")
             return
+        self.failure_candidate(name, raw, FAILURE, at)
+
+    def failure_candidate(self, name: str, raw: Mapping[str, Any], stage: str,
+                          at: _Where) -> None:
+        """The stages of one failure workflow: ``stage``, its tasks, ``<stage>_done``."""
         raw = _named({**raw, "name": name})
         child = Workflow(name, raw.get("version"), _mapping(raw, "outputParameters"),
                          _mapping(raw, "inputTemplate"), _mapping(raw, "variables"),
                          self.workflow.context_limit)
-        done = f"{FAILURE}_done"
+        done = f"{stage}_done"
         saved = (self.workflow, self.prefix, self.end, self.shared_names)
-        self.workflow, self.prefix, self.end = child, f"{FAILURE}__", done
+        self.workflow, self.prefix, self.end = child, f"{stage}__", done
         self.shared_names = _shared_names(raw["tasks"])
         try:
             enter = self.stage_of(self.sequence(raw["tasks"], _Part(done, done, None, at),
                                                 (*at, 0)), "the failure workflow's start")
         finally:
             self.workflow, self.prefix, self.end, self.shared_names = saved
-        self.add(_Decl(FAILURE, ROUTE, at, f"failureWorkflow {name!r}",
-                       Step(self.workflow, FAILURE, ROUTE), enter, body=failures.start(child)))
+        self.add(_Decl(stage, ROUTE, at, f"failureWorkflow {name!r}",
+                       Step(self.workflow, stage, ROUTE), enter, body=failures.start(child)))
         self.add(_Decl(done, ROUTE, (*at, 1), f"failureWorkflow {name!r}",
                        Step(self.workflow, done, ROUTE), END, body=failures.finish(child)))
+
+    def failure_by_input(self, key: str, at: _Where) -> None:
+        """A failureWorkflow named by the run's input: every definition given to the loader
+        that compiles cleanly is a candidate, chosen by name when a run fails."""
+        targets: dict[Any, str] = {}
+        for number, (name, raw) in enumerate(sorted(self.sub_workflows.items())):
+            if name in self.within or not isinstance(raw.get("tasks"), list) or \
+                    not raw["tasks"]:
+                continue
+            stage = f"{FAILURE}{number}"
+            if self.compiles(functools.partial(self.failure_candidate, name, raw, stage,
+                                               (*at, number))):
+                targets[name] = stage
+        none = f"{FAILURE}_none"
+        self.switches[FAILURE] = SwitchSpec(FAILURE, "value-param", "name",
+                                            {"name": f"${{workflow.input.{key}}}"})
+        self.add(_Decl(FAILURE, ROUTE, at, f"failureWorkflow from workflow.input.{key}",
+                       Step(self.workflow, FAILURE, ROUTE),
+                       CaseSwitch(CASE, targets, none, ref=FAILURE), body=failures.choose))
+        self.add(_Decl(none, ROUTE, (*at, -1), f"failureWorkflow from workflow.input.{key}",
+                       Step(self.workflow, none, ROUTE), END,
+                       body=failures.unknown(key, tuple(targets))))
+
+    def compiles(self, build: Callable[[], None]) -> bool:
+        """Run ``build``; when it finds a problem, undo everything it declared."""
+        saved = (len(self.problems), len(self.unsupported), dict(self.decls),
+                 dict(self.switches), dict(self.signals), dict(self.dynamic))
+        build()
+        if len(self.problems) == saved[0] and len(self.unsupported) == saved[1]:
+            return True
+        del self.problems[saved[0]:], self.unsupported[saved[1]:]
+        self.decls, self.switches, self.signals, self.dynamic = (
+            saved[2], saved[3], saved[4], saved[5])
+        return False
 
     def child_definition(self, task: Mapping[str, Any], at: _Where) -> dict[str, Any] | None:
         """The child workflow a SUB_WORKFLOW runs: inline, or given by name to the loader."""
@@ -741,7 +796,7 @@ class _Compiler:
         self.add(_Decl(name, SIMPLE if kind == SIMPLE else kind, at, _ref(task), step, then,
                        options.retry, options.timeout, concurrency=options.concurrency,
                        task_name=str(task["name"]), body=self.body(task, kind, at),
-                       make_body=make_body))
+                       make_body=make_body, rate_limit=options.rate_limit))
         return _Part(name, name, task, at)
 
     def body(self, task: Mapping[str, Any], kind: str, at: _Where) -> Body | None:
@@ -764,10 +819,27 @@ class _Compiler:
             self.need("jq", at, f"JSON_JQ_TRANSFORM {_label(task)}")
         if kind == DYNAMIC:
             return None  # needs the handlers: made when declared
+        if kind == START_WORKFLOW:
+            return self.starter(task, at)
         if kind == EXCLUSIVE_JOIN:
             refs = [*_strings(task.get("joinOn")), *_strings(task.get("defaultExclusiveJoinTask"))]
             return systemtasks.exclusive_joiner(tuple(refs))
         return _BODIES.get(kind)
+
+    def starter(self, task: Mapping[str, Any], at: _Where) -> Body:
+        """A START_WORKFLOW's body (see :mod:`streamtask.conductor.starts`); a literal name
+        the loader was not given is reported now."""
+        given = (task.get("inputParameters") or {}).get("startWorkflow")
+        name = given.get("name") if isinstance(given, Mapping) else None
+        if isinstance(name, str) and "${" not in name and name not in self.sub_workflows:
+            self.note(at, f"START_WORKFLOW {_label(task)}: workflow {name!r} is not given to "
+                      "the loader (sub_workflows=[...], or --sub-workflow FILE)")
+        registry, kafka, partitions = self.sub_workflows, self.kafka, self.partitions
+
+        def load(raw: Mapping[str, Any]) -> WorkflowApp:
+            return load_workflow(raw, passthrough_handlers(raw, registry), kafka=kafka,
+                                 partitions=partitions, sub_workflows=registry)
+        return starts.starter(registry, load)
 
     def need(self, extra: str, at: _Where, what: str) -> None:
         missing = missing_extra(extra)
@@ -835,6 +907,8 @@ class _Compiler:
             cases = {}
         targets: dict[Any, str] = {}
         for number, (value, tasks) in enumerate(cases.items()):
+            if not tasks and _decides(task):
+                continue  # DECISION: a matched empty case falls back to the default
             part = self.sequence(tasks, after, (*at, number))
             targets[value] = self.stage_of(part, f"case {value!r} of {_label(task)}")
         default_tasks = task.get("defaultCase") or []
@@ -851,10 +925,10 @@ class _Compiler:
     def switch_spec(self, task: Mapping[str, Any], at: _Where) -> SwitchSpec:
         """How the case is chosen: an input parameter's value, or a JavaScript expression."""
         kind, inputs = _type_of(task), task.get("inputParameters") or {}
-        if kind == DECISION:
+        if _decides(task):  # DECISION, or a SWITCH with its legacy semantics
             script = task.get("caseExpression")
             evaluator = "javascript" if script else "value-param"
-            expression = script or task.get("caseValueParam")
+            expression = script or task.get("caseValueParam") or task.get("expression")
         else:
             evaluator, expression = task.get("evaluatorType") or "value-param", \
                 task.get("expression")
@@ -962,6 +1036,13 @@ def _number(options: Mapping[str, Any], key: str, problems: list[tuple[_Where, s
 
 def _strings(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _decides(task: Mapping[str, Any]) -> bool:
+    """Whether a switch has the legacy DECISION semantics: DECISION, or a SWITCH with
+    ``evaluatorType: decision`` (the case is the input parameter ``caseValueParam`` or
+    ``expression`` names, or what the script ``caseExpression`` returns)."""
+    return _type_of(task) == DECISION or task.get("evaluatorType") == "decision"
 
 
 def _is_join(task: Any) -> bool:

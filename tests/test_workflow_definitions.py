@@ -199,7 +199,7 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
                    {"name": "wait", "taskReferenceName": "wait_ref", "type": "EVENT"}],
              [simple("b")]),
         switch("s", {"x": [{"name": "pause", "taskReferenceName": "pause_ref",
-                            "type": "START_WORKFLOW"}]}),
+                            "type": "NOOP"}]}),
         {"name": "child", "taskReferenceName": "child_ref", "type": "BUSINESS_RULE"},
     ]
     with pytest.raises(ConfigurationError) as caught:
@@ -207,7 +207,7 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
     message = str(caught.value)
     assert "\n" not in message
     for name, kind in [("deep", "KAFKA_PUBLISH"), ("wait", "EVENT"),
-                       ("pause", "START_WORKFLOW"), ("child", "BUSINESS_RULE")]:
+                       ("pause", "NOOP"), ("child", "BUSINESS_RULE")]:
         assert f"'{name}' (ref '{name}_ref') ({kind})" in message
     assert message.index("deep") < message.index("wait") < message.index("child")
 

@@ -64,7 +64,7 @@ def test_children_take_input_give_output_and_can_wait(kafka, unique) -> None:
     assert seen["t3"] == [{"p1": "png"}]  # the child's ${workflow.input} is the task's input
     assert one.tasks["swt"]["output"] == {"op": "three", "subWorkflowId": f"{first}/swt"}
     assert "t3" not in one.tasks  # the child's tasks stay in its frame
-    assert seen["t2"][-1] == {"op": "one"}
+    assert {"op": "one"} in seen["t2"]  # the forked run also runs t2, in either order
     two = finished.runs[second]
     assert two.tasks["fanouttask_join"]["output"]["st1"]["from"] == "child"
     three = finished.runs[third]

@@ -16,11 +16,13 @@ How each option maps (see the README's workflow section for the differences):
   accepted); ``timeoutPolicy`` ALERT_ONLY means no timeout, RETRY and TIME_OUT_WF both
   retry a timed-out task like a failed one;
 * ``concurrentExecLimit``: the stage's concurrency in each worker process;
+* ``rateLimitPerFrequency`` per ``rateLimitFrequencyInSeconds`` (default 1; 0 = no limit):
+  the stage's :class:`~streamtask.ratelimit.RateLimit`, shared by all its workers;
 * ``inputTemplate``: defaults merged into the task's input;
 * ``name``, ``description``, ``inputKeys``, ``outputKeys``, owners and timestamps: kept as
   documentation, as in Conductor.
 
-Anything else that is set (rate limits, poll timeouts, jitter, schemas) is reported as
+Anything else that is set (poll timeouts, jitter, schemas) is reported as
 unsupported rather than silently dropped.
 """
 
@@ -32,6 +34,7 @@ from typing import Any
 
 from streamtask.app import DEFAULT_TIMEOUT
 from streamtask.errors import ConfigurationError
+from streamtask.ratelimit import RateLimit
 from streamtask.retry import Backoff, RetryPolicy
 
 RETRY_LOGIC = ("FIXED", "EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF")
@@ -41,7 +44,8 @@ CONDUCTOR_DEFAULTS: dict[str, Any] = {"retryCount": 3, "retryLogic": "FIXED",
 SYSTEM_DEFAULTS: dict[str, Any] = {**CONDUCTOR_DEFAULTS, "retryCount": 0}
 SUPPORTED = {"retryCount", "retryLogic", "retryDelaySeconds", "backoffScaleFactor",
              "maxRetryDelaySeconds", "timeoutSeconds", "responseTimeoutSeconds",
-             "timeoutPolicy", "concurrentExecLimit", "inputTemplate"}
+             "timeoutPolicy", "concurrentExecLimit", "inputTemplate", "rateLimitPerFrequency",
+             "rateLimitFrequencyInSeconds"}
 DOCUMENTATION = {"name", "description", "inputKeys", "outputKeys", "ownerEmail", "ownerApp",
                  "createTime", "updateTime", "createdBy", "updatedBy", "tags"}
 TASK_LEVEL = {"retryCount", "retryLogic", "retryDelaySeconds", "timeoutSeconds"}
@@ -57,6 +61,7 @@ class TaskSettings:
     timeout: float | None
     concurrency: int | None = None
     input_template: Mapping[str, Any] = field(default_factory=dict)
+    rate_limit: RateLimit | None = None
 
 
 def parse_task_defs(raw: Any) -> dict[str, dict[str, Any]]:
@@ -84,8 +89,6 @@ def parse_task_defs(raw: Any) -> dict[str, dict[str, Any]]:
 def unsupported_options(definition: Mapping[str, Any]) -> list[str]:
     """Options of a TaskDef that are set (not empty or off) but have no effect here."""
     ignored = SUPPORTED | DOCUMENTATION
-    if not definition.get("rateLimitPerFrequency"):  # the window means nothing without it
-        ignored = ignored | {"rateLimitFrequencyInSeconds"}
     return sorted(key for key, value in definition.items()
                   if key not in ignored and value not in (None, False, 0, "", [], {}))
 
@@ -110,7 +113,16 @@ def settings(options: Mapping[str, Any], where: str, problems: list[str]) -> Tas
     if not isinstance(template, Mapping):
         problems.append(f"{where}: inputTemplate must be an object")
         template = {}
-    return TaskSettings(retry, _timeout(options, where, problems), concurrency, template)
+    return TaskSettings(retry, _timeout(options, where, problems), concurrency, template,
+                        _rate_limit(options, where, problems))
+
+
+def _rate_limit(options: Mapping[str, Any], where: str,
+                problems: list[str]) -> RateLimit | None:
+    """Conductor's ``rateLimitPerFrequency`` tasks per ``rateLimitFrequencyInSeconds``."""
+    count = _whole(options, "rateLimitPerFrequency", where, problems, 0)
+    seconds = _number(options, "rateLimitFrequencyInSeconds", where, problems) or 1.0
+    return RateLimit(count, seconds) if count else None
 
 
 def _delay(logic: str, delay: float, scale: float, k: int) -> float:
