@@ -6,26 +6,25 @@ taskDefs file and an inline taskDefinition; the workflow's outputParameters."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from streamtask import Task, Worker, WorkerSettings
+from streamtask import Task
 from streamtask.check import check
 from streamtask.conductor.context import END, RunResult, run_result
 from streamtask.graph import mermaid
 from streamtask.topics import ensure
 from streamtask.workflow import WorkflowApp, load_workflow
 from tests.helpers import wait_until
+from tests.workflow_helpers import running
 
 HERE = Path(__file__).resolve().parent
 DEFINITION = HERE / "workflows" / "shipping.json"
@@ -73,22 +72,6 @@ class Recorder:
     def handlers(self) -> dict[str, Any]:
         return {"prepare": self.prepare, "price_check": self.price_check, "pack": self.pack,
                 "ground": self.ground}
-
-
-@contextlib.contextmanager
-def running(app: WorkflowApp) -> Iterator[None]:
-    """A worker per stage of ``app``, each in a thread, stopped on exit."""
-    workers = [Worker(app, [name], WorkerSettings()) for name in app.stages]
-    threads = [threading.Thread(target=worker.run) for worker in workers]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        for worker in workers:
-            worker.stop()
-        for thread in threads:
-            thread.join(60)
 
 
 def build(recorder: Recorder, name: str, kafka: Any) -> WorkflowApp:
