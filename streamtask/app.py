@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from streamtask.config import KafkaSettings, load_kafka_settings
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
+from streamtask.kafka import KAFKA, Transport
 from streamtask.pipeline import JoinSpec, Switch, Then, targets_of
 from streamtask.ratelimit import RateLimit
 from streamtask.retry import RetryPolicy, level_name
@@ -129,6 +130,9 @@ class App:
         self.stages: dict[str, Stage] = {}
         self._codec: EnvelopeCodec | None = None
         self._producer: TaskProducer | None = None
+        self.transport: Transport = KAFKA
+        """Where this app's workers and producer open Kafka clients (replaced by
+        :mod:`streamtask.testing` with an in-memory log)."""
 
     def stage(self, name: str, *, payload: Schema | Mapping[str, Any] | str | None = None,
               topic: str | None = None, group: str | None = None, partitions: int = 6,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import time
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from functools import cache
@@ -29,6 +28,7 @@ from typing import Any
 import orjson
 from fastavro import parse_schema, schemaless_writer
 
+from streamtask import clock
 from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError
 from streamtask.schema_registry import (
     BUNDLED_SCHEMAS_DIR,
@@ -45,10 +45,6 @@ ENVELOPE_SCHEMA = "streamtask.Envelope"
 JSON_PAYLOAD_SCHEMA = "streamtask.JsonPayload"
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def new_task_id() -> str:
     """32 hex digits: the creation time in milliseconds (12 digits, as in UUIDv7), then 80
     random bits. A run's id is its first task's, so a run's start time can be read from its
@@ -59,7 +55,7 @@ def new_task_id() -> str:
     per task that also releases the interpreter lock, which cost the worker loop a thread
     switch per task (measured).
     """
-    return f"{time.time_ns() // 1_000_000:012x}{getrandbits(80):020x}"
+    return f"{clock.now_ms():012x}{getrandbits(80):020x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +74,7 @@ class Task:
     _: KW_ONLY
     key: str | None = None
     attempt: int = 1
-    created_at: int = field(default_factory=_now_ms)
+    created_at: int = field(default_factory=clock.now_ms)
     not_before: int | None = None
     run_id: str = ""
     parent_id: str | None = None

@@ -73,10 +73,12 @@ class TimedOut:
 class JoinRuntime:
     """Joins among one worker's stages."""
 
-    def __init__(self, stages: Iterable[Stage], codec: EnvelopeCodec, settings: KafkaSettings,
+    def __init__(self, stages: Iterable[Stage], codec: EnvelopeCodec, transport: kafka.Transport,
+                 settings: KafkaSettings,
                  group: str, worker_id: str) -> None:
         self._joins = {stage.topic: stage for stage in stages if stage.join is not None}
         self._codec = codec
+        self._transport = transport
         self._settings = settings
         self._group = group
         self._worker_id = worker_id
@@ -171,8 +173,9 @@ class JoinRuntime:
             stage = self._joins.get(topic)
             if stage is None:
                 continue
-            for key, value in kafka.read_partition(self._settings, stage.changelog_topic,
-                                                   partition):
+            records = self._transport.read_partition(self._settings, stage.changelog_topic,
+                                                     partition)
+            for key, value in records:
                 try:
                     self._store.restore((topic, partition), key, value)
                 except (ValueError, KeyError, TypeError, binascii.Error) as error:

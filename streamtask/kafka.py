@@ -12,7 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import confluent_kafka
 from confluent_kafka import admin as kafka_admin
@@ -358,3 +358,37 @@ def read_partition(settings: KafkaSettings, topic: str, partition: int,
                 return records
     finally:
         reader.close()
+
+
+class Transport(Protocol):
+    """Where the runtime's Kafka clients come from.
+
+    Workers, the task producer, joins and the trail open every client through their app's
+    ``transport`` (see :attr:`streamtask.app.App.transport`), never by calling
+    confluent-kafka directly, so :mod:`streamtask.testing` can run the very same worker over
+    an in-memory log. The clients returned must behave like confluent-kafka's.
+    """
+
+    def consumer(self, settings: KafkaSettings, group: str, **overrides: Any) -> Any: ...
+
+    def producer(self, settings: KafkaSettings, **overrides: Any) -> Any: ...
+
+    def admin(self, settings: KafkaSettings, **overrides: Any) -> Any: ...
+
+    def read_partition(self, settings: KafkaSettings, topic: str, partition: int,
+                       timeout: float = 30.0) -> list[tuple[str, bytes | None]]: ...
+
+    def wait_for_cluster(self, settings: KafkaSettings, timeout: float | None = None) -> None: ...
+
+
+class KafkaTransport:
+    """The real thing: clients of the cluster ``settings`` name."""
+
+    consumer = staticmethod(consumer)
+    producer = staticmethod(producer)
+    admin = staticmethod(admin)
+    read_partition = staticmethod(read_partition)
+    wait_for_cluster = staticmethod(wait_for_cluster)
+
+
+KAFKA: Transport = KafkaTransport()

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from streamtask import clock, kafka, tracing
 from streamtask import deadletter as dl
-from streamtask import kafka, tracing
 from streamtask.envelope import Task
 from streamtask.errors import ConfigurationError, DeliveryFailed, ProduceRejected
 
@@ -47,7 +47,7 @@ class TaskProducer:
         self._app = app
         self._codec = app.codec
         self._errors = kafka.ClientErrors()
-        self._producer = kafka.producer(app.kafka, error_cb=self._errors, **librdkafka)
+        self._producer = app.transport.producer(app.kafka, error_cb=self._errors, **librdkafka)
         self._failures: list[DeliveryFailed] = []
         self._undelivered: list[tuple[Any, str, Future[Delivered]]] = []
         kafka.check_reachable(self._producer, self._errors, app.kafka)
@@ -73,7 +73,7 @@ class TaskProducer:
             task = task.with_(pipeline_version=self._app.version)
         if delay is not None or not_before is not None:
             due = not_before if not_before is not None else \
-                time.time_ns() // 1_000_000 + round(max(delay or 0.0, 0.0) * 1000)
+                clock.now_ms() + round(max(delay or 0.0, 0.0) * 1000)
             return self.send_later(task, due)
         return self.send_task(task)
 
@@ -88,7 +88,7 @@ class TaskProducer:
         straight to the stage.
         """
         stage = self._app.get_stage(task.type)
-        wait = (due_ms - time.time_ns() // 1_000_000) / 1000
+        wait = (due_ms - clock.now_ms()) / 1000
         if wait <= 0:
             return self.send_task(task)
         levels = stage.retry.ladder()

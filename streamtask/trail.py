@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import kafka
+from streamtask import clock, kafka
 from streamtask.app import App
 from streamtask.errors import KafkaError, ProduceRejected
 from streamtask.events import Event
@@ -59,15 +59,11 @@ def started_ms(run_id: str) -> int | None:
     return ms if len(run_id) == 32 and 1_500_000_000_000 < ms < 4_000_000_000_000 else None
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class TrailWriter:
     """Subscriber that writes a worker's task events to ``<app>.events`` (see module doc)."""
 
     def __init__(self, app: App, worker: str, flush_interval: float = 0.2) -> None:
-        kafka.wait_for_cluster(app.kafka)
+        app.transport.wait_for_cluster(app.kafka)
         self._app = app
         self._worker = worker
         self._topic = topic_of(app)
@@ -75,7 +71,7 @@ class TrailWriter:
         self._flush_interval = flush_interval
         self._buffer: list[dict[str, Any]] = []
         self._next_flush = time.monotonic() + flush_interval
-        client = kafka.admin(app.kafka)
+        client = app.transport.admin(app.kafka)
         existing = client.list_topics(timeout=app.kafka.connect_timeout).topics
         if self._topic in existing:
             self._partitions = len(existing[self._topic].partitions)
@@ -84,13 +80,13 @@ class TrailWriter:
             _create(client, [spec], app.kafka.connect_timeout)
             self._partitions = spec.partitions
         self._max_record = kafka.max_record_bytes(app.kafka) - 1024  # headroom for framing
-        self._producer = kafka.producer(app.kafka, **{"linger.ms": 100,
+        self._producer = app.transport.producer(app.kafka, **{"linger.ms": 100,
                                                       "enable.idempotence": False, "acks": 1})
 
     def __call__(self, event: Event, fields: dict[str, Any]) -> None:
         outcome = _OUTCOMES.get(event)
         if outcome is not None and fields.get("run_id"):
-            ended = _now_ms()
+            ended = clock.now_ms()
             self._buffer.append({
                 "run_id": fields["run_id"], "task_id": fields.get("task_id"),
                 "parent_id": fields.get("parent_id"),

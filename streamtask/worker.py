@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import acls, kafka, routing, tracing
+from streamtask import acls, clock, kafka, routing, tracing
 from streamtask.app import App, Stage
 from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
@@ -119,7 +119,7 @@ class Worker:
         self._window = HeldWindow(self.settings.max_buffered)
         self._just_assigned = False
         self._group_id = self._group()
-        self._joins = JoinRuntime(self.stages, app.codec, self.kafka, self._group_id,
+        self._joins = JoinRuntime(self.stages, app.codec, app.transport, self.kafka, self._group_id,
                                   self.worker_id)
         self._eos = self._exactly_once()
         self._txn: Transactions | None = None
@@ -185,7 +185,7 @@ class Worker:
         self._runners: list[Any] = [self._threads]
         if self._coroutines is not None:
             self._runners.append(self._coroutines)
-        self._producer = kafka.producer(self.kafka, **self._transactional())
+        self._producer = self.app.transport.producer(self.kafka, **self._transactional())
         self._txn = Transactions(self._producer) if self._eos else None
         # Retry levels get a consumer (and group) of their own: one group over both would let
         # the assignor hand all input partitions to one worker and all retry partitions to
@@ -201,7 +201,7 @@ class Worker:
         self._committer.attach(self._owner, self._txn, lambda out: self._send(out, None))
 
     def _subscribe(self, group: str, topics: list[str]) -> Any:
-        consumer = kafka.consumer(
+        consumer = self.app.transport.consumer(
             self.kafka, group,
             **{"session.timeout.ms": self.settings.session_timeout_ms,
                "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
@@ -243,7 +243,8 @@ class Worker:
         return groups.pop()
 
     def _check_topics_exist(self) -> None:
-        existing = kafka.admin(self.kafka).list_topics(timeout=self.kafka.connect_timeout).topics
+        admin = self.app.transport.admin(self.kafka)
+        existing = admin.list_topics(timeout=self.kafka.connect_timeout).topics
         needed = {*self._by_topic, *(stage.dlq_topic for stage in self.stages),
                   *(stage.changelog_topic for stage in self.stages if stage.join)}
         missing = sorted(topic for topic in needed if topic not in existing)
@@ -335,7 +336,7 @@ class Worker:
         wait = 0.0 if self._running or self._ready else 0.005 if self._live else 0.1
         if len(self._consumers) > 1:  # the blocking poll below only watches the inputs
             wait = min(wait, 0.02)
-        until_due = self._held.seconds_until_next(_now_ms())
+        until_due = self._held.seconds_until_next(clock.now_ms())
         if until_due is not None:
             wait = min(wait, until_due)
         if not messages and wait:
@@ -404,7 +405,7 @@ class Worker:
 
     def _join_arrival(self, job: Job, task: Task) -> None:
         """Keep a branch result; once every branch is in, run the join on all of them."""
-        outcome = self._joins.arrive(job.tp, job.message, task, _now_ms())
+        outcome = self._joins.arrive(job.tp, job.message, task, clock.now_ms())
         if isinstance(outcome, Rejected):
             self._live.discard(job)
             event = Event.TASK_TYPE_UNKNOWN if outcome.reason == "unknown-branch" else \
@@ -429,7 +430,7 @@ class Worker:
             self._admit(job)
 
     def _expire_joins(self) -> None:
-        for timed_out in self._joins.expire(_now_ms()):
+        for timed_out in self._joins.expire(clock.now_ms()):
             self.events.emit(Event.JOIN_TIMED_OUT, stage=timed_out.stage, fork=timed_out.fork,
                              missing=timed_out.missing, action=timed_out.action)
             if self._txn is not None:  # one transaction makes both durable, or neither
@@ -448,7 +449,7 @@ class Worker:
         # a corrupt header: it would hold the level forever. It waits out the delay instead.
         latest = message.timestamp()[1] + round(self._retry_topics[tp[0]] * 2000) + 60_000
         due = min(due, latest)
-        if tp not in self._held and due <= _now_ms():
+        if tp not in self._held and due <= clock.now_ms():
             return False
         # Records behind a held one wait their turn, in offset order.
         if self._held.hold(tp, due, message):
@@ -458,7 +459,7 @@ class Worker:
         return True
 
     def _release_due(self) -> None:
-        ready, resume = self._held.release(_now_ms())
+        ready, resume = self._held.release(clock.now_ms())
         for message in ready:
             tp = (message.topic(), message.partition())
             offsets = self._partitions.get(tp)
@@ -621,7 +622,7 @@ class Worker:
 
     def _route_failure(self, job: Job, task: Task, error: BaseException) -> None:
         """Next retry level or dead-letter queue; the offset moves once that is acknowledged."""
-        now = _now_ms()
+        now = clock.now_ms()
         decision = decide(task.attempt, error, job.stage.retry, now)
         message = describe(error)
         if isinstance(decision, RetryLater):
@@ -645,7 +646,7 @@ class Worker:
         group = self._group_id + (".retry" if job.tp[0] in self._retry_topics else "")
         out = routing.dead_letter_record(job.stage, job.message, failure, group=group,
                                          worker=self.worker_id, attempts=attempts,
-                                         now_ms=_now_ms(), limit=self._max_record)
+                                         now_ms=clock.now_ms(), limit=self._max_record)
         task = job.task
         self.events.emit(Event.TASK_DEAD_LETTERED, stage=job.stage.name, reason=failure.reason,
                          task_id=task.id if task else None,
@@ -877,5 +878,3 @@ def _names(tps: set[TP]) -> list[str]:
     return sorted(f"{topic}[{partition}]" for topic, partition in tps)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
