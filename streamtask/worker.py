@@ -167,7 +167,7 @@ class Worker:
         Raises :class:`DeliveryFailed` when a produced record is never acknowledged: the
         affected offsets stay uncommitted, so the tasks run again after a restart.
         """
-        kafka.wait_for_cluster(self.kafka)
+        self.app.transport.wait_for_cluster(self.kafka)
         self._check_topics_exist()
         self._open_clients()
         self.events.emit(Event.WORKER_STARTED, worker=self.worker_id,

@@ -1,0 +1,80 @@
+"""Seeing, from outside, that a worker loop went round and that its clients are idle.
+
+A test run wraps its transport so that every consumer counts its polls (the worker polls
+once per turn of its loop, before it releases due retries and expires joins: two polls after
+the clock moved mean one whole turn ran at the new time) and says when it got its
+partitions, and so that every producer's open transaction can be checked for records not yet
+visible. Nothing here changes what the clients do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamtask.config import KafkaSettings
+from streamtask.kafka import Transport
+from streamtask.testing.clients import MemoryProducer
+
+
+class WatchedConsumer:
+    """A consumer that counts its polls and notes its first assignment."""
+
+    def __init__(self, inner: Any, group: str) -> None:
+        self._inner = inner
+        self.group = group
+        self.polls = 0
+        self.assigned = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        self.polls += 1
+        return self._inner.consume(*args, **kwargs)
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        self.polls += 1
+        return self._inner.poll(*args, **kwargs)
+
+    def subscribe(self, topics: list[str], on_assign: Any = None, **callbacks: Any) -> None:
+        def assigned(consumer: Any, partitions: list[Any]) -> None:
+            self.assigned = True
+            if on_assign is not None:
+                on_assign(consumer, partitions)
+
+        given = {name: callback for name, callback in callbacks.items() if callback is not None}
+        self._inner.subscribe(topics, on_assign=assigned, **given)
+
+
+class WatchedTransport:
+    """A transport whose consumers are :class:`WatchedConsumer`\\ s and whose producers are
+    remembered."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.consumers: list[WatchedConsumer] = []
+        self.producers: list[Any] = []
+
+    def consumer(self, settings: KafkaSettings, group: str, **overrides: Any) -> WatchedConsumer:
+        watched = WatchedConsumer(self.inner.consumer(settings, group, **overrides), group)
+        self.consumers.append(watched)
+        return watched
+
+    def producer(self, settings: KafkaSettings, **overrides: Any) -> Any:
+        producer = self.inner.producer(settings, **overrides)
+        self.producers.append(producer)
+        return producer
+
+    def admin(self, settings: KafkaSettings, **overrides: Any) -> Any:
+        return self.inner.admin(settings, **overrides)
+
+    def read_partition(self, settings: KafkaSettings, topic: str, partition: int,
+                       timeout: float = 30.0) -> list[tuple[str, bytes | None]]:
+        return self.inner.read_partition(settings, topic, partition, timeout)
+
+    def wait_for_cluster(self, settings: KafkaSettings, timeout: float | None = None) -> None:
+        self.inner.wait_for_cluster(settings, timeout)
+
+    def unpublished(self) -> int:
+        """Records in open transactions: produced, not yet visible to anyone."""
+        return sum(p.unpublished for p in self.producers if isinstance(p, MemoryProducer))
