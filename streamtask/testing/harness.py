@@ -133,7 +133,7 @@ class TestRun:
         """Wait until nothing is in flight and nothing is due; see the module's doc."""
         limit = self.settle_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        start = [c.polls for c in self._transport.consumers]
+        start = [c.turns for c in self._transport.consumers]
         while True:
             self._raise_worker_error()
             pending = self._pending(start)
@@ -293,7 +293,7 @@ class TestRun:
         if self._memory is not None:
             self._memory.log.wake()
 
-    def _pending(self, polls_at_start: list[int]) -> list[str]:
+    def _pending(self, turns_at_start: list[int]) -> list[str]:
         """What keeps the run from being settled (nothing: it is settled)."""
         consumers = self._transport.consumers
         pending = [f"worker for group {c.group} has no partitions yet"
@@ -302,7 +302,7 @@ class TestRun:
             pending.append("workers are starting")
         if pending:
             return pending
-        if any(c.polls < start + 2 for c, start in zip(consumers, polls_at_start, strict=False)):
+        if any(c.turns < start + 2 for c, start in zip(consumers, turns_at_start, strict=False)):
             return ["worker loops have not gone round at the current time"]
         if self._transport.unpublished():
             return ["a transaction holds records not yet committed"]
