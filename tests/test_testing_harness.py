@@ -1,7 +1,7 @@
 """What ``streamtask.testing`` promises beyond the shared scenarios (memory only): the fake
-clock runs each retry at its own due time, settling fails loudly on a hung handler,
-exactly-once stages work, the memory log keeps transactions invisible until they commit,
-and the app is given back untouched."""
+clock runs each retry at its own due time, settling fails loudly on a hung handler, the
+memory log keeps transactions invisible until they commit and one key on one partition, and
+the app is given back untouched."""
 
 from __future__ import annotations
 
@@ -54,30 +54,6 @@ def test_a_hung_handler_makes_settle_fail_with_what_is_pending() -> None:
             t.settle()
         release.set()
         assert t.results("stuck") == [None]
-
-
-def test_exactly_once_stages_commit_outputs_and_offsets_together() -> None:
-    app = _app("eos")
-    failures = {"left": 1}
-
-    @app.stage("debit", partitions=2, then="credit", exactly_once=True,
-               retry=RetryPolicy(max_attempts=2, delay=1.0))
-    def debit(task: Task) -> dict[str, int]:
-        if failures["left"]:
-            failures["left"] -= 1
-            raise ConnectionError("ledger busy")
-        return {"amount": task.payload["amount"]}
-
-    @app.stage("credit", partitions=2, exactly_once=True)
-    def credit(task: Task) -> int:
-        return int(task.payload["amount"])
-
-    with run(app) as t:
-        for amount in (5, 7):
-            t.send("debit", {"amount": amount}, key=f"acct{amount}")
-        t.advance(seconds=1)
-        assert sorted(t.results("credit")) == [5, 7]
-        assert len(t.executions("debit")) == 3
 
 
 def test_async_handlers_are_recorded_like_plain_ones() -> None:

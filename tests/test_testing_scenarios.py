@@ -275,3 +275,28 @@ def test_a_delayed_task_runs_once_the_clock_reaches_its_time(side: Side) -> None
         assert t.results("remind") == ["bob"]
         t.advance(seconds=0.1)
         assert t.results("remind") == ["bob", "ann"]
+
+
+def test_exactly_once_stages_deliver_each_result_once(side: Side) -> None:
+    app = side.app()
+    failures = {"left": 1}
+
+    @app.stage("debit", partitions=2, then="credit", exactly_once=True,
+               retry=RetryPolicy(max_attempts=2, delay=1.0))
+    def debit(task: Task) -> dict[str, int]:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("ledger busy")
+        return {"amount": task.payload["amount"]}
+
+    @app.stage("credit", partitions=2, exactly_once=True)
+    def credit(task: Task) -> int:
+        return int(task.payload["amount"])
+
+    with side.run(app) as t:
+        for amount in (5, 7, 9):
+            t.send("debit", {"amount": amount}, key=f"acct{amount}")
+        assert sorted(t.results("credit")) in ([5, 7], [5, 9], [7, 9])  # one is retrying
+        t.advance(seconds=1)
+        assert sorted(t.results("credit")) == [5, 7, 9]
+        assert len(t.executions("debit")) == 4

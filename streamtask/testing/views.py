@@ -5,10 +5,14 @@ A run is settled when every group has committed every partition it reads up to i
 with one consistent picture: under the memory log's lock, or, on a broker, by reading the
 ends, then the committed offsets, then the ends again, and trusting the picture only when
 both ends agree (a record appended while the offsets were read shows in the second read).
+On a broker, offsets past the committed one that hold only transaction markers (or aborted
+records) are not work left: a group that read everything of a transactional topic commits
+the offset of the last record + 1, which is short of the end by the marker.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -59,6 +63,10 @@ class KafkaView:
         self._offsets: dict[str, Any] = {}
         self._reader = kafka.consumer(settings, f"{name}.testing-reader",
                                       **{"enable.partition.eof": True})
+        self._scanner = kafka.consumer(settings, f"{name}.testing-reader",
+                                       **{"enable.partition.eof": True,
+                                          "fetch.wait.max.ms": 10})
+        self._known: dict[tuple[TP, int, int], int] = {}
 
     def _partitions(self, topics: Sequence[str]) -> list[kafka.TopicPartition]:
         counts = dlq.partition_counts(self._reader, self._settings.connect_timeout)
@@ -90,8 +98,45 @@ class KafkaView:
         after = self._ends(every)
         if before != after:
             return None
-        return {group: {tp: (max(committed[group][tp], after[tp][0]), after[tp][1])
-                        for tp in committed[group]} for group in wanted}
+        spans = {tp: (max(offset, after[tp][0]), after[tp][1])
+                 for positions in committed.values() for tp, offset in positions.items()}
+        visible = self._next_visible({tp: span for tp, span in spans.items()
+                                      if span[0] < span[1]})
+        return {group: {tp: (visible.get((tp, spans[tp][0]), spans[tp][0]), spans[tp][1])
+                        for tp in positions} for group, positions in committed.items()}
+
+    def _next_visible(self, spans: dict[TP, tuple[int, int]]) -> dict[tuple[TP, int], int]:
+        """For each partition's (start, end): the offset of the first record a
+        ``read_committed`` consumer gets at or after start (end when there is none).
+        Offsets taken by transaction markers or aborted records are no work left; records
+        of an open transaction are (the answer is then start). Settled answers are kept:
+        the records below an end never change."""
+        found = {(tp, start): self._known[(tp, start, end)] for tp, (start, end) in spans.items()
+                 if (tp, start, end) in self._known}
+        todo = {tp: span for tp, span in spans.items() if (tp, span[0]) not in found}
+        if not todo:
+            return found
+        scanner = self._scanner
+        scanner.assign([kafka.TopicPartition(t, p, start) for (t, p), (start, _) in todo.items()])
+        try:
+            deadline = time.monotonic() + self._settings.connect_timeout
+            while todo and time.monotonic() < deadline:
+                message = scanner.poll(0.05)
+                if message is None:
+                    continue
+                tp = (message.topic() or "", message.partition() or 0)
+                span = todo.pop(tp, None)
+                if span is None:
+                    continue
+                offset = message.offset() or 0
+                if message.error() is None:
+                    found[(tp, span[0])] = self._known[(tp, *span)] = min(offset, span[1])
+                elif offset >= span[1]:  # the end, read_committed: only markers were left
+                    found[(tp, span[0])] = self._known[(tp, *span)] = span[1]
+                # else: stopped at the last stable offset, an open transaction beyond it
+        finally:
+            scanner.unassign()
+        return found
 
     def records(self, topic: str) -> list[Any]:
         timeout = self._settings.connect_timeout
@@ -108,5 +153,5 @@ class KafkaView:
         return sorted(found, key=lambda m: (m.partition(), m.offset()))
 
     def close(self) -> None:
-        for consumer in [self._reader, *self._offsets.values()]:
+        for consumer in [self._reader, self._scanner, *self._offsets.values()]:
             consumer.close()
