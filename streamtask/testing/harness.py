@@ -117,7 +117,10 @@ class TestRun:
 
     def advance(self, seconds: float) -> None:
         """Move the fake clock ``seconds`` forward; every retry, delayed task and join
-        timeout due meanwhile runs, in due order, each at its own due time."""
+        timeout due meanwhile runs, in due order, each at its own due time. Durations the
+        worker measures itself (a stage's ``timeout``, commit intervals) stay in real time."""
+        if seconds < 0:
+            raise ValueError(f"the clock only moves forward; cannot advance {seconds}s")
         target = self._now_ns + round(seconds * 1e9)
         self.settle()
         while True:
