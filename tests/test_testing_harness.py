@@ -84,6 +84,23 @@ def test_the_app_gets_its_transport_handlers_and_clock_back() -> None:
     assert abs(clock.now_ms() - __import__("time").time_ns() // 1_000_000) < 1000
 
 
+def test_a_handler_sending_tasks_with_app_send_writes_to_the_run_only() -> None:
+    app = _app("sender")
+
+    @app.stage("order", partitions=1)
+    def order(task: Task) -> None:
+        app.send("invoice", {"order": task.payload["n"]})
+
+    @app.stage("invoice", partitions=1)
+    def invoice(task: Task) -> int:
+        return int(task.payload["order"])
+
+    with run(app) as t:
+        t.send("order", {"n": 4})
+        assert t.results("invoice") == [4]
+    assert app._producer is None  # the next app.send opens a producer on the real transport
+
+
 def test_a_run_that_cannot_start_restores_the_app() -> None:
     app = _app("mixed")
     app.stage("a", partitions=1, group="shared", exactly_once=True)(lambda task: None)

@@ -89,7 +89,7 @@ class TestRun:
         self._events.subscribe(self._observe)
         self._groups = _groups(app)
         self._workers: list[tuple[Worker, threading.Thread]] = []
-        self._original: tuple[Any, dict[str, Stage]] | None = None
+        self._original: tuple[Any, dict[str, Stage], Any] | None = None
         self._view: LogView | None = None
         self._producer: TaskProducer | None = None
 
@@ -138,7 +138,7 @@ class TestRun:
         deadline = time.monotonic() + limit
         start = [c.turns for c in self._transport.consumers]
         while True:
-            self._raise_worker_error()
+            self.raise_worker_error()
             pending = self._pending(start)
             if not pending:
                 return
@@ -185,7 +185,10 @@ class TestRun:
         if not _ONE_AT_A_TIME.acquire(blocking=False):
             raise StreamtaskError("another streamtask.testing run is active in this process; "
                                   "runs share the clock, so run them one after the other")
-        self._original = (self.app.transport, dict(self.app.stages))
+        # app.send's shared producer too: one made during the run (a handler that sends
+        # tasks) writes to this run's log and must not outlive it.
+        self._original = (self.app.transport, dict(self.app.stages), self.app._producer)
+        self.app._producer = None
         try:
             self._install()
             for group, names in self._groups.items():
@@ -225,7 +228,7 @@ class TestRun:
                 self._view.close()
         finally:
             if self._original is not None:
-                self.app.transport, stages = self._original
+                self.app.transport, stages, self.app._producer = self._original
                 self.app.stages.clear()
                 self.app.stages.update(stages)
                 self._original = None
@@ -234,7 +237,10 @@ class TestRun:
 
     def raise_worker_error(self) -> None:
         """Raise what ended a worker, if one ended (say, a delivery failure)."""
-        self._raise_worker_error()
+        with self._lock:
+            if self._errors:
+                error = self._errors[0]
+                raise StreamtaskError(f"a worker stopped: {error}") from error
 
     # -- inside ------------------------------------------------------------------------------
 
@@ -244,12 +250,6 @@ class TestRun:
         except BaseException as error:  # reported in the test's thread by settle
             with self._lock:
                 self._errors.append(error)
-
-    def _raise_worker_error(self) -> None:
-        with self._lock:
-            if self._errors:
-                error = self._errors[0]
-                raise StreamtaskError(f"a worker stopped: {error}") from error
 
     def _recording(self, stage: Stage) -> Handler:
         """The stage's handler, noting each call and what it returned; the worker sees the
