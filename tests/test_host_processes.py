@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import child_pids
 from tests.host_helpers import StagesRun
 
-TASKS = 400
+TASKS = 300
 STAGES = ("step1", "step2", "step3")
 
 
