@@ -246,12 +246,25 @@ class StageHost:
         if len(self.workers) == 1:
             raise error
         names = ", ".join(stage.name for stage in worker.stages)
-        if isinstance(error, StreamtaskError):
-            what = str(error)
-        else:  # a bug: the traceback goes to the debug log, as the CLI does for its own
-            log.debug("stage %s crashed", names, exc_info=error)
+        log.debug("stage %s failed", names, exc_info=error)  # with whatever followed it
+        primary = _primary(error)
+        if isinstance(primary, StreamtaskError):
+            what = str(primary)
+        else:  # a bug: the traceback is in the debug log, as the CLI does for its own
             what = f"unexpected {describe(error)} (a bug; --log-level DEBUG shows the traceback)"
         others = len(self._failures) - 1
         more = f" ({others} other stage group(s) failed too)" if others else ""
         raise StageFailed(f"stage {names}: {what}; the other stages were stopped{more}") \
             from error
+
+
+def _primary(error: BaseException) -> BaseException:
+    """The streamtask error that ``error`` was raised while handling, if any: a Worker that
+    fails cleans up on its way out, and a client that failed (a fenced producer) may fail
+    again there; the first failure says what happened."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, StreamtaskError):
+            return seen
+        seen = seen.__context__
+    return error
