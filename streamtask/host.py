@@ -122,7 +122,8 @@ class StageHost:
         self._ended = 0
         self._max_tasks: int | None = None
         self._wake = threading.Event()
-        self._stopping = threading.Event()
+        """Set by Worker threads (never by a signal handler: see :meth:`stop`)."""
+        self._stopping = False
         self._failures: list[tuple[Worker, BaseException]] = []
         self._stats: dict[int, WorkerStats] = {}
         self.workers = [Worker(app, [stage.name for stage in group], self.settings,
@@ -156,11 +157,18 @@ class StageHost:
         self._relay.subscribe(_Serialized(subscriber, self._subscribers_lock))
 
     def stop(self) -> None:
-        """Ask every Worker to drain and exit; safe from a signal handler or any thread."""
-        self._stopping.set()
+        """Ask every Worker to drain and exit; safe from a signal handler or any thread.
+
+        It only sets a flag that :meth:`run` looks at every 0.1 s: a signal handler runs on
+        the main thread between two bytecodes, possibly inside a lock that thread holds
+        (an Event's), and taking that lock again there would hang the process.
+        """
+        self._stopping = True
+
+    def _stop_workers(self) -> None:
+        self._stopping = True
         for worker in self.workers:
             worker.stop()
-        self._wake.set()
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -181,7 +189,7 @@ class StageHost:
         try:
             self._watch(threads, idle_timeout)
         finally:
-            self.stop()
+            self._stop_workers()
             self._join(threads)
         self._raise_failure()
         counts: Counter[str] = Counter()
@@ -199,7 +207,7 @@ class StageHost:
 
     def _watch(self, threads: list[threading.Thread], idle_timeout: float | None) -> None:
         """Wait until stopped, a Worker ended (failed, or its run returned) or all idled."""
-        while not self._stopping.is_set():
+        while not self._stopping:
             self._wake.wait(0.1)
             self._wake.clear()
             if self._failures or not all(thread.is_alive() for thread in threads):
@@ -226,7 +234,7 @@ class StageHost:
         with self._ended_lock:
             self._ended += 1
             if self._ended >= self._max_tasks:
-                self.stop()
+                self._stop_workers()  # this Worker stops in this very loop iteration
 
     def _join(self, threads: list[threading.Thread]) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout + STOP_SLACK
