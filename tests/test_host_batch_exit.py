@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.host_helpers import StagesRun
@@ -20,10 +21,18 @@ def test_max_tasks_counts_every_stage(kafka, unique: str, tmp_path: Path) -> Non
     with StagesRun(kafka.bootstrap, f"t{unique}", tmp_path) as run:
         run.send("step1", 20)
         worker = run.start_worker("--stage", "step1", "--stage", "step2", "--stage", "step3",
-                                  "--max-tasks", "60")
+                                  "--max-tasks", "60", "--log-format", "json")
         assert worker.wait(timeout=120) == 0, worker.describe()
         assert [run.count(s) for s in ("step1", "step2", "step3")] == [20, 20, 20], (
             run.summary())
+        # The JSON log stays one object per line with three Workers writing to it, each
+        # Worker's start names its stage, and the summary counts the tasks of all three.
+        lines = [orjson.loads(line) for line in worker.output().splitlines()]
+        started = sorted(line["stages"] for line in lines
+                         if line.get("event") == "worker.started")
+        assert started == [["step1"], ["step2"], ["step3"]], worker.describe()
+        (summary,) = [line for line in lines if line.get("event") == "worker.summary"]
+        assert summary["task.succeeded"] == 60, summary
 
 
 @pytest.mark.timeout(150)

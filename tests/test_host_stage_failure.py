@@ -52,3 +52,17 @@ def test_a_failed_stage_stops_the_process_with_one_line(kafka, unique: str,
         # step1's and fast's Workers drained and stopped (each logs worker.stopped)
         assert output.count(" worker.stopped worker=") >= 2, first.describe()
         fencer.signal(signal.SIGTERM)
+
+
+@pytest.mark.timeout(120)
+def test_a_stage_that_cannot_start_stops_the_process_with_one_line(kafka, unique: str,
+                                                                   tmp_path: Path) -> None:
+    with StagesRun(kafka.bootstrap, f"t{unique}", tmp_path) as run:
+        # The worker's app has a step4 whose topics were never created.
+        worker = run.start_worker(env={"STAGES_CHAIN": "4"})
+        assert worker.wait(timeout=90) == 1, worker.describe()
+        output = worker.output()
+        errors = [line for line in output.splitlines() if "streamtask error: " in line]
+        assert len(errors) == 1 and "Traceback" not in output, worker.describe()
+        assert f"stage step4: topic(s) t{unique}.step4," in errors[0], errors[0]
+        assert "the other stages were stopped" in errors[0], errors[0]
