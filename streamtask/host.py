@@ -262,17 +262,20 @@ class StageHost:
             what = f"unexpected {describe(error)} (a bug; --log-level DEBUG shows the traceback)"
         others = len(self._failures) - 1
         more = f" ({others} other stage group(s) failed too)" if others else ""
-        raise StageFailed(f"stage {names}: {what}; the other stages were stopped{more}") \
+        raise StageFailed(f"stage {names}: {what.rstrip('.')}; the other stages were "
+                          f"stopped{more}") \
             from error
 
 
 def _primary(error: BaseException) -> BaseException:
-    """The streamtask error that ``error`` was raised while handling, if any: a Worker that
-    fails cleans up on its way out, and a client that failed (a fenced producer) may fail
-    again there; the first failure says what happened."""
-    seen: BaseException | None = error
-    while seen is not None:
+    """The first streamtask error of the chain that ended a Worker: a Worker that fails
+    cleans up on its way out, and a client that failed (a fenced producer) may fail again
+    there, so ``error`` may be raised while handling the one that says what happened."""
+    primary, seen = error, error.__context__
+    for _ in range(20):  # contexts chain back to the first failure (never a cycle, bounded)
+        if seen is None:
+            break
         if isinstance(seen, StreamtaskError):
-            return seen
+            primary = seen
         seen = seen.__context__
-    return error
+    return primary
