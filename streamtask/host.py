@@ -134,10 +134,6 @@ class StageHost:
             worker.events.subscribe(progress)
 
     @property
-    def stages(self) -> list[Stage]:
-        return [stage for worker in self.workers for stage in worker.stages]
-
-    @property
     def worker_id(self) -> str:
         """``host-pid``, the same for every Worker of the process (their Kafka client id)."""
         return self.workers[0].worker_id
