@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 BENCH_VENV ?= .venv-bench
 BENCH_ARGS ?=
-.PHONY: install test test-cluster demo lint lock soak bench-peers bench-rate-limit
+.PHONY: install test test-cluster demo lint lock soak bench-peers bench-rate-limit bench-stages-memory
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-peers:
 # all, on a throwaway local broker); figures in benchmarks/results.md.
 bench-rate-limit: install
 	$(PY) -m benchmarks.rate_limit $(BENCH_ARGS)
+
+# Memory of one worker process serving an 8-stage chain against 8 single-stage processes
+# (about 1 min, on a throwaway local broker); figures in docs/operations.md.
+bench-stages-memory: install
+	$(PY) -m benchmarks.stages_memory $(BENCH_ARGS)
 
 # A fresh environment from pyproject.toml alone, frozen: run it when a dependency changes,
 # then `make test` and commit constraints.txt with the change.

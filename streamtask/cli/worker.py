@@ -1,4 +1,8 @@
-"""``streamtask worker``: run stage workers in this process or under a supervisor."""
+"""``streamtask worker``: run an app's stages in this process or under a supervisor.
+
+One process runs every stage it is given (all by default), each stage group on a Worker of
+its own (:mod:`streamtask.host`); ``--processes N`` runs N such processes.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,22 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from streamtask import __version__, logs
+from streamtask.app import App
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
 from streamtask.errors import AuthorizationFailed, ConfigurationError
+from streamtask.host import StageHost, plan
 from streamtask.runtime import tune_for_worker
 from streamtask.supervisor import SUPERVISED_ENV, Supervisor
 from streamtask.topics import ensure
-from streamtask.worker import Worker
+
+if TYPE_CHECKING:
+    from streamtask.metrics import MetricsServer
 
 LogFormat = Literal["text", "json"]
 
@@ -54,12 +62,15 @@ def _on_supervisor_signals(supervisor: Supervisor) -> None:
 def worker(
     app_ref: AppRef,
     stage: Annotated[list[str] | None, typer.Option(
-        "--stage", "-s", help="Run only this stage (repeatable); default: all stages.")] = None,
+        "--stage", "-s", help="Run only this stage (repeatable); default: all stages, each "
+                              "with its own consumer group, in this one process.")] = None,
     concurrency: Annotated[int, typer.Option(
-        min=1, envvar="STREAMTASK_CONCURRENCY", help="Tasks in flight per process.")] = 8,
+        min=1, envvar="STREAMTASK_CONCURRENCY",
+        help="Tasks in flight per stage (per consumer group) in each process.")] = 8,
     processes: Annotated[int, typer.Option(
         min=1, envvar="STREAMTASK_PROCESSES",
-        help="Worker processes under a supervisor that restarts crashed ones.")] = 1,
+        help="Worker processes (each running all the chosen stages) under a supervisor "
+             "that restarts crashed ones.")] = 1,
     drain_timeout: Annotated[float, typer.Option(
         min=0, help="Seconds running tasks may take to finish on shutdown/revoke.")] = 30.0,
     commit_interval: Annotated[float, typer.Option(
@@ -96,11 +107,12 @@ def worker(
         help="Write the execution trail of every run to <app>.events (`streamtask runs`).")
     ] = True,
 ) -> None:
-    """Run stage workers: consume, execute, and commit each offset only after its task ran."""
+    """Run an app's stages: consume, execute, and commit each offset only after its task ran."""
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigurationError(f"--log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
     logs.configure(log_level, log_format)
     if processes > 1:
+        plan(open_app(app_ref, bootstrap), stage)  # a wrong --stage: one error, not N crash loops
         child = [sys.executable, "-m", "streamtask", *_child_args(sys.argv[1:])]
         supervisor = Supervisor(child, processes, grace=drain_timeout + 10,
                                 env_for=_child_env(instance_id, metrics_port))
@@ -114,18 +126,15 @@ def worker(
                               prefetch=prefetch, instance_id=instance_id)
     server = None
     if metrics_port is None:
-        runner = Worker(app, stage, settings)
+        host = StageHost(app, stage, settings)
     else:
-        from streamtask.metrics import observed_worker  # prometheus_client only when asked
-
-        runner, server = observed_worker(app, stage, settings, port=metrics_port,
-                                         addr=metrics_addr, version=__version__)
+        host, server = _observed(app, stage, settings, metrics_port, metrics_addr)
     if trail:
-        _write_trail(runner)
-    _on_signals(runner.stop)
+        _write_trail(host)
+    _on_signals(host.stop)
     tune_for_worker()
     try:
-        stats = runner.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
+        stats = host.run(max_tasks=max_tasks, idle_timeout=idle_timeout)
     finally:
         if server is not None:
             server.close()
@@ -135,13 +144,30 @@ def worker(
         extra={"event": "worker.summary", "fields": summary})
 
 
-def _write_trail(runner: Worker) -> None:
+def _observed(app: App, stages: list[str] | None, settings: WorkerSettings, port: int,
+              addr: str) -> tuple[StageHost, MetricsServer]:
+    """A host whose stages' metrics (one set for the process, every stage labelled) are
+    served on ``addr:port``; close the returned server after the run."""
+    from streamtask.metrics import MetricsServer, WorkerMetrics  # prometheus_client if asked
+
+    chosen = [stage for group in plan(app, stages) for stage in group]
+    metrics = WorkerMetrics(app.name, chosen, instance_id=settings.instance_id,
+                            version=__version__)
+    host = StageHost(app, stages, settings, metrics.kafka_settings(app.kafka))
+    host.subscribe(metrics)
+    metrics.worker = host.worker_id
+    metrics.gauge("tasks_in_flight", lambda: host.in_flight)
+    metrics.gauge("tasks_held", lambda: host.held)
+    return host, MetricsServer(metrics, port, addr)
+
+
+def _write_trail(host: StageHost) -> None:
     """Subscribe the execution trail's writer; a worker that may not create the trail's topic
     runs without it (and says how to get it) rather than not at all."""
     from streamtask.trail import TrailWriter
 
     try:
-        runner.events.subscribe(TrailWriter(runner.app, runner.worker_id))
+        host.subscribe(TrailWriter(host.app, host.worker_id))
     except AuthorizationFailed as refused:
         logging.getLogger("streamtask.worker").warning(
             "trail.off the execution trail is off: %s", refused,
