@@ -202,7 +202,8 @@ class DecodedRecord(dict[str, Any]):
     only after checking that the record still equals what was decoded: a handler that
     changes it in place gets it validated and encoded as before. The check is ``==``: a
     value replaced by an equal one of another type (``1`` by ``1.0`` or ``True``, ``0.0`` by
-    ``-0.0``) passes on as the value decoded.
+    ``-0.0``) passes on as the value decoded. The bytes are held as long as the record is:
+    about the payload's size again per task in flight.
     """
 
     __slots__ = ("_encoded", "_fingerprint", "_snapshot")
@@ -210,8 +211,9 @@ class DecodedRecord(dict[str, Any]):
     _encoded: bytes
     _fingerprint: bytes
     _snapshot: dict[str, Any] | None
-    """For a schema without nested records, arrays or maps, a shallow copy of the record as
-    decoded (its values are immutable); None: decode the bytes again to compare."""
+    """For a schema without nested records, arrays or maps, the record as decoded, in a dict
+    of its own (its values are immutable, so this is exact); None: decode the bytes again
+    to compare."""
 
     def _unchanged_as(self, schema: Schema) -> bool:
         """Whether the original bytes are what encoding this record with ``schema`` gives."""
