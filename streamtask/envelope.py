@@ -17,10 +17,8 @@ user in the process.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections.abc import Mapping
-from dataclasses import KW_ONLY, dataclass, field
 from functools import cache
 from random import getrandbits
 from typing import Any
@@ -39,9 +37,15 @@ from streamtask.schema_registry import (
     decode_body,
 )
 
-__all__ = ["ENVELOPE_SCHEMA", "JSON_PAYLOAD_SCHEMA", "EnvelopeCodec", "Task"]
+__all__ = [
+    "ENVELOPE_SCHEMA", "ENVELOPE_V2", "JSON_PAYLOAD_SCHEMA", "DecodedRecord", "EnvelopeCodec",
+    "Task",
+]
 
 ENVELOPE_SCHEMA = "streamtask.Envelope"
+#: The file (in :data:`~streamtask.schema_registry.BUNDLED_SCHEMAS_DIR`) of the envelope
+#: version the codec writes; ``streamtask.Envelope.avsc`` holds version 1, still read.
+ENVELOPE_V2 = "streamtask.Envelope.v2"
 JSON_PAYLOAD_SCHEMA = "streamtask.JsonPayload"
 
 
@@ -58,32 +62,86 @@ def new_task_id() -> str:
     return f"{clock.now_ms():012x}{getrandbits(80):020x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Task:
-    """One unit of work: which stage runs it (``type``), on what (``payload``), and its history.
+_FIELDS = ("id", "type", "payload", "key", "attempt", "created_at", "not_before", "run_id",
+           "parent_id", "headers", "pipeline_version")
 
-    Times are epoch milliseconds. ``attempt`` is 1 on the first execution and grows with each
-    retry; ``run_id`` ties every task descended from one original send together (it defaults
-    to the task's own id). Treat ``headers`` and ``payload`` as read-only: tasks are shared
-    between the worker, handlers and retry logic.
-    """
+
+class _TaskFields:
+    """The storage of a :class:`Task`: its slots, and nothing that runs."""
+
+    __slots__ = _FIELDS
 
     id: str
     type: str
     payload: Any
-    _: KW_ONLY
-    key: str | None = None
-    attempt: int = 1
-    created_at: int = field(default_factory=clock.now_ms)
-    not_before: int | None = None
-    run_id: str = ""
-    parent_id: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    pipeline_version: int | None = None
+    key: str | None
+    attempt: int
+    created_at: int
+    not_before: int | None
+    run_id: str
+    parent_id: str | None
+    headers: Mapping[str, str]
+    pipeline_version: int | None
 
-    def __post_init__(self) -> None:
-        if not self.run_id:
-            object.__setattr__(self, "run_id", self.id)
+
+class _Building(_TaskFields):
+    """A task being filled in: the same layout as Task, but assignable."""
+
+    __slots__ = ()
+
+
+class Task(_TaskFields):
+    """One unit of work: which stage runs it (``type``), on what (``payload``), and its history.
+
+    Times are epoch milliseconds. ``attempt`` is 1 on the first execution and grows with each
+    retry; ``run_id`` ties every task descended from one original send together (it defaults
+    to the task's own id). A task is immutable: change one with :meth:`with_`. Treat
+    ``headers`` and ``payload`` as read-only too: tasks are shared between the worker,
+    handlers and retry logic.
+
+    Not a frozen dataclass: its ``__init__`` sets each of the 11 fields through
+    ``object.__setattr__``, and the worker builds two tasks per task it runs. A task is
+    built as a plain assignable object of the same layout, then becomes a ``Task``, whose
+    ``__setattr__`` refuses: about a third of the frozen dataclass's cost
+    (``benchmarks/codec_bench.py``).
+    """
+
+    __slots__ = ()
+    __match_args__ = ("id", "type", "payload")
+
+    def __new__(cls, id: str, type: str, payload: Any, *, key: str | None = None,
+                attempt: int = 1, created_at: int | None = None,
+                not_before: int | None = None, run_id: str = "",
+                parent_id: str | None = None, headers: Mapping[str, str] | None = None,
+                pipeline_version: int | None = None) -> Task:
+        """``created_at`` defaults to now, ``run_id`` to ``id``, ``headers`` to none.
+
+        An empty ``key`` or ``parent_id`` and a ``not_before`` of 0 are taken as None, as
+        envelope version 2 writes them.
+        """
+        task = _new_object(_Building)
+        task.id = id
+        task.type = type
+        task.payload = payload
+        task.key = key or None
+        task.attempt = attempt
+        task.created_at = clock.now_ms() if created_at is None else created_at
+        task.not_before = not_before or None
+        task.run_id = run_id or id
+        task.parent_id = parent_id or None
+        task.headers = {} if headers is None else headers
+        task.pipeline_version = pipeline_version
+        task.__class__ = cls  # type: ignore[assignment]
+        return task  # type: ignore[return-value]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a Task is immutable, use task.with_({name}=...) for a changed copy")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("a Task is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _task_of, self._values()
 
     @classmethod
     def new(cls, type: str, payload: Any, *, key: str | None = None, id: str | None = None,
@@ -100,13 +158,96 @@ class Task:
 
     def with_(self, **changes: Any) -> Task:
         """A copy with some fields changed, e.g. ``task.with_(attempt=task.attempt + 1)``."""
-        return dataclasses.replace(self, **changes)
+        fields = self.as_dict()
+        fields.update(changes)
+        return Task(**fields)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields by name (e.g. for JSON output); the values themselves are not copied."""
+        return dict(zip(_FIELDS, self._values(), strict=True))
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.id, self.type, self.payload, self.key, self.attempt, self.created_at,
+                self.not_before, self.run_id, self.parent_id, self.headers,
+                self.pipeline_version)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Task) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # equal tasks may hold unhashable payloads
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(_FIELDS, self._values(),
+                                                                     strict=True))
+        return f"Task({shown})"
+
+
+_new_object = object.__new__
+
+
+def _task_of(*values: Any) -> Task:
+    """The task with these field values in field order (how a pickled task is rebuilt)."""
+    return Task(**dict(zip(_FIELDS, values, strict=True)))
+
+
+class DecodedRecord(dict[str, Any]):
+    """A payload record as the codec decoded it, remembering the bytes it came from.
+
+    It is a ``dict`` in every way a handler can tell. A stage that passes its payload on
+    unchanged (``return task.payload``) to a stage declaring the same schema would otherwise
+    have it validated and written again: about 15 % of the worker's interpreter time on a
+    no-op stage (``benchmarks/results.md``). The codec writes the original bytes instead, but
+    only after checking that the record still equals what was decoded: a handler that
+    changes it in place gets it validated and encoded as before. The check is ``==``: a
+    value replaced by an equal one of another type (``1`` by ``1.0`` or ``True``, ``0.0`` by
+    ``-0.0``) passes on as the value decoded. The bytes are held as long as the record is:
+    about the payload's size again per task in flight.
+    """
+
+    __slots__ = ("_encoded", "_fingerprint", "_snapshot")
+
+    _encoded: bytes
+    _fingerprint: bytes
+    _snapshot: dict[str, Any] | None
+    """For a schema without nested records, arrays or maps, the record as decoded, in a dict
+    of its own (its values are immutable, so this is exact); None: decode the bytes again
+    to compare."""
+
+    def _unchanged_as(self, schema: Schema) -> bool:
+        """Whether the original bytes are what encoding this record with ``schema`` gives."""
+        if self._fingerprint != schema.fingerprint:
+            return False
+        snapshot = self._snapshot
+        if snapshot is None:
+            snapshot = decode_body(self._encoded, schema.parsed, None, schema.name)
+        return self == snapshot
+
+
+_FLAT_TYPES = frozenset(("null", "boolean", "int", "long", "float", "double", "bytes",
+                         "string", "enum", "fixed"))
+
+
+def _is_flat(avro_type: Any) -> bool:
+    """Whether values of this (parsed) Avro type decode to immutable Python objects."""
+    if isinstance(avro_type, list):
+        return all(_is_flat(branch) for branch in avro_type)
+    if isinstance(avro_type, dict):
+        return avro_type.get("type") in _FLAT_TYPES
+    return avro_type in _FLAT_TYPES
+
+
+def _flat_record(schema: Schema) -> bool:
+    parsed = schema.parsed
+    return isinstance(parsed, dict) and parsed.get("type") == "record" and all(
+        _is_flat(f["type"]) for f in parsed["fields"])
 
 
 @cache
-def _bundled(name: str) -> Schema:
+def _bundled(file_stem: str) -> Schema:
     """A schema shipped with streamtask, parsed once per process."""
-    path = BUNDLED_SCHEMAS_DIR / f"{name}.avsc"
+    path = BUNDLED_SCHEMAS_DIR / f"{file_stem}.avsc"
     return Schema.from_definition(path.read_text(encoding="utf-8"))
 
 
@@ -151,10 +292,15 @@ class EnvelopeCodec:
     when the codec is built; encoding and decoding then do no schema work unless a record
     was written with a different schema version than this process's. The codec is safe to
     share between threads.
+
+    It writes envelope version 2 (:data:`ENVELOPE_V2`, no nullable fields) and reads every
+    registered version: version 1 as written, any other through version 1's shape, whose
+    nullable fields accept both (version 2's fields resolve into them; the reverse fails on
+    every null). Payload records come back as :class:`DecodedRecord`.
     """
 
-    __slots__ = ("_envelope", "_json", "_payload_schemas", "_plain_envelope", "_readers",
-                 "_registry", "_validate")
+    __slots__ = ("_envelope", "_flat", "_json", "_lenient", "_payload_schemas",
+                 "_plain_envelope", "_readers", "_registry", "_validate")
 
     def __init__(self, registry: SchemaRegistry,
                  payload_schemas: Mapping[str, Schema] | None = None, *,
@@ -166,15 +312,20 @@ class EnvelopeCodec:
         out-of-range int; skip validation only for payloads built by trusted code.
         """
         self._registry = registry
-        self._envelope = _registered(registry, _bundled(ENVELOPE_SCHEMA), "the envelope schema")
+        self._envelope = _registered(registry, _bundled(ENVELOPE_V2), "the envelope schema")
         self._json = _registered(registry, _bundled(JSON_PAYLOAD_SCHEMA), "the JSON schema")
         self._payload_schemas = {
             task_type: _registered(registry, schema, f"payload schema of {task_type!r}")
             for task_type, schema in (payload_schemas or {}).items()}
+        self._flat = {schema.fingerprint: _flat_record(schema)
+                      for schema in self._payload_schemas.values()}
         self._plain_envelope = _plain_parse(self._envelope)
+        v1 = _bundled(ENVELOPE_SCHEMA)
+        self._lenient = _plain_parse(v1)
         # writer fingerprint -> (plain writer schema, plain reader schema or None)
         self._readers: dict[bytes, tuple[Any, Any]] = {
-            self._envelope.fingerprint: (self._plain_envelope, None)}
+            self._envelope.fingerprint: (self._plain_envelope, None),
+            v1.fingerprint: (self._lenient, None)}
         self._validate = validate
 
     def payload_schema(self, task_type: str) -> Schema:
@@ -182,9 +333,15 @@ class EnvelopeCodec:
         return self._payload_schemas.get(task_type, self._json)
 
     def encode_payload(self, task_type: str, payload: Any) -> bytes:
-        """The payload as single-object bytes; raises PayloadSchemaError if it does not fit."""
+        """The payload as single-object bytes; raises PayloadSchemaError if it does not fit.
+
+        A :class:`DecodedRecord` still equal to what was decoded, for the same schema, is
+        written as the bytes it was decoded from: no validation, no encoding.
+        """
         schema = self._payload_schemas.get(task_type)
         if schema is not None:
+            if type(payload) is DecodedRecord and payload._unchanged_as(schema):
+                return payload._encoded
             return self._registry.encode(schema, payload, validate=self._validate)
         try:
             text = orjson.dumps(payload).decode()
@@ -196,13 +353,18 @@ class EnvelopeCodec:
 
     def encode(self, task: Task) -> bytes:
         """The task as envelope bytes; raises PayloadSchemaError if a field does not fit."""
+        version = task.pipeline_version
+        if version == 0:
+            raise PayloadSchemaError(
+                f"task {task.id!r}: pipeline version 0 cannot be told apart from no version "
+                "on the wire; number pipeline versions from 1")
         record = {
             "task_id": task.id, "task_type": task.type,
             "payload": self.encode_payload(task.type, task.payload),
-            "key": task.key, "attempt": task.attempt, "created_at": task.created_at,
-            "not_before": task.not_before, "run_id": task.run_id,
-            "parent_id": task.parent_id, "headers": task.headers,
-            "pipeline_version": task.pipeline_version,
+            "key": task.key or "", "attempt": task.attempt, "created_at": task.created_at,
+            "not_before": task.not_before or 0, "run_id": task.run_id,
+            "parent_id": task.parent_id or "", "headers": task.headers,
+            "pipeline_version": version or 0,
         }
         buf = io.BytesIO()
         buf.write(self._envelope.header)
@@ -220,7 +382,8 @@ class EnvelopeCodec:
 
         ``attempt`` and ``not_before``, when given, replace the envelope's: a retry record is
         the task's record unchanged, its attempt and due time travel in retry headers
-        (see :func:`streamtask.routing.retry_record`).
+        (see :func:`streamtask.routing.retry_record`). The empty strings and zeros that
+        envelope version 2 writes for absent fields come back as None.
         """
         fp = bytes(data[2:HEADER_SIZE])
         entry = self._readers.get(fp) if data[:2] == MARKER else None
@@ -235,7 +398,7 @@ class EnvelopeCodec:
             key=env["key"], attempt=attempt, created_at=env["created_at"],
             not_before=not_before or env["not_before"], run_id=env["run_id"],
             parent_id=env["parent_id"], headers=env["headers"],
-            pipeline_version=env["pipeline_version"])
+            pipeline_version=env["pipeline_version"] or None)
 
     def _envelope_reader(self, data: bytes | memoryview) -> tuple[Any, Any]:
         """Plain schemas to read an envelope written with another envelope version."""
@@ -243,18 +406,26 @@ class EnvelopeCodec:
         if writer.name != ENVELOPE_SCHEMA:
             raise DecodeError(f"expected a {ENVELOPE_SCHEMA} record, got a {writer.name} "
                               f"record ({writer.fingerprint_hex})")
-        entry = (_plain_parse(writer), self._plain_envelope)
+        entry = (_plain_parse(writer), self._lenient)
         self._readers[writer.fingerprint] = entry
         return entry
 
     def _decode_payload(self, env: dict[str, Any]) -> Any:
         task_type = env["task_type"]
         reader = self._payload_schemas.get(task_type)
+        data = env["payload"]
         try:
-            record, writer = self._registry.decode(env["payload"], reader)
+            record, writer = self._registry.decode(data, reader)
         except DecodeError as exc:
             raise DecodeError(f"task {env['task_id']!r} ({task_type}): payload: {exc}") from exc
-        if (reader or writer).fingerprint != self._json.fingerprint:
+        if reader is not None:
+            if writer.fingerprint != reader.fingerprint or type(record) is not dict:
+                return record  # resolved from another version: no bytes to pass on
+            decoded = DecodedRecord(record)
+            decoded._encoded, decoded._fingerprint = data, writer.fingerprint
+            decoded._snapshot = record if self._flat[writer.fingerprint] else None
+            return decoded
+        if writer.fingerprint != self._json.fingerprint:
             return record
         try:
             return orjson.loads(record["json"])

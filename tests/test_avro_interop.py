@@ -19,7 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamtask.envelope import EnvelopeCodec, Task
-from streamtask.schema_registry import HEADER_SIZE, MARKER, Schema, default_registry
+from streamtask.schema_registry import (
+    BUNDLED_SCHEMAS_DIR,
+    HEADER_SIZE,
+    MARKER,
+    Schema,
+    default_registry,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -28,6 +34,8 @@ RESIZE = st.fixed_dictionaries({"photo_id": TEXT, "width": INT32, "height": INT3
 BUNDLED = ("streamtask.Envelope", "streamtask.JsonPayload", "photos.ResizeRequest")
 
 REGISTRY = default_registry()
+ENVELOPE_V1 = REGISTRY.by_fingerprint(Schema.from_definition(
+    (BUNDLED_SCHEMAS_DIR / "streamtask.Envelope.avsc").read_text(encoding="utf-8")).fingerprint)
 CODEC = EnvelopeCodec(REGISTRY, {"resize": REGISTRY.get("photos.ResizeRequest")})
 
 
@@ -72,20 +80,28 @@ def reference_write(schema: Schema, record: Any) -> bytes:
 
 # --- fingerprints ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", BUNDLED)
+def bundled(name: str) -> Schema:
+    """A bundled schema by name, ``streamtask.Envelope.v1`` for the envelope's version 1."""
+    if name == "streamtask.Envelope.v1":
+        assert ENVELOPE_V1 is not None
+        return ENVELOPE_V1
+    return REGISTRY.get(name)
+
+
+@pytest.mark.parametrize("name", [*BUNDLED, "streamtask.Envelope.v1"])
 def test_fingerprint_is_the_specs_crc64_little_endian(name: str) -> None:
-    schema = REGISTRY.get(name)
+    schema = bundled(name)
     canonical = reference(schema, plain=True).canonical_form.encode()
     assert schema.fingerprint == crc64_avro(canonical)
     assert schema.header == b"\xc3\x01" + schema.fingerprint
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", [*BUNDLED, "streamtask.Envelope.v1"])
 def test_fingerprint_matches_the_reference_package(name: str) -> None:
     # avro-python 1.12 keeps {"type": "long"} for a primitive with a logicalType in the
     # canonical form, where the spec (and Java, and fastavro) write "long"; compare on the
     # schema with logical types removed, which all implementations agree on.
-    schema = REGISTRY.get(name)
+    schema = bundled(name)
     assert schema.fingerprint == reference(schema, plain=True).fingerprint("CRC-64-AVRO")
 
 
@@ -121,16 +137,20 @@ def test_streamtask_reads_reference_payloads(record: dict[str, Any]) -> None:
 
 
 @settings(deadline=None)
-@given(record=RESIZE, created=st.integers(0, 2**42), headers=st.dictionaries(TEXT, TEXT))
+@given(record=RESIZE, created=st.integers(0, 2**42), headers=st.dictionaries(TEXT, TEXT),
+       version=st.sampled_from(["streamtask.Envelope", "streamtask.Envelope.v1"]))
 def test_streamtask_reads_reference_envelopes(record: dict[str, Any], created: int,
-                                              headers: dict[str, str]) -> None:
+                                              headers: dict[str, str], version: str) -> None:
     payload = reference_write(REGISTRY.get("photos.ResizeRequest"), record)
+    absent: dict[str, Any] = {"key": None, "not_before": None, "parent_id": None,
+                              "pipeline_version": None}
+    if version == "streamtask.Envelope":  # version 2 writes "" and 0 for absent
+        absent = {"key": "", "not_before": EPOCH, "parent_id": "", "pipeline_version": 0}
     envelope = {
-        "task_id": "t1", "task_type": "resize", "payload": payload, "key": None,
-        "attempt": 2, "created_at": EPOCH + timedelta(milliseconds=created),
-        "not_before": None, "run_id": "r1", "parent_id": None, "headers": headers,
-        "pipeline_version": None,
+        "task_id": "t1", "task_type": "resize", "payload": payload, "attempt": 2,
+        "created_at": EPOCH + timedelta(milliseconds=created), "run_id": "r1",
+        "headers": headers, **absent,
     }
-    task = CODEC.decode(reference_write(REGISTRY.get("streamtask.Envelope"), envelope))
+    task = CODEC.decode(reference_write(bundled(version), envelope))
     assert task == Task("t1", "resize", record, attempt=2, created_at=created, run_id="r1",
                         headers=headers)

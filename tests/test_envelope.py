@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from typing import Any
 
@@ -31,7 +32,8 @@ def tasks(task_type: st.SearchStrategy[str], payload: st.SearchStrategy[Any]) ->
         Task, id=TEXT, type=task_type, payload=payload,
         key=st.none() | TEXT, attempt=st.integers(1, 2**31 - 1), created_at=INT64,
         not_before=st.none() | INT64, run_id=TEXT, parent_id=st.none() | TEXT,
-        headers=st.dictionaries(TEXT, TEXT, max_size=5), pipeline_version=st.none() | INT32)
+        headers=st.dictionaries(TEXT, TEXT, max_size=5),
+        pipeline_version=st.none() | INT32.filter(lambda version: version != 0))
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,27 @@ def test_task_is_frozen() -> None:
     task = Task.new("resize", None)
     with pytest.raises(AttributeError):
         task.attempt = 2  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del task.key  # type: ignore[misc]
+    assert task.attempt == 1
+
+
+def test_task_equality_hash_repr_and_pickle() -> None:
+    task = Task("t1", "resize", (1, 2), key="k", created_at=5, headers={"h": "v"})
+    same = Task("t1", "resize", (1, 2), key="k", created_at=5, headers={"h": "v"})
+    assert task == same and task != same.with_(attempt=2) and task != "t1"
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(task)
+    assert repr(task) == ("Task(id='t1', type='resize', payload=(1, 2), key='k', attempt=1, "
+                          "created_at=5, not_before=None, run_id='t1', parent_id=None, "
+                          "headers={'h': 'v'}, pipeline_version=None)")
+    assert pickle.loads(pickle.dumps(task)) == task
+    assert task.as_dict()["run_id"] == "t1" and Task(**task.as_dict()) == task
+
+
+def test_empty_key_and_parent_and_zero_due_time_mean_none() -> None:
+    task = Task("t1", "x", None, key="", parent_id="", not_before=0)
+    assert (task.key, task.parent_id, task.not_before) == (None, None, None)
 
 
 # --- round trips -----------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def _as_json(letter: dlq.DeadLetter) -> str:
         out["errors"] = orjson.loads(record.errors) if record.errors else []
     out["dead_at_iso"] = _iso(record.dead_at)
     out["task_id"] = letter.task.id if letter.task else None
-    out["task"] = asdict(letter.task) if letter.task else None
+    out["task"] = letter.task.as_dict() if letter.task else None
     out["decodable"] = letter.task is not None
     out["problem"] = letter.problem
     return orjson.dumps(out, default=_jsonable).decode()
