@@ -13,10 +13,10 @@ import time
 from confluent_kafka.admin import NewTopic
 
 from streamtask import kafka
-from streamtask.commits import Committer
 from streamtask.config import KafkaSettings
 from streamtask.events import EventBus
-from streamtask.offsets import PartitionOffsets
+from streamtask.worker.delivery import Committer
+from streamtask.worker.offsets import PartitionOffsets
 
 
 def test_shutdown_commit_covers_a_failed_asynchronous_commit(kafka_broker, unique) -> None:

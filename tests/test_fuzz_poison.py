@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from streamtask import App, KafkaSettings, Task, Worker
 from streamtask import deadletter as dl
 from streamtask.errors import DecodeError
-from streamtask.offsets import PartitionOffsets
 from streamtask.retry import RetryPolicy
+from streamtask.worker.offsets import PartitionOffsets
 
 app = App("fuzz", kafka=KafkaSettings("127.0.0.1:9"))
 

@@ -15,10 +15,10 @@ from streamtask import __version__, logs
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
 from streamtask.errors import AuthorizationFailed, ConfigurationError
-from streamtask.runtime import tune_for_worker
-from streamtask.supervisor import SUPERVISED_ENV, Supervisor
 from streamtask.topics import ensure
 from streamtask.worker import Worker
+from streamtask.worker.interpreter import tune_for_worker
+from streamtask.worker.supervisor import SUPERVISED_ENV, Supervisor
 
 LogFormat = Literal["text", "json"]
 

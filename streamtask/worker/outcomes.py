@@ -6,31 +6,20 @@ and produces; this module decides *what* goes on the wire, so the format lives i
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
 from streamtask import deadletter as dl
-from streamtask import join
 from streamtask.app import App, Stage
 from streamtask.envelope import Task
 from streamtask.pipeline import next_tasks
 from streamtask.retry import RetryLater
 from streamtask.tracing import TRACEPARENT, child_traceparent, new_span_id
+from streamtask.worker import joins
+from streamtask.worker.job import Outgoing
 
 MAX_HISTORY = 10
-
-
-class Outgoing(NamedTuple):
-    """One record to produce. A tuple, because the worker builds one or more per task."""
-
-    topic: str
-    value: bytes | None
-    """None is a tombstone (a changelog deletion)."""
-    key: bytes | str | None
-    headers: dl.Headers
-    partition: int = -1
-    """-1: let the key pick the partition."""
 
 
 class Rewritten:
@@ -48,7 +37,7 @@ class Rewritten:
         self._value = value
         self._key = key
         self._headers = [*((k, v) for k, v in message.headers() or ()
-                           if k != join.FROM_STAGE), (join.MERGED, b"1")]
+                           if k != joins.FROM_STAGE), (joins.MERGED, b"1")]
 
     def value(self) -> bytes:
         return self._value
@@ -71,11 +60,6 @@ class Rewritten:
     def timestamp(self) -> tuple[int, int]:
         kind, at = self._message.timestamp()
         return int(kind), int(at)
-
-
-def size(out: Outgoing) -> int:
-    """The size the producer counts for ``out`` against ``message.max.bytes``."""
-    return dl.record_size(out.value, out.key, out.headers)
 
 
 def error_history(headers: Any, attempt: int, error: BaseException | str, now_ms: int) -> str:
@@ -154,9 +138,9 @@ def child_records(app: App, stage: Stage, parent: Task, result: Any,
     out = []
     headers = parent.headers  # Task.new copies it
     if stage.join is not None:
-        headers = join.joined(headers)
+        headers = joins.joined(headers)
     if isinstance(stage.then, tuple):
-        headers = join.forked(headers, parent.id)
+        headers = joins.forked(headers, parent.id)
     trace = headers.get(TRACEPARENT)
     if trace is not None:
         headers = {**headers, TRACEPARENT: child_traceparent(trace, span or new_span_id())}
@@ -168,8 +152,8 @@ def child_records(app: App, stage: Stage, parent: Task, result: Any,
                          pipeline_version=parent.pipeline_version)
         value = app.codec.encode(child)
         if target.join is not None:  # every branch of a fork meets on one join partition
-            fork_id = join.fork_of(child.headers, child.run_id)
-            out.append(Outgoing(target.topic, value, fork_id, [(join.FROM_STAGE, stage.name)]))
+            fork_id = joins.fork_of(child.headers, child.run_id)
+            out.append(Outgoing(target.topic, value, fork_id, [(joins.FROM_STAGE, stage.name)]))
         else:
             out.append(Outgoing(target.topic, value, child.key or child.id, []))
     return out

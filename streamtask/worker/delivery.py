@@ -19,10 +19,10 @@ from typing import Any
 
 from streamtask import kafka
 from streamtask.events import Event, EventBus
-from streamtask.offsets import PartitionOffsets
-from streamtask.transactions import Transactions
+from streamtask.worker.job import TopicPartition
+from streamtask.worker.offsets import PartitionOffsets
+from streamtask.worker.transactions import Transactions
 
-TP = tuple[str, int]
 RETRY_AFTER = 0.2
 """Seconds after a failed commit before it is tried again."""
 REBALANCING = frozenset({"ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS", "UNKNOWN_MEMBER_ID",
@@ -31,7 +31,8 @@ REBALANCING = frozenset({"ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS", "UNKNOWN
 
 
 class Committer:
-    def __init__(self, partitions: dict[TP, PartitionOffsets], events: EventBus) -> None:
+    def __init__(self, partitions: dict[TopicPartition, PartitionOffsets],
+                 events: EventBus) -> None:
         self._partitions = partitions
         self._events = events
         self._owner: dict[str, Any] = {}
@@ -55,7 +56,7 @@ class Committer:
         """Whether a failed commit should be tried again now (ahead of the interval)."""
         return self._retry_at is not None and now >= self._retry_at
 
-    def commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
+    def commit(self, asynchronous: bool = True, only: set[TopicPartition] | None = None) -> None:
         """Commit every partition whose position moved (or only those in ``only``).
 
         A synchronous commit (revoke, shutdown) sends every known position, moved or not:

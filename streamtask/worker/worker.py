@@ -23,12 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import acls, clock, kafka, routing, tracing
+from streamtask import acls, clock, kafka, tracing
 from streamtask.app import App, Stage
-from streamtask.commits import Committer
 from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.deadletter import Failure, describe
-from streamtask.delays import HeldRecords
 from streamtask.envelope import Task
 from streamtask.errors import (
     ConfigurationError,
@@ -39,17 +37,20 @@ from streamtask.errors import (
     StreamtaskError,
 )
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
-from streamtask.joining import JoinRuntime, Late, Rejected, Stored
-from streamtask.offsets import PartitionOffsets
-from streamtask.ordering import KeyLanes
-from streamtask.ratelimit import StageLimits
 from streamtask.retry import DeadLettered, RetryLater, decide
-from streamtask.runner import AsyncRunner, Completion, ThreadRunner
-from streamtask.transactions import Transactions
-from streamtask.window import HeldWindow
+from streamtask.worker import outcomes as routing
+from streamtask.worker.delays import HeldRecords
+from streamtask.worker.delivery import Committer
+from streamtask.worker.job import Job, Outgoing, TopicPartition, names
+from streamtask.worker.joins import JoinRuntime, Late, Rejected, Stored
+from streamtask.worker.lanes import KeyLanes
+from streamtask.worker.offsets import PartitionOffsets
+from streamtask.worker.ratelimit import StageLimits
+from streamtask.worker.runners import AsyncRunner, Completion, ThreadRunner
+from streamtask.worker.transactions import Transactions
+from streamtask.worker.window import HeldWindow
 
 log = logging.getLogger("streamtask.worker")
-TP = tuple[str, int]
 PAUSE_WHEN_FULL_FOR = 5.0
 """Seconds a full worker waits before pausing its partitions (see ``_flow_control``)."""
 JOIN_GRACE = 30.0
@@ -58,29 +59,6 @@ JOIN_GRACE = 30.0
 
 class TaskTimeout(StreamtaskError):
     """A task ran past its stage's per-task timeout."""
-
-
-@dataclass(eq=False, slots=True)
-class Job:
-    """One received record on its way from poll to a committable offset."""
-
-    tp: TP
-    offset: int
-    lane: object
-    task: Task | None
-    """None for a poison record on its way to the dead-letter queue."""
-    stage: Stage
-    partition: PartitionOffsets
-    message: Any
-    extra: tuple[routing.Outgoing, ...] = ()
-    """Records to send along with whatever the outcome is (a join's changelog tombstone)."""
-    pending_acks: int = 0
-    running: bool = False
-    """Handed to a runner (queued there or executing) and its outcome not routed yet."""
-    metered: bool = False
-    """Past its stage's rate limit (it had its token), so it may start."""
-    abandoned: bool = False
-    """Timed out while its handler still runs: its key stays taken until the handler ends."""
 
 
 @dataclass
@@ -125,7 +103,7 @@ class Worker:
         self._txn: Transactions | None = None
         self._stop = threading.Event()
         self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
-        self._partitions: dict[TP, PartitionOffsets] = {}
+        self._partitions: dict[TopicPartition, PartitionOffsets] = {}
         self._committer = Committer(self._partitions, self.events)
         self._live: set[Job] = set()
         self._lanes: KeyLanes[Job] = KeyLanes()
@@ -367,7 +345,7 @@ class Worker:
                 continue
             accept(tp, offsets, message)
 
-    def _accept(self, tp: TP, offsets: PartitionOffsets, message: Any) -> None:
+    def _accept(self, tp: TopicPartition, offsets: PartitionOffsets, message: Any) -> None:
         """Decode a record and admit its task (or dead-letter it as poison)."""
         offset = message.offset()
         if not offsets.received(offset):
@@ -442,7 +420,7 @@ class Worker:
             self._send(timed_out.record, None,
                        after=functools.partial(self._send, timed_out.tombstone, None))
 
-    def _hold_if_early(self, tp: TP, message: Any) -> bool:
+    def _hold_if_early(self, tp: TopicPartition, message: Any) -> bool:
         """Hold a retry level's record (and its partition) until the record is due."""
         due = routing.due_time(message.headers()) or 0
         # A due time past the level's delay (and any jitter) since the record was written is
@@ -468,7 +446,7 @@ class Worker:
         for tp in resume:
             self._resume_if_free(tp)
 
-    def _resume_if_free(self, tp: TP) -> None:
+    def _resume_if_free(self, tp: TopicPartition) -> None:
         """Resume a partition that no pause holds any longer (full, held retries, window)."""
         if tp in self._partitions and not self._paused and tp not in self._held.paused \
                 and tp not in self._window.paused:
@@ -627,13 +605,13 @@ class Worker:
         message = describe(error)
         if isinstance(decision, RetryLater):
             out = routing.retry_record(job.stage, task, job.message, decision, error, now)
-            if routing.size(out) <= self._max_record:
+            if out.size() <= self._max_record:
                 self.events.emit(Event.TASK_RETRIED, task_id=task.id, stage=job.stage.name,
                                  attempt=decision.attempt, topic=out.topic, due=decision.due,
                                  run_id=task.run_id, parent_id=task.parent_id)
                 self._send_all([out], job)
                 return
-            decision = DeadLettered("unproducible", f"its retry record of {routing.size(out)} "
+            decision = DeadLettered("unproducible", f"its retry record of {out.size()} "
                                     f"bytes exceeds message.max.bytes={self._max_record}")
         if decision.detail:
             message = f"{message} ({decision.detail})"
@@ -641,7 +619,7 @@ class Worker:
                                  attempts=task.attempt)
         self._send_all(outs, job)
 
-    def _dead_letter(self, job: Job, failure: Failure, attempts: int) -> list[routing.Outgoing]:
+    def _dead_letter(self, job: Job, failure: Failure, attempts: int) -> list[Outgoing]:
         """The dead letter of ``job`` (and its compensation task, if the stage has one)."""
         group = self._group_id + (".retry" if job.tp[0] in self._retry_topics else "")
         out = routing.dead_letter_record(job.stage, job.message, failure, group=group,
@@ -657,15 +635,15 @@ class Worker:
         if task is None or job.stage.compensate is None:
             return [out]
         compensation = routing.compensation_record(self.app, job.stage, task, failure)
-        if routing.size(compensation) > self._max_record:
+        if compensation.size() > self._max_record:
             self.events.emit(Event.RECORD_UNPRODUCIBLE, stage=job.stage.name,
                              task_id=task.id, topic=compensation.topic,
-                             error=f"compensation task of {routing.size(compensation)} bytes "
+                             error=f"compensation task of {compensation.size()} bytes "
                                    f"exceeds message.max.bytes={self._max_record}")
             return [out]
         return [out, compensation]
 
-    def _send_all(self, outs: list[routing.Outgoing], job: Job) -> None:
+    def _send_all(self, outs: list[Outgoing], job: Job) -> None:
         """Send every record of an outcome (and the job's extra records); with none to send,
         the job is durable now. Should the producer refuse one, the task becomes a dead letter
         (records of the outcome sent before it stay sent: at least once).
@@ -689,20 +667,20 @@ class Worker:
         if not outs:
             self._finish(job)
 
-    def _oversize(self, outs: list[routing.Outgoing]) -> str | None:
+    def _oversize(self, outs: list[Outgoing]) -> str | None:
         """What is wrong with the first record of ``outs`` the producer would refuse."""
         for out in outs:
-            size = routing.size(out)
+            size = out.size()
             if size > self._max_record:
                 return (f"a record of {size} bytes for {out.topic} exceeds "
                         f"message.max.bytes={self._max_record}")
         return None
 
-    def _unproducible(self, job: Job, detail: str) -> list[routing.Outgoing]:
+    def _unproducible(self, job: Job, detail: str) -> list[Outgoing]:
         attempts = job.task.attempt if job.task is not None else 0
         return self._dead_letter(job, Failure("unproducible", detail), attempts=attempts)
 
-    def _send(self, out: routing.Outgoing, job: Job | None,
+    def _send(self, out: Outgoing, job: Job | None,
               after: Callable[[], None] | None = None) -> None:
         """Produce a record on behalf of ``job``; the job finishes when all are acknowledged.
         ``after`` runs once the record is acknowledged.
@@ -792,7 +770,7 @@ class Worker:
             self._paused = True
         return self._paused  # paused: poll for callbacks, no record can come
 
-    def _commit(self, asynchronous: bool = True, only: set[TP] | None = None) -> None:
+    def _commit(self, asynchronous: bool = True, only: set[TopicPartition] | None = None) -> None:
         self._finished_since_commit = 0
         self._committer.commit(asynchronous, only)
 
@@ -826,7 +804,7 @@ class Worker:
         if self._txn is not None:
             self._txn.drop(revoked)
         self._forget(revoked)
-        self.events.emit(Event.PARTITIONS_REVOKED, partitions=_names(revoked))
+        self.events.emit(Event.PARTITIONS_REVOKED, partitions=names(revoked))
 
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
@@ -836,9 +814,9 @@ class Worker:
         if self._txn is not None:  # their tasks run again; these outputs must never go out
             self._txn.drop(lost)
         self._forget(lost)
-        self.events.emit(Event.PARTITIONS_LOST, partitions=_names(lost))
+        self.events.emit(Event.PARTITIONS_LOST, partitions=names(lost))
 
-    def _forget(self, tps: set[TP]) -> None:
+    def _forget(self, tps: set[TopicPartition]) -> None:
         # After the drain: tasks finishing during it may have paused a partition again.
         self._window.drop(tps)
         for tp in tps:
@@ -872,9 +850,4 @@ class Worker:
             self._expire_deadlines()
             if self._delivery_error is not None:
                 return
-
-
-def _names(tps: set[TP]) -> list[str]:
-    return sorted(f"{topic}[{partition}]" for topic, partition in tps)
-
 
