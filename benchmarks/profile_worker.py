@@ -30,7 +30,8 @@ from streamtask.topics import ensure
 
 # A sample belongs to the drain when its stack passes through one of these frames.
 DRAIN_FRAMES = {
-    "streamtask": ("._loop (streamtask/worker/worker.py", "ThreadRunner._work (streamtask/worker/runners.py"),
+    "streamtask": ("._loop (streamtask/worker/worker.py",
+                   "ThreadRunner._work (streamtask/worker/runners.py"),
     "raw": ("BareLoop.run (streamtask/bench_peers.py",),
     "quix": ("._run_dataframe (quixstreams/app.py",),
 }

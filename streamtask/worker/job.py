@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamtask.deadletter import Headers, record_size
+from streamtask.events import Event
 
 if TYPE_CHECKING:
     from streamtask.app import Stage
@@ -37,6 +38,14 @@ class Outgoing(NamedTuple):
         return record_size(self.value, self.key, self.headers)
 
 
+class Poison(NamedTuple):
+    """A record no handler can run: the event that reports it and the dead letter's reason."""
+
+    event: Event
+    reason: str
+    detail: str
+
+
 @dataclass(eq=False, slots=True)
 class Job:
     """One received record on its way from poll to a committable offset."""
@@ -58,6 +67,8 @@ class Job:
     """Past its stage's rate limit (it had its token), so it may start."""
     abandoned: bool = False
     """Timed out while its handler still runs: its key stays taken until the handler ends."""
+    poison: Poison | None = None
+    """Why no handler can run this record (then ``task`` is None): it is dead-lettered."""
 
     @property
     def where(self) -> str:

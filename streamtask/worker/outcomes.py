@@ -1,11 +1,16 @@
-"""Building the records a failed task turns into: its next retry level, or a dead letter.
+"""Outcomes as data: what a job's result, error or poison turns into.
 
-The worker decides *when* (after the handler's outcome, with :func:`streamtask.retry.decide`)
-and produces; this module decides *what* goes on the wire, so the format lives in one place.
+Pure functions of (job, result or error, now) and the worker's fixed facts (:class:`Context`)
+to an :class:`Outcome`: the records that must become durable before the job's offset may
+move (children, the next retry level, a dead letter and its compensation task) and the
+events that report it. The retry decision itself is :func:`streamtask.retry.decide`. Nothing
+here produces, commits or touches the worker's state: the loop emits the events and hands
+the records to its delivery, so the wire format and the routing rules live in one place.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -13,13 +18,152 @@ import orjson
 from streamtask import deadletter as dl
 from streamtask.app import App, Stage
 from streamtask.envelope import Task
+from streamtask.errors import RoutingError, StreamtaskError
+from streamtask.events import Event
 from streamtask.pipeline import next_tasks
-from streamtask.retry import RetryLater
+from streamtask.retry import DeadLettered, RetryLater, decide
 from streamtask.tracing import TRACEPARENT, child_traceparent, new_span_id
 from streamtask.worker import joins
-from streamtask.worker.job import Outgoing
+from streamtask.worker.job import Job, Outgoing
 
 MAX_HISTORY = 10
+Emitted = tuple[Event, dict[str, Any]]
+"""An event to emit, with its fields."""
+
+
+class TaskTimeout(StreamtaskError):
+    """A task ran past its stage's per-task timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What routing an outcome needs to know of the worker; fixed while it runs."""
+
+    app: App
+    group: str
+    """The consumer group of the stages' inputs (a retry level's is ``<group>.retry``)."""
+    retry_topics: frozenset[str]
+    worker_id: str
+    max_record: int
+    """The producer's ``message.max.bytes``: no record above it is ever handed over."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Records to make durable before the job's offset moves, and the events saying so."""
+
+    records: list[Outgoing] = field(default_factory=list)
+    events: list[Emitted] = field(default_factory=list)
+
+    def then(self, more: Outcome) -> Outcome:
+        return Outcome([*self.records, *more.records], [*self.events, *more.events])
+
+
+def succeeded(ctx: Context, job: Job, task: Task, result: Any, span: str | None,
+              seconds: float, now_ms: int) -> Outcome:
+    """The handler returned ``result`` after ``seconds``: its children, or, when they
+    cannot be built or sent, the failure that this is."""
+    try:
+        children = child_records(ctx.app, job.stage, task, result, span)
+    except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
+        return failed(ctx, job, task, bad_result, seconds, now_ms)
+    except BaseException as broken:  # a result whose own code fails as it is routed
+        unroutable = RoutingError(f"the handler's result cannot be routed: "
+                                  f"{dl.describe(broken)}")
+        unroutable.__cause__ = broken
+        return failed(ctx, job, task, unroutable, seconds, now_ms)
+    too_large = oversize(children, ctx.max_record)
+    if too_large is not None:  # the producer would refuse it: nothing of it is sent
+        reported = Outcome(events=[execution_failed(job, task, RoutingError(too_large),
+                                                    seconds)])
+        return reported.then(unproducible(ctx, job, too_large, now_ms))
+    return Outcome(children, [(Event.TASK_SUCCEEDED, {
+        "task_id": task.id, "stage": job.stage.name, "children": len(children),
+        "seconds": seconds, "attempt": task.attempt, "run_id": task.run_id,
+        "parent_id": task.parent_id})])
+
+
+def failed(ctx: Context, job: Job, task: Task, error: BaseException, seconds: float,
+           now_ms: int) -> Outcome:
+    """The handler raised ``error`` (or its result cannot go out): the next retry level,
+    or the dead-letter queue."""
+    reported = Outcome(events=[execution_failed(job, task, error, seconds)])
+    decision = decide(task.attempt, error, job.stage.retry, now_ms)
+    message = dl.describe(error)
+    if isinstance(decision, RetryLater):
+        out = retry_record(job.stage, task, job.message, decision, error, now_ms)
+        if out.size() <= ctx.max_record:
+            reported.events.append((Event.TASK_RETRIED, {
+                "task_id": task.id, "stage": job.stage.name, "attempt": decision.attempt,
+                "topic": out.topic, "due": decision.due, "run_id": task.run_id,
+                "parent_id": task.parent_id}))
+            reported.records.append(out)
+            return reported
+        decision = DeadLettered("unproducible", f"its retry record of {out.size()} "
+                                f"bytes exceeds message.max.bytes={ctx.max_record}")
+    if decision.detail:
+        message = f"{message} ({decision.detail})"
+    return reported.then(dead_letter(ctx, job, dl.Failure(decision.reason, message, error),
+                                     task.attempt, now_ms))
+
+
+def execution_failed(job: Job, task: Task, error: BaseException, seconds: float) -> Emitted:
+    """The event of a failed execution (the handler raised, or its result cannot go out)."""
+    event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
+    return event, {"task_id": task.id, "stage": job.stage.name, "attempt": task.attempt,
+                   "where": job.where, "error": dl.describe(error), "seconds": seconds,
+                   "run_id": task.run_id, "parent_id": task.parent_id}
+
+
+def poisoned(ctx: Context, job: Job, now_ms: int) -> Outcome:
+    """A record no handler can run (``job.poison`` says why) goes to the dead-letter queue."""
+    assert job.poison is not None
+    event, reason, detail = job.poison
+    reported = Outcome(events=[(event, {"where": job.where, "error": detail})])
+    return reported.then(dead_letter(ctx, job, dl.Failure(f"poison:{reason}", detail), 0,
+                                     now_ms))
+
+
+def unproducible(ctx: Context, job: Job, detail: str, now_ms: int) -> Outcome:
+    """The job's records cannot be produced (``detail`` says why): dead-letter it."""
+    attempts = job.task.attempt if job.task is not None else 0
+    return dead_letter(ctx, job, dl.Failure("unproducible", detail), attempts, now_ms)
+
+
+def dead_letter(ctx: Context, job: Job, failure: dl.Failure, attempts: int,
+                now_ms: int) -> Outcome:
+    """The dead letter of ``job`` (and its compensation task, if the stage has one)."""
+    group = ctx.group + (".retry" if job.tp[0] in ctx.retry_topics else "")
+    out = dead_letter_record(job.stage, job.message, failure, group=group,
+                             worker=ctx.worker_id, attempts=attempts, now_ms=now_ms,
+                             limit=ctx.max_record)
+    task = job.task
+    outcome = Outcome([out], [(Event.TASK_DEAD_LETTERED, {
+        "stage": job.stage.name, "reason": failure.reason,
+        "task_id": task.id if task else None, "where": job.where, "error": failure.message,
+        "attempt": attempts, "run_id": task.run_id if task else None,
+        "parent_id": task.parent_id if task else None})])
+    if task is None or job.stage.compensate is None:
+        return outcome
+    compensation = compensation_record(ctx.app, job.stage, task, failure)
+    if compensation.size() > ctx.max_record:
+        outcome.events.append((Event.RECORD_UNPRODUCIBLE, {
+            "stage": job.stage.name, "task_id": task.id, "topic": compensation.topic,
+            "error": f"compensation task of {compensation.size()} bytes exceeds "
+                     f"message.max.bytes={ctx.max_record}"}))
+        return outcome
+    outcome.records.append(compensation)
+    return outcome
+
+
+def oversize(records: list[Outgoing], limit: int) -> str | None:
+    """What is wrong with the first of ``records`` the producer would refuse."""
+    for out in records:
+        size = out.size()
+        if size > limit:
+            return (f"a record of {size} bytes for {out.topic} exceeds "
+                    f"message.max.bytes={limit}")
+    return None
 
 
 class Rewritten:
