@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,11 +39,9 @@ from streamtask.worker.delivery import Delivery, open_delivery
 from streamtask.worker.intake import PAUSE_WHEN_FULL_FOR, Intake
 from streamtask.worker.job import Job, Outgoing, Poison, TopicPartition, names
 from streamtask.worker.joins import JoinRuntime, Late, Rejected, Stored
-from streamtask.worker.lanes import KeyLanes
 from streamtask.worker.offsets import PartitionOffsets
 from streamtask.worker.outcomes import Outcome, TaskTimeout
-from streamtask.worker.ratelimit import StageLimits
-from streamtask.worker.runners import AsyncRunner, Completion, Runner, ThreadRunner
+from streamtask.worker.scheduler import Scheduler
 
 log = logging.getLogger("streamtask.worker")
 JOIN_GRACE = 30.0
@@ -91,20 +87,12 @@ class Worker:
                                          self.worker_id, kafka.max_record_bytes(self.kafka))
         self._joins = JoinRuntime(self.stages, app.codec, app.transport, self.kafka,
                                   self._group_id, self.worker_id)
+        self._scheduler = Scheduler(self.stages, self._concurrency)
         self._just_assigned = False
         self._stop = threading.Event()
-        self._completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._live: set[Job] = set()
-        self._lanes: KeyLanes[Job] = KeyLanes()
-        self._ready: deque[Job] = deque()
-        self._limits: StageLimits[Job] = StageLimits({
-            s.name: (s.rate_limit, (s.topic, *s.retry_topics), s.partitions)
-            for s in self.stages if s.rate_limit})
-        self._runners: list[Runner] = []
-        self._running = 0
-        self._running_async = 0
+        """Every job taken in whose offset is not durable yet (running, waiting or sending)."""
         self._finished_since_commit = 0
-        self._next_deadline_check = 0.0
         self._spans = tracing.execution_spans()
         """One OpenTelemetry span per execution, when OpenTelemetry is installed."""
 
@@ -115,7 +103,7 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Tasks a handler is executing now (read by metrics from another thread)."""
-        return sum(len(runner.executing()) for runner in list(self._runners))
+        return self._scheduler.executing
 
     @property
     def held(self) -> int:
@@ -143,12 +131,7 @@ class Worker:
         return WorkerStats({event.value: n for event, n in self.counter.counts.items()})
 
     def _open_clients(self) -> None:
-        self._threads = ThreadRunner(self._concurrency, self._completions)
-        self._coroutines = AsyncRunner(self._completions) if any(
-            s.is_async for s in self.stages) else None
-        self._runners = [self._threads]
-        if self._coroutines is not None:
-            self._runners.append(self._coroutines)
+        self._scheduler.start()
         producer = self.app.transport.producer(self.kafka, **self._transactional())
         self._delivery: Delivery = open_delivery(producer, self.kafka, self.events,
                                                  self._finish, self._partitions,
@@ -203,7 +186,8 @@ class Worker:
         needed = {*self._intake.topics, *(stage.dlq_topic for stage in self.stages),
                   *(stage.changelog_topic for stage in self.stages if stage.join)}
         missing = sorted(topic for topic in needed if topic not in existing)
-        self._limits.sized({topic: len(meta.partitions) for topic, meta in existing.items()})
+        self._scheduler.limits.sized({topic: len(meta.partitions)
+                                      for topic, meta in existing.items()})
         if missing:
             hint = acls.invisible_topics_hint(self.app, [s.name for s in self.stages], missing,
                                               self.kafka) if self.kafka.secured else ""
@@ -217,14 +201,14 @@ class Worker:
         last_activity = time.monotonic()
         while not self._stop.is_set():
             received = self._poll()
-            self._start_ready()
-            completed = self._collect_outcomes(wait=0.005 if self._running and not received
-                                               else 0.0)
+            self._scheduler.start_ready()
+            completed = self._route_ended(wait=0.005 if self._scheduler.running and not received
+                                          else 0.0)
             # With nothing received or running, only acknowledgements can move the work on:
             # wait for them here rather than spin through the loop.
-            idle = not (received or completed or self._running or self._ready)
+            idle = not (received or completed or self._scheduler.busy)
             self._delivery.serve(0.005 if idle and self._live else 0)
-            self._expire_deadlines()
+            self._route_overdue()
             self._release_due()
             self._expire_joins()
             now = time.monotonic()
@@ -250,28 +234,28 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Stop fetching, let running tasks finish (bounded), commit, leave the group."""
-        self.events.emit(Event.WORKER_STOPPING, worker=self.worker_id, in_flight=self._running)
+        self.events.emit(Event.WORKER_STOPPING, worker=self.worker_id,
+                         in_flight=self._scheduler.running)
         if self._intake.inputs is None:  # the clients never opened
-            for runner in self._runners:
-                runner.shutdown()
+            self._scheduler.shutdown()
             return
         try:
             self._intake.stop()
             self._drop_waiting(lambda job: True)
-            self._drain(lambda: self._running > 0 or any(j.pending_acks for j in self._live))
+            self._drain(lambda: self._scheduler.running > 0
+                        or any(j.pending_acks for j in self._live))
             self._commit(asynchronous=False)
             self._intake.close()
         finally:
             self._delivery.close(5.0)
-            for runner in self._runners:
-                runner.shutdown()
+            self._scheduler.shutdown()
             self.events.emit(Event.WORKER_STOPPED, worker=self.worker_id)
 
     # -- take in -----------------------------------------------------------------------------
 
     def _poll(self) -> int:
         """Take new records in; returns how many came (jobs or not)."""
-        received, jobs = self._intake.poll(len(self._live), bool(self._running or self._ready))
+        received, jobs = self._intake.poll(len(self._live), self._scheduler.busy)
         self._take(jobs)
         return received
 
@@ -288,11 +272,7 @@ class Worker:
             elif job.stage.join is not None and self._joins.is_arrival(job.tp[0], job.message):
                 self._join_arrival(job)
             else:
-                self._admit(job)
-
-    def _admit(self, job: Job) -> None:
-        if self._lanes.admit(job.lane, job):
-            self._ready.append(job)
+                self._scheduler.admit(job)
 
     def _join_arrival(self, job: Job) -> None:
         """Keep a branch result; once every branch is in, run the join on all of them."""
@@ -318,7 +298,7 @@ class Worker:
             if outcome.value is not None:
                 job.message = outcomes.Rewritten(job.message, outcome.value, outcome.fork)
             job.extra = (*job.extra, outcome.tombstone)
-            self._admit(job)
+            self._scheduler.admit(job)
 
     def _expire_joins(self) -> None:
         for timed_out in self._joins.expire(clock.now_ms()):
@@ -328,89 +308,23 @@ class Worker:
             # durable: a crash in between restores the fork, which times out again.
             self._delivery.send_then(timed_out.record, timed_out.tombstone)
 
-    # -- run -------------------------------------------------------------------------------
-
-    def _start_ready(self) -> None:
-        """Hand every startable task to its runner. The thread pool's size bounds how many
-        plain handlers execute at once; coroutines are handed over only up to the limit."""
-        ready = self._ready
-        if self._limits:  # tasks whose tokens came go first, in the order they waited
-            released = list(self._limits.release())
-            for job in released:
-                job.metered = True
-            ready.extendleft(reversed(released))
-        while ready:
-            job = ready[0]
-            if self._throttled(job):
-                ready.popleft()
-                continue
-            runner: Runner = self._threads
-            if job.stage.is_async:
-                if self._running_async >= self._concurrency or self._coroutines is None:
-                    return
-                self._running_async += 1
-                runner = self._coroutines
-            ready.popleft()
-            job.running = True
-            self._running += 1
-            runner.submit(job, job.stage.handler, job.task)
-
-    def _throttled(self, job: Job) -> bool:
-        """Whether ``job`` waits for its stage's rate limit (see
-        :mod:`streamtask.worker.ratelimit`); it is held meanwhile, so a throttled worker's
-        buffer fills and flow control acts."""
-        if job.metered or not self._limits:
-            return False
-        if self._limits.defer(job.stage.name, job):
-            return True
-        job.metered = True
-        return False
-
-    def _collect_outcomes(self, wait: float = 0.0) -> int:
-        completions = self._completions
-        handled = 0
-        try:
-            item = completions.get(timeout=wait) if wait else completions.get_nowait()
-        except queue.Empty:
-            return 0
-        while True:
-            job, result, error, seconds = item
-            if isinstance(job, Job) and job.running:
-                self._route(job, result, error, seconds)
-                handled += 1
-            elif isinstance(job, Job) and job.abandoned:  # a timed-out handler really ended
-                job.abandoned = False
-                self._release_lane(job)
-            try:
-                item = completions.get_nowait()
-            except queue.Empty:
-                return handled
-
-    def _expire_deadlines(self) -> None:
-        now = time.monotonic()
-        if not self._running or now < self._next_deadline_check:
-            return
-        self._next_deadline_check = now + 0.05
-        for runner in self._runners:
-            for job, started in runner.executing():
-                timeout = job.stage.timeout
-                if timeout is None or started + timeout > now or not job.running:
-                    continue
-                runner.abandon(job)
-                job.abandoned = True
-                self._route(job, None, TaskTimeout(
-                    f"task at {job.where} exceeded the {timeout}s timeout of stage "
-                    f"{job.stage.name!r}"), now - started)
-
     # -- route the outcome and deliver it --------------------------------------------------
+
+    def _route_ended(self, wait: float = 0.0) -> int:
+        """Route the outcome of every execution that ended; returns how many."""
+        ended = self._scheduler.ended(wait)
+        for job, result, error, seconds in ended:
+            self._route(job, result, error, seconds)
+        return len(ended)
+
+    def _route_overdue(self) -> None:
+        for job, result, error, seconds in self._scheduler.overdue():
+            self._route(job, result, error, seconds)
 
     def _route(self, job: Job, result: Any, error: BaseException | None,
                seconds: float) -> None:
         """Map a handler's outcome (after ``seconds`` of running) to what must become
         durable before its offset moves."""
-        self._stopped_running(job)
-        if not job.abandoned:  # an abandoned handler frees its key when it really ends
-            self._release_lane(job)
         if self._partitions.get(job.tp) is not job.partition:  # revoked: the new owner reruns it
             self._end(job)
             return
@@ -469,18 +383,6 @@ class Worker:
     def _end(self, job: Job) -> None:
         self._live.discard(job)
 
-    def _stopped_running(self, job: Job) -> None:
-        job.running = False
-        self._running -= 1
-        if job.stage.is_async:
-            self._running_async -= 1
-
-    def _release_lane(self, job: Job) -> None:
-        """The job no longer runs: the next task of its key may start (results may be in flight)."""
-        following = self._lanes.release(job.lane)
-        if following is not None:
-            self._ready.append(following)
-
     def _commit(self, asynchronous: bool = True,
                 only: set[TopicPartition] | None = None) -> None:
         self._finished_since_commit = 0
@@ -493,7 +395,7 @@ class Worker:
         self._joins.restore((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             self._partitions.setdefault((tp.topic, tp.partition), PartitionOffsets())
-        self._limits.reshare(self._partitions)
+        self._scheduler.reshare(self._partitions)
         self._intake.assigned(consumer, partitions)
         self.events.emit(Event.PARTITIONS_ASSIGNED,
                          partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
@@ -525,7 +427,7 @@ class Worker:
         self._intake.forget(tps)
         for tp in tps:
             self._partitions.pop(tp, None)
-        self._limits.reshare(self._partitions)
+        self._scheduler.reshare(self._partitions)
         for job in [j for j in self._live if j.tp in tps and not j.running]:
             self.events.emit(Event.TASK_ABANDONED, task_id=job.task.id if job.task else None,
                              where=job.where)
@@ -533,25 +435,15 @@ class Worker:
 
     def _drop_waiting(self, drop: Callable[[Job], bool]) -> None:
         """Forget tasks that have not started: they stay uncommitted and will be redelivered."""
-        for job in self._lanes.discard_waiting(lambda job: not drop(job)):
-            self._live.discard(job)
-        for job in [j for j in self._ready if drop(j)] + self._limits.drop(drop):
-            if job in self._ready:
-                self._ready.remove(job)
-            self._release_lane(job)
+        for job in self._scheduler.drop(drop):
             self._end(job)
-        for runner in self._runners:
-            for job in runner.withdraw(drop):
-                self._stopped_running(job)
-                self._release_lane(job)
-                self._end(job)
 
     def _drain(self, busy: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout
         while busy() and time.monotonic() < deadline:
-            self._collect_outcomes(wait=0.02)
+            self._route_ended(wait=0.02)
             try:
                 self._delivery.serve(0)
             except DeliveryFailed:  # latched: the loop raises it at its next serve
                 return
-            self._expire_deadlines()
+            self._route_overdue()
