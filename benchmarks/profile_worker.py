@@ -30,7 +30,8 @@ from streamtask.topics import ensure
 
 # A sample belongs to the drain when its stack passes through one of these frames.
 DRAIN_FRAMES = {
-    "streamtask": ("._loop (streamtask/worker.py", "ThreadRunner._work (streamtask/runner.py"),
+    "streamtask": ("._loop (streamtask/worker/worker.py",
+                   "ThreadRunner._work (streamtask/worker/runners.py"),
     "raw": ("BareLoop.run (streamtask/bench_peers.py",),
     "quix": ("._run_dataframe (quixstreams/app.py",),
 }
@@ -46,11 +47,11 @@ PARTS = [
     ("handler threads (ThreadRunner._work)", ("ThreadRunner._work (",)),
     ("envelope decode (EnvelopeCodec.decode)", ("EnvelopeCodec.decode (",)),
     ("envelope encode (EnvelopeCodec.encode)", ("EnvelopeCodec.encode (",)),
-    ("routing.py (outcome -> records)", ("(streamtask/routing.py",)),
+    ("outcomes.py (outcome -> records)", ("(streamtask/worker/outcomes.py",)),
     ("pipeline.py (next tasks)", ("(streamtask/pipeline.py",)),
     ("events emitted (EventBus.emit)", ("EventBus.emit (",)),
-    ("offsets.py (per-partition tracking)", ("(streamtask/offsets.py",)),
-    ("ordering.py (key lanes)", ("(streamtask/ordering.py",)),
+    ("offsets.py (per-partition tracking)", ("(streamtask/worker/offsets.py",)),
+    ("lanes.py (key lanes)", ("(streamtask/worker/lanes.py",)),
     ("Task.new / dataclass init", ("Task.new (", "Task.__init__ (")),
 ]
 

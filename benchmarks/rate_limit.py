@@ -27,8 +27,8 @@ from pathlib import Path
 
 from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings
 from streamtask.broker import LocalBroker, free_port
-from streamtask.ratelimit import RateLimit
 from streamtask.topics import ensure
+from streamtask.worker.ratelimit import RateLimit
 
 PARTITIONS = 6
 

@@ -29,8 +29,8 @@ import uuid
 from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings, kafka
 from streamtask.events import Event
 from streamtask.retry import Backoff, RetryPolicy
-from streamtask.runtime import tune_for_worker
 from streamtask.topics import ensure
+from streamtask.worker.interpreter import tune_for_worker
 
 RATES = (0.0, 0.01, 0.10)
 

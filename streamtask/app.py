@@ -19,9 +19,9 @@ from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
 from streamtask.kafka import KAFKA, Transport
 from streamtask.pipeline import JoinSpec, Switch, Then, targets_of
-from streamtask.ratelimit import RateLimit
 from streamtask.retry import RetryPolicy, level_name
 from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
+from streamtask.worker.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from streamtask.producer import TaskProducer
@@ -154,7 +154,7 @@ class App:
         dead-letter queue unread. ``compensate`` names a stage that receives this stage's
         tasks when they are dead-lettered (saga style). ``exactly_once`` commits the stage's
         outputs and input offsets in one Kafka transaction. ``rate_limit`` caps the stage's
-        task starts across every worker (a :class:`~streamtask.ratelimit.RateLimit`, or
+        task starts across every worker (a :class:`~streamtask.worker.ratelimit.RateLimit`, or
         tasks per second), each worker taking its partitions' share.
         """
         _check_name("stage", name)

@@ -55,9 +55,9 @@ from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.envelope import Task
 from streamtask.errors import StreamtaskError
 from streamtask.events import Event, EventBus
-from streamtask.runtime import tune_for_worker
 from streamtask.topics import app_topics, ensure
 from streamtask.worker import Worker
+from streamtask.worker.interpreter import tune_for_worker
 
 __all__ = [
     "DEFAULT_MEMORY_TASKS",

@@ -50,9 +50,9 @@ from streamtask import bench, kafka
 from streamtask.app import App
 from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.envelope import Task, new_task_id
-from streamtask.runtime import tune_for_worker
 from streamtask.topics import ensure
 from streamtask.worker import Worker
+from streamtask.worker.interpreter import tune_for_worker
 
 __all__ = [
     "BARE_RESULT_SCHEMA",

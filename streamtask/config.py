@@ -309,5 +309,5 @@ class WorkerSettings:
         """Tasks held before the worker stops taking records: every task received and not
         yet below its partition's commit position (running, waiting, or finished above an
         unfinished one). A crash reruns at most these plus those finished since the last
-        commit (see :mod:`streamtask.window`)."""
+        commit (see :mod:`streamtask.worker.window`)."""
         return self.concurrency + (self.prefetch or max(2 * self.concurrency, 1000))

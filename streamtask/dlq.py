@@ -34,9 +34,9 @@ from streamtask.app import App, Stage
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, KafkaError
 from streamtask.topics import DLQ_RETENTION_MS, TopicSpec, _create
+from streamtask.worker.job import TopicPartition
 
 log = logging.getLogger("streamtask.dlq")
-TP = tuple[str, int]
 Span = tuple[int, int]
 """Offsets ``[start, end)`` of one partition to read."""
 
@@ -110,7 +110,8 @@ def watermarks(consumer: Any, topic: str, partitions: int, timeout: float) -> di
     return marks
 
 
-def read_spans(consumer: Any, spans: dict[TP, Span], batch: int = BATCH) -> Iterator[list[Any]]:
+def read_spans(consumer: Any, spans: dict[TopicPartition, Span],
+               batch: int = BATCH) -> Iterator[list[Any]]:
     """Yield batches of the records in each partition's span, in offset order per partition.
 
     Ends once every partition reached its span's end. Raises KafkaError if nothing arrives
@@ -186,7 +187,7 @@ def recent(app: App, stages: Sequence[Stage], limit: int) -> list[DeadLetter]:
     by_topic = {stage.dlq_topic: stage for stage in stages}
     try:
         known = partition_counts(consumer, app.kafka.connect_timeout)
-        spans: dict[TP, Span] = {}
+        spans: dict[TopicPartition, Span] = {}
         for topic in (t for t in by_topic if t in known):
             marks = watermarks(consumer, topic, known[topic], app.kafka.connect_timeout)
             spans.update({(topic, p): (max(low, high - limit), high)
@@ -265,11 +266,11 @@ class Filter:
             return False
         return self.since_ms is None or record.dead_at >= self.since_ms
 
-    def narrow(self, spans: dict[TP, Span]) -> dict[TP, Span]:
+    def narrow(self, spans: dict[TopicPartition, Span]) -> dict[TopicPartition, Span]:
         """``spans`` cut to the partitions and offsets ``positions`` picks (all without)."""
         if self.positions is None:
             return spans
-        out: dict[TP, Span] = {}
+        out: dict[TopicPartition, Span] = {}
         for (topic, partition), (start, end) in spans.items():
             picked = [offset for p, offset in self.positions if p == partition]
             if picked:
@@ -401,7 +402,7 @@ class Replay:
                 self._producer.flush(FLUSH_SECONDS)
         return self.summary
 
-    def _spans(self) -> dict[TP, Span]:
+    def _spans(self) -> dict[TopicPartition, Span]:
         """Per partition: from the group's committed offset (else ``--since``, else the
         start) to the high watermark now."""
         timeout = self.app.kafka.connect_timeout
@@ -428,7 +429,7 @@ class Replay:
         spans = {(topic, p): (max(starts[p], low), high) for p, (low, high) in marks.items()}
         return self.options.filter.narrow(spans)
 
-    def _replay_spans(self, spans: dict[TP, Span], total: int) -> None:
+    def _replay_spans(self, spans: dict[TopicPartition, Span], total: int) -> None:
         """Handle the records batch by batch; commit each batch once its records are acked.
 
         On Ctrl-C the records handled so far are still acknowledged and committed, so a
@@ -436,7 +437,7 @@ class Replay:
         """
         done = 0
         for batch in read_spans(self._consumer, spans):
-            positions: dict[TP, int] = {}
+            positions: dict[TopicPartition, int] = {}
             try:
                 for message in batch:
                     if self._at_limit():
@@ -508,7 +509,7 @@ class Replay:
         kafka.produce(self._producer, topic, value, key, headers=headers,
                       on_delivery=acknowledged, **where)
 
-    def _checkpoint(self, positions: dict[TP, int]) -> None:
+    def _checkpoint(self, positions: dict[TopicPartition, int]) -> None:
         """Wait for every produced record's ack, then commit the DLQ positions (not if dry)."""
         if self._producer is None or not positions:
             return

@@ -382,7 +382,7 @@ class EnvelopeCodec:
 
         ``attempt`` and ``not_before``, when given, replace the envelope's: a retry record is
         the task's record unchanged, its attempt and due time travel in retry headers
-        (see :func:`streamtask.routing.retry_record`). The empty strings and zeros that
+        (see :func:`streamtask.worker.outcomes.retry_record`). The empty strings and zeros that
         envelope version 2 writes for absent fields come back as None.
         """
         fp = bytes(data[2:HEADER_SIZE])

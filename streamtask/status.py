@@ -10,7 +10,7 @@ already due) and workers, yet no committed offset of its groups moved in between
 
 A retry level lags by design: its records wait for their due time. The worker takes a level's
 partition in offset order and holds the records behind one that is not due yet
-(:mod:`streamtask.delays`), so the records *due now* are those before the first record whose
+(:mod:`streamtask.worker.delays`), so the records *due now* are those before the first record whose
 due time is still ahead, found by a binary search on the due headers (each probe reads one
 record per partition; a level's records are produced in due-time order, one fixed delay each).
 
@@ -33,11 +33,12 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import admin as kafka_admin
 
-from streamtask import kafka, routing
+from streamtask import kafka
 from streamtask.app import App, Stage
 from streamtask.errors import ConfigurationError
+from streamtask.worker import outcomes
+from streamtask.worker.job import TopicPartition
 
-TP = tuple[str, int]
 OffsetSpec: Any = kafka_admin.OffsetSpec  # type: ignore[attr-defined]  # re-exported, untyped
 HOUR_MS = 3_600_000
 PROBE_SECONDS = 10.0
@@ -194,14 +195,16 @@ class Inspector:
     def _topics(self, stage: Stage) -> list[str]:
         return [stage.topic, *stage.retry_topics, stage.dlq_topic]
 
-    def _stage_sample(self, stage: Stage, highs: dict[TP, int], lows: dict[TP, int],
-                      hour_ago: dict[TP, int], members: dict[str, list[Member]],
+    def _stage_sample(self, stage: Stage, highs: dict[TopicPartition, int],
+                      lows: dict[TopicPartition, int],
+                      hour_ago: dict[TopicPartition, int], members: dict[str, list[Member]],
                       now_ms: int) -> Sample:
         inputs = self._committed(stage.group, [stage.topic])
         retries = self._committed(f"{stage.group}.retry", list(stage.retry_topics))
         committed = {**inputs, **retries}
 
-        def start(tp: TP) -> int:  # no commit yet: the group starts at the earliest record
+        # no commit yet: the group starts at the earliest record
+        def start(tp: TopicPartition) -> int:
             offset = committed.get(tp, -1)
             return offset if offset >= 0 else lows.get(tp, 0)
 
@@ -218,7 +221,7 @@ class Inspector:
             dlq_last_hour=sum(highs[tp] - hour_ago[tp] for tp in dlq if hour_ago[tp] >= 0),
             members=members.get(stage.group, []) + members.get(f"{stage.group}.retry", []))
 
-    def _retry_level(self, topic: str, delay: float, start: Any, highs: dict[TP, int],
+    def _retry_level(self, topic: str, delay: float, start: Any, highs: dict[TopicPartition, int],
                      now_ms: int) -> RetryLevel:
         spans = {(topic, p): (start((topic, p)), highs[(topic, p)])
                  for p in range(self._partitions.get(topic, 0))}
@@ -227,7 +230,8 @@ class Inspector:
         waiting = sum(hi - first_waiting[tp] for tp, (_, hi) in spans.items())
         return RetryLevel(topic, delay, due, waiting)
 
-    def _first_not_due(self, spans: dict[TP, tuple[int, int]], now_ms: int) -> dict[TP, int]:
+    def _first_not_due(self, spans: dict[TopicPartition, tuple[int, int]],
+                       now_ms: int) -> dict[TopicPartition, int]:
         """Per partition, the offset of the first record whose due time is still ahead
         (its end when every record is due), by binary search on the due headers."""
         bounds = {tp: [lo, hi] for tp, (lo, hi) in spans.items()}
@@ -241,11 +245,12 @@ class Inspector:
                 else:
                     bounds[tp][1] = probes[tp]
 
-    def _read_dues(self, probes: dict[TP, int]) -> dict[TP, tuple[int, int | None]]:
+    def _read_dues(self, probes: dict[TopicPartition, int]
+                   ) -> dict[TopicPartition, tuple[int, int | None]]:
         """The first record at or after each probe offset: (its offset, its due time).
         A partition that returns nothing in time counts as not due (never overstated)."""
         self._reader.assign([kafka.TopicPartition(t, p, o) for (t, p), o in probes.items()])
-        found: dict[TP, tuple[int, int | None]] = {}
+        found: dict[TopicPartition, tuple[int, int | None]] = {}
         deadline = time.monotonic() + PROBE_SECONDS
         while len(found) < len(probes) and time.monotonic() < deadline:
             message: Any
@@ -253,13 +258,13 @@ class Inspector:
                 tp = (message.topic(), message.partition())
                 if message.error() is None and tp not in found and \
                         message.offset() >= probes[tp]:
-                    found[tp] = (message.offset(), routing.due_time(message.headers()) or 0)
+                    found[tp] = (message.offset(), outcomes.due_time(message.headers()) or 0)
         for tp, offset in probes.items():
             found.setdefault(tp, (offset, None))
         self._reader.unassign()
         return found
 
-    def _list_offsets(self, specs: dict[TP, Any]) -> dict[TP, int]:
+    def _list_offsets(self, specs: dict[TopicPartition, Any]) -> dict[TopicPartition, int]:
         if not specs:
             return {}
         timeout = self.app.kafka.connect_timeout
@@ -272,7 +277,7 @@ class Inspector:
         except kafka.KafkaException as exc:
             raise kafka.mapped(exc, "listing offsets failed") from exc
 
-    def _committed(self, group: str, topics: list[str]) -> dict[TP, int]:
+    def _committed(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
         tps = [kafka.TopicPartition(t, p) for t in topics
                for p in range(self._partitions.get(t, 0))]
         if not tps:

@@ -71,8 +71,8 @@ from streamtask.config import KafkaSettings
 from streamtask.envelope import Task, new_task_id
 from streamtask.errors import ConfigurationError
 from streamtask.pipeline import JoinSpec, Switch, Then
-from streamtask.ratelimit import RateLimit
 from streamtask.retry import NO_RETRIES, RetryPolicy
+from streamtask.worker.ratelimit import RateLimit
 
 SIMPLE, FORK_JOIN, JOIN, SWITCH, DECISION = "SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION"
 TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA"

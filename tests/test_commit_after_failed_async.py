@@ -13,10 +13,10 @@ import time
 from confluent_kafka.admin import NewTopic
 
 from streamtask import kafka
-from streamtask.commits import Committer
 from streamtask.config import KafkaSettings
 from streamtask.events import EventBus
-from streamtask.offsets import PartitionOffsets
+from streamtask.worker.delivery import Committer
+from streamtask.worker.offsets import PartitionOffsets
 
 
 def test_shutdown_commit_covers_a_failed_asynchronous_commit(kafka_broker, unique) -> None:
@@ -29,7 +29,7 @@ def test_shutdown_commit_covers_a_failed_asynchronous_commit(kafka_broker, uniqu
     committer = Committer({(topic, 0): tracker}, EventBus())
     consumer = kafka.consumer(settings, f"t{unique}", on_commit=committer.on_commit)
     try:
-        committer.attach({topic: consumer}, None, lambda _record: None)
+        committer.attach({topic: consumer})
         committer.commit(asynchronous=True)  # fails: no such topic (report not served yet)
         time.sleep(2)
         admin = kafka.admin(settings)

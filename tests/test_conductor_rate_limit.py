@@ -3,7 +3,7 @@ taskDefinition) become the stage's cluster-wide rate limit; 0 means none."""
 
 from __future__ import annotations
 
-from streamtask.ratelimit import RateLimit
+from streamtask.worker.ratelimit import RateLimit
 from streamtask.workflow import load_workflow, passthrough_handlers
 
 

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from streamtask import App, KafkaSettings, Task, Worker
 from streamtask import deadletter as dl
 from streamtask.errors import DecodeError
-from streamtask.offsets import PartitionOffsets
 from streamtask.retry import RetryPolicy
+from streamtask.worker.delivery import AtLeastOnce
+from streamtask.worker.offsets import PartitionOffsets
 
 app = App("fuzz", kafka=KafkaSettings("127.0.0.1:9"))
 
@@ -101,7 +102,8 @@ def producer() -> Iterator[Recording]:
 
 def worker_with(producer: Recording) -> Worker:
     worker = Worker(app)
-    worker._producer = producer
+    worker._delivery = AtLeastOnce(producer, app.kafka, worker.events, worker._finish,
+                                   worker._partitions)
     worker._partitions[(STAGE.topic, 0)] = PartitionOffsets()
     for topic in STAGE.retry_topics:
         worker._partitions[(topic, 0)] = PartitionOffsets()
@@ -176,11 +178,11 @@ def test_a_received_record_is_admitted_or_dead_lettered(
     producer.sent.clear()
     topic = next(iter(STAGE.retry_topics)) if retry_level else STAGE.topic
     offsets = worker._partitions[(topic, 0)]
-    worker._accept((topic, 0), offsets, Message(topic, value, key, headers))
-    if worker._ready:  # admitted: the handler fails, its outcome routes
-        [job] = worker._ready
-        assert job.task is not None and job.task.attempt >= 1
-        job.running, worker._running = True, 1
+    job = worker._intake.accept((topic, 0), offsets, Message(topic, value, key, headers))
+    assert job is not None
+    worker._take([job])
+    if job.task is not None:  # admitted: the handler fails, its outcome routes
+        assert job.task.attempt >= 1
         worker._route(job, None, ValueError("handler failed " * 1000), 0.0)
     else:
         assert len(producer.sent) == 1
@@ -210,9 +212,9 @@ def test_a_retry_record_is_never_held_past_its_level_delay(producer: Recording,
                                                            due: int) -> None:
     worker = worker_with(producer)
     topic, delay = next(iter(STAGE.retry_topics.items()))
-    worker._owner = {topic: Pausing()}
+    worker._intake.open(lambda _group, _topics: Pausing(), STAGE.group)
     message = Message(topic, VALID, None, [(dl.RETRY_DUE, dl.int64(due))])
     written = message.timestamp()[1]
-    if worker._hold_if_early((topic, 0), message):
-        wait = worker._held.seconds_until_next(written)
+    if worker._intake._hold_if_early((topic, 0), message):
+        wait = worker._intake.held.seconds_until_next(written)
         assert wait is not None and wait <= delay * 2 + 60

@@ -11,10 +11,10 @@ import confluent_kafka
 
 from streamtask import Task
 from streamtask import deadletter as dl
-from streamtask.join import FORK, FROM_STAGE, PendingJoin
 from streamtask.pipeline import merged
 from streamtask.retry import RetryPolicy
 from streamtask.topics import ensure
+from streamtask.worker.joins import FORK, FROM_STAGE, PendingJoin
 from tests.helpers import read_to_end, wait_for_leaders
 from tests.inprocess import new_app, run_worker
 

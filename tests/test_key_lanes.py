@@ -1,6 +1,6 @@
 """Tasks of one key run one at a time in arrival order; other keys do not wait."""
 
-from streamtask.ordering import KeyLanes
+from streamtask.worker.lanes import KeyLanes
 
 
 def test_same_key_waits_other_keys_start() -> None:

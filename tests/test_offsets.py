@@ -1,6 +1,6 @@
 """The committable position of a partition: lowest unfinished offset, never backwards."""
 
-from streamtask.offsets import PartitionOffsets
+from streamtask.worker.offsets import PartitionOffsets
 
 
 def test_position_waits_for_the_lowest_unfinished_offset() -> None:

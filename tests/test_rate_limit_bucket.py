@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from streamtask.errors import ConfigurationError
-from streamtask.ratelimit import RateLimit, StageLimits, TokenBucket
+from streamtask.worker.ratelimit import RateLimit, StageLimits, TokenBucket
 
 
 class Clock:

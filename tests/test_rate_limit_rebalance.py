@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from streamtask import App, Task, Worker, WorkerSettings
-from streamtask.ratelimit import RateLimit
 from streamtask.topics import ensure
+from streamtask.worker.ratelimit import RateLimit
 from tests.helpers import wait_until
 
 TASKS = 300

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streamtask.config import WorkerSettings
-from streamtask.delays import HeldRecords
+from streamtask.worker.delays import HeldRecords
 from tests.helpers import recorder_run, summary, wait_until
 
 TASKS = HeldRecords().limit + 100

@@ -18,11 +18,11 @@ from typer.testing import CliRunner, Result
 from streamtask import Task, Worker, WorkerSettings
 from streamtask import deadletter as dl
 from streamtask.cli import app as cli
-from streamtask.join import FORK, FROM_STAGE
 from streamtask.pipeline import merged
 from streamtask.retry import RetryPolicy
 from streamtask.status import Member, RetryLevel, Sample, Verdict, judge
 from streamtask.topics import ensure
+from streamtask.worker.joins import FORK, FROM_STAGE
 from tests.apps import observed_app
 from tests.apps.observed_app import build
 from tests.helpers import wait_for_leaders, wait_until

@@ -11,7 +11,7 @@ import time
 from streamtask import Task, Worker, WorkerSettings
 from streamtask.events import Event, EventBus
 from streamtask.retry import RetryPolicy
-from streamtask.runner import AsyncRunner, Completion
+from streamtask.worker.runners import AsyncRunner, Completion
 from tests.helpers import read_to_end
 from tests.inprocess import new_app, send_all
 

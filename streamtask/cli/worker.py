@@ -21,9 +21,9 @@ from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
 from streamtask.errors import AuthorizationFailed, ConfigurationError
 from streamtask.host import StageHost, plan
-from streamtask.runtime import tune_for_worker
-from streamtask.supervisor import SUPERVISED_ENV, Supervisor
 from streamtask.topics import ensure
+from streamtask.worker.interpreter import tune_for_worker
+from streamtask.worker.supervisor import SUPERVISED_ENV, Supervisor
 
 if TYPE_CHECKING:
     from streamtask.metrics import MetricsServer

@@ -17,7 +17,7 @@ How each option maps (see the README's workflow section for the differences):
   retry a timed-out task like a failed one;
 * ``concurrentExecLimit``: the stage's concurrency in each worker process;
 * ``rateLimitPerFrequency`` per ``rateLimitFrequencyInSeconds`` (default 1; 0 = no limit):
-  the stage's :class:`~streamtask.ratelimit.RateLimit`, shared by all its workers;
+  the stage's :class:`~streamtask.worker.ratelimit.RateLimit`, shared by all its workers;
 * ``inputTemplate``: defaults merged into the task's input;
 * ``name``, ``description``, ``inputKeys``, ``outputKeys``, owners and timestamps: kept as
   documentation, as in Conductor.
@@ -34,8 +34,8 @@ from typing import Any
 
 from streamtask.app import DEFAULT_TIMEOUT
 from streamtask.errors import ConfigurationError
-from streamtask.ratelimit import RateLimit
 from streamtask.retry import Backoff, RetryPolicy
+from streamtask.worker.ratelimit import RateLimit
 
 RETRY_LOGIC = ("FIXED", "EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF")
 TIMEOUT_POLICIES = ("RETRY", "TIME_OUT_WF", "ALERT_ONLY")

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-TP = tuple[str, int]
+from streamtask.worker.job import TopicPartition
 
 
 class HeldRecords:
@@ -24,8 +24,8 @@ class HeldRecords:
 
     def __init__(self, limit: int = 1000) -> None:
         self.limit = limit
-        self._held: dict[TP, deque[tuple[int, Any]]] = {}
-        self.paused: set[TP] = set()
+        self._held: dict[TopicPartition, deque[tuple[int, Any]]] = {}
+        self.paused: set[TopicPartition] = set()
         """Partitions paused because they hold ``limit`` records."""
 
     def __contains__(self, tp: object) -> bool:
@@ -36,7 +36,7 @@ class HeldRecords:
         # own thread while the loop adds and removes partitions.
         return sum(len(held) for held in list(self._held.values()))
 
-    def hold(self, tp: TP, due_ms: int, message: Any) -> bool:
+    def hold(self, tp: TopicPartition, due_ms: int, message: Any) -> bool:
         """Hold a record; True when its partition just reached the limit (pause it)."""
         held = self._held.setdefault(tp, deque())
         held.append((due_ms, message))
@@ -45,10 +45,10 @@ class HeldRecords:
             return True
         return False
 
-    def release(self, now_ms: int) -> tuple[list[Any], list[TP]]:
+    def release(self, now_ms: int) -> tuple[list[Any], list[TopicPartition]]:
         """Records now due, in offset order per partition, and the partitions to resume."""
         ready: list[Any] = []
-        resume: list[TP] = []
+        resume: list[TopicPartition] = []
         for tp, held in list(self._held.items()):
             while held and held[0][0] <= now_ms:
                 ready.append(held.popleft()[1])
@@ -64,7 +64,7 @@ class HeldRecords:
             return None
         return max(0.0, (min(held[0][0] for held in self._held.values()) - now_ms) / 1000)
 
-    def drop(self, tps: Iterable[TP]) -> None:
+    def drop(self, tps: Iterable[TopicPartition]) -> None:
         """Forget held records of partitions that left: uncommitted, they are redelivered."""
         for tp in tps:
             self._held.pop(tp, None)

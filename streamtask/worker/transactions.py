@@ -19,8 +19,7 @@ from typing import Any
 
 from streamtask import kafka
 from streamtask.errors import KafkaError
-
-TP = tuple[str, int]
+from streamtask.worker.job import TopicPartition
 
 
 class Transactions:
@@ -29,13 +28,13 @@ class Transactions:
     def __init__(self, producer: Any, timeout: float = 30.0) -> None:
         self._producer = producer
         self._timeout = timeout
-        self._held: dict[TP, list[tuple[int, int, Sequence[Any]]]] = {}
+        self._held: dict[TopicPartition, list[tuple[int, int, Sequence[Any]]]] = {}
         self._order = itertools.count()
         self._dirty = False
         self._call(producer.init_transactions, timeout)
         self._call(producer.begin_transaction)
 
-    def hold(self, tp: TP, offset: int, outputs: Sequence[Any]) -> None:
+    def hold(self, tp: TopicPartition, offset: int, outputs: Sequence[Any]) -> None:
         """Keep a finished task's outputs until its offset is committed with them."""
         if outputs:
             heapq.heappush(self._held.setdefault(tp, []), (offset, next(self._order), outputs))
@@ -44,7 +43,7 @@ class Transactions:
         """Something was produced directly into the open transaction."""
         self._dirty = True
 
-    def commit(self, positions: dict[TP, int], offsets: list[tuple[Any, list[Any]]],
+    def commit(self, positions: dict[TopicPartition, int], offsets: list[tuple[Any, list[Any]]],
                produce: Callable[[Any], None]) -> bool:
         """Produce held outputs below ``positions``, add ``offsets``, commit; False if idle.
 
@@ -67,7 +66,7 @@ class Transactions:
         self._dirty = False
         return True
 
-    def drop(self, tps: set[TP]) -> None:
+    def drop(self, tps: set[TopicPartition]) -> None:
         """Forget held outputs of partitions that left: their tasks run again elsewhere."""
         for tp in tps:
             self._held.pop(tp, None)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("streamtask.worker")
 Completion = tuple[object, Any, BaseException | None, float]
@@ -33,6 +33,25 @@ Completion = tuple[object, Any, BaseException | None, float]
 
 _NOT_ITERATORS = frozenset({type(None), dict, list, tuple, str, bytes, int, float, bool})
 """Common results, answered without the (slower) ``Iterator`` ABC check."""
+
+
+class Runner(Protocol):
+    """Where handlers execute; outcomes come back as :data:`Completion` on the loop's queue."""
+
+    def submit(self, token: object, handler: Callable[[Any], Any], task: Any) -> None:
+        """Run ``handler(task)``; its completion carries ``token``."""
+
+    def withdraw(self, drop: Callable[[Any], bool]) -> list[Any]:
+        """Take back tokens not started yet for which ``drop`` is true."""
+
+    def executing(self) -> list[tuple[Any, float]]:
+        """(token, monotonic start time) of every handler running now."""
+
+    def abandon(self, token: object) -> None:
+        """Give up on ``token``'s handler (past its deadline); it still reports when it ends."""
+
+    def shutdown(self) -> None:
+        """Stop taking work; handlers still running are not waited for."""
 
 
 class ThreadRunner:
@@ -142,7 +161,8 @@ class AsyncRunner:
                                         name="streamtask-asyncio", daemon=True)
         self._thread.start()
 
-    def submit(self, token: object, handler: Callable[[Any], Awaitable[Any]], task: Any) -> None:
+    def submit(self, token: object, handler: Callable[[Any], Any], task: Any) -> None:
+        """Schedule the coroutine ``handler(task)`` on the event loop."""
         self._started[token] = time.monotonic()  # before the coroutine can finish and pop it
         future = asyncio.run_coroutine_threadsafe(self._run(token, handler, task), self._loop)
         self._futures[token] = future

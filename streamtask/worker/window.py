@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from streamtask.offsets import PartitionOffsets
-
-TP = tuple[str, int]
+from streamtask.worker.job import TopicPartition
+from streamtask.worker.offsets import PartitionOffsets
 
 
 class HeldWindow:
@@ -27,15 +26,15 @@ class HeldWindow:
         self.limit = limit
         """Held tasks of all partitions together (``WorkerSettings.max_buffered``)."""
         self.per_partition = max(1, limit // 2)
-        self.paused: set[TP] = set()
+        self.paused: set[TopicPartition] = set()
         """Partitions paused because they alone hold ``per_partition`` tasks."""
 
     @staticmethod
-    def held(partitions: Mapping[TP, PartitionOffsets]) -> int:
+    def held(partitions: Mapping[TopicPartition, PartitionOffsets]) -> int:
         """Received tasks not yet below their partition's commit position."""
         return sum(offsets.unfinished for offsets in partitions.values())
 
-    def overfull(self, tp: TP, offsets: PartitionOffsets) -> bool:
+    def overfull(self, tp: TopicPartition, offsets: PartitionOffsets) -> bool:
         """True once, when the tasks held back behind ``tp``'s position reach its share:
         pause it."""
         if offsets.finished_ahead < self.per_partition or tp in self.paused:
@@ -43,7 +42,7 @@ class HeldWindow:
         self.paused.add(tp)
         return True
 
-    def drained(self, tp: TP, offsets: PartitionOffsets) -> bool:
+    def drained(self, tp: TopicPartition, offsets: PartitionOffsets) -> bool:
         """True once, when a paused ``tp``'s held-back tasks are down to half its share:
         resume it."""
         if tp not in self.paused or offsets.finished_ahead > self.per_partition // 2:
@@ -51,6 +50,6 @@ class HeldWindow:
         self.paused.discard(tp)
         return True
 
-    def drop(self, tps: Iterable[TP]) -> None:
+    def drop(self, tps: Iterable[TopicPartition]) -> None:
         """Partitions that left: their pause is reset when they come back."""
         self.paused.difference_update(tps)

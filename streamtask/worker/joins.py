@@ -1,4 +1,19 @@
-"""The join runtime of a worker: branch arrivals, timeouts, and restoring waiting forks.
+"""Fork/join: the state a join keeps, and the join runtime of a worker.
+
+A fork stamps its children with the forking task's id (a stack in the task header
+``streamtask.fork``, so forks can nest); branches carry it down their chains, and records
+sent to a join are keyed by it, so every branch of one fork meets on one partition of the
+join's topic. The join holds the branch results that arrived, per fork, and mirrors each
+change to a compacted changelog topic co-partitioned with its input: a worker that takes
+over a partition restores the waiting forks from it, so a join survives restarts and
+rebalances. A branch's input offset is committed only once its changelog record is durable.
+
+A fork that completed (or timed out) is remembered, so that a branch result arriving after it
+(a late branch, or a branch that ran twice) is dropped instead of opening a phantom fork that
+would later time out into a spurious dead letter. The changelog's tombstones say which forks
+ended, so a worker taking over a partition knows them too; the most recent
+:data:`REMEMBERED_FORKS` per partition are kept (and compaction keeps tombstones for the
+topic's ``delete.retention.ms``, a day by default).
 
 The worker hands each record on a join's input topic to :meth:`JoinRuntime.arrive` and acts
 on the answer: a :class:`Stored` branch goes to the changelog (its offset moves once that is
@@ -9,11 +24,15 @@ changelog tombstone goes out with its outcome), a :class:`Rejected` record is po
 
 from __future__ import annotations
 
+import base64
 import binascii
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from streamtask import deadletter as dl
 from streamtask import kafka
@@ -21,10 +40,135 @@ from streamtask.app import Stage
 from streamtask.config import KafkaSettings
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import DecodeError, StreamtaskError
-from streamtask.join import FROM_STAGE, MERGED, PARTIAL, TP, JoinStore, PendingJoin, fork_of
-from streamtask.routing import Outgoing, size
+from streamtask.worker.job import Outgoing, TopicPartition
 
 log = logging.getLogger("streamtask.worker")
+
+FORK = "streamtask.fork"
+"""Envelope header: the ids of the enclosing forks, innermost last, comma-separated."""
+FROM_STAGE = "streamtask-from-stage"
+"""Record header on a record sent to a join: the branch (stage) it comes from."""
+PARTIAL = "streamtask-join-partial"
+"""Record header on a join's own input: a fork completed by timeout, run on partial results."""
+MERGED = "streamtask-join-merged"
+"""Record header on a completed join's retry record or dead letter: the value is the merged
+task, to run as it is (a dead letter replayed onto the join's input is not a branch)."""
+
+REMEMBERED_FORKS = 10_000
+"""Ended forks remembered per join partition, to drop branch results that come too late."""
+
+
+def forked(headers: Mapping[str, str], fork_id: str) -> dict[str, str]:
+    """Headers for the children of a fork: push the forking task's id."""
+    stack = headers.get(FORK)
+    return {**headers, FORK: f"{stack},{fork_id}" if stack else fork_id}
+
+
+def joined(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers after a join: pop the innermost fork."""
+    stack = headers.get(FORK, "").split(",")[:-1]
+    out = {k: v for k, v in headers.items() if k != FORK}
+    if stack:
+        out[FORK] = ",".join(stack)
+    return out
+
+
+def fork_of(headers: Mapping[str, str], run_id: str) -> str:
+    """The fork a branch result belongs to (the run, for a join with no fork in front)."""
+    stack = headers.get(FORK)
+    return stack.rsplit(",", 1)[-1] if stack else run_id
+
+
+@dataclass
+class PendingJoin:
+    """The branch results of one fork that arrived so far (raw task envelopes)."""
+
+    first_at: int
+    parts: dict[str, bytes] = field(default_factory=dict)
+
+    def missing(self, branches: tuple[str, ...]) -> list[str]:
+        return [branch for branch in branches if branch not in self.parts]
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"first_at": self.first_at, "parts": {
+            branch: base64.b64encode(value).decode() for branch, value in self.parts.items()}})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> PendingJoin:
+        state: dict[str, Any] = orjson.loads(raw)
+        return cls(int(state["first_at"]), {
+            branch: base64.b64decode(value) for branch, value in state["parts"].items()})
+
+
+class JoinStore:
+    """Waiting forks of the join partitions this worker owns."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[TopicPartition, dict[str, PendingJoin]] = {}
+        self._ended: dict[TopicPartition, OrderedDict[str, None]] = {}
+
+    def add(self, tp: TopicPartition, fork_id: str, branch: str, value: bytes,
+            now_ms: int) -> PendingJoin:
+        forks = self._waiting.setdefault(tp, {})
+        pending = forks.get(fork_id)
+        if pending is None:
+            pending = forks[fork_id] = PendingJoin(now_ms)
+        pending.parts[branch] = value
+        return pending
+
+    def remove(self, tp: TopicPartition, fork_id: str) -> None:
+        """The fork ended (joined or timed out): forget its results, remember that it ended."""
+        self._waiting.get(tp, {}).pop(fork_id, None)
+        ended = self._ended.setdefault(tp, OrderedDict())
+        ended[fork_id] = None
+        ended.move_to_end(fork_id)
+        if len(ended) > REMEMBERED_FORKS:
+            ended.popitem(last=False)
+
+    def retract(self, tp: TopicPartition, fork_id: str, branch: str) -> None:
+        """Take back a branch result that could not be stored (the fork stays open)."""
+        pending = self._waiting.get(tp, {}).get(fork_id)
+        if pending is not None:
+            pending.parts.pop(branch, None)
+            if not pending.parts:
+                del self._waiting[tp][fork_id]
+
+    def ended(self, tp: TopicPartition, fork_id: str) -> bool:
+        """Whether the fork already joined or timed out (as far as remembered)."""
+        return fork_id in self._ended.get(tp, ())
+
+    def restore(self, tp: TopicPartition, key: str, value: bytes | None) -> None:
+        """Apply one changelog record (a tombstone: the fork ended)."""
+        if value is None:
+            self.remove(tp, key)
+        else:
+            self._waiting.setdefault(tp, {})[key] = PendingJoin.decode(value)
+            self._ended.get(tp, OrderedDict()).pop(key, None)
+
+    def expired(self, timeouts: dict[str, float],
+                now_ms: int) -> list[tuple[TopicPartition, str, PendingJoin]]:
+        """Forks waiting longer than their join's timeout (``timeouts`` by topic, seconds)."""
+        return [(tp, fork_id, pending)
+                for tp, forks in self._waiting.items()
+                for fork_id, pending in forks.items()
+                if pending.first_at + timeouts[tp[0]] * 1000 <= now_ms]
+
+    def drop(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            self._waiting.pop(tp, None)
+            self._ended.pop(tp, None)
+
+    def discard(self, tp: TopicPartition, fork_id: str) -> None:
+        """Forget a fork without counting it as ended: its branches may arrive again."""
+        self._waiting.get(tp, {}).pop(fork_id, None)
+
+    def forks(self, tp: TopicPartition) -> dict[str, PendingJoin]:
+        """The waiting forks of one partition (the store's own mapping: do not change it)."""
+        return self._waiting.get(tp, {})
+
+    def waiting(self) -> int:
+        return sum(len(forks) for forks in self._waiting.values())
+
 
 
 @dataclass(frozen=True)
@@ -92,7 +236,7 @@ class JoinRuntime:
         return topic in self._joins and dl.find(headers, PARTIAL) is None and \
             dl.find(headers, MERGED) is None
 
-    def arrive(self, tp: TP, message: Any, task: Task,
+    def arrive(self, tp: TopicPartition, message: Any, task: Task,
                now_ms: int) -> Stored | Completed | Rejected | Late:
         stage = self._joins[tp[0]]
         assert stage.join is not None
@@ -108,10 +252,10 @@ class JoinRuntime:
         pending = self._store.add(tp, fork, branch, message.value(), now_ms)
         if pending.missing(branches):
             record = Outgoing(stage.changelog_topic, pending.encode(), fork, [], tp[1])
-            if size(record) > self._limit:
+            if record.size() > self._limit:
                 self._store.retract(tp, fork, branch)
                 return Rejected("join-state-too-large", f"the waiting branches of fork "
-                                f"{fork} with this one take {size(record)} bytes in the "
+                                f"{fork} with this one take {record.size()} bytes in the "
                                 f"changelog, over message.max.bytes={self._limit}")
             return Stored(record, fork, branch)
         self._store.remove(tp, fork)
@@ -146,7 +290,7 @@ class JoinRuntime:
             settled.append(self._settle(tp, fork, pending, now_ms))
         return settled
 
-    def _settle(self, tp: TP, fork: str, pending: PendingJoin, now_ms: int) -> TimedOut:
+    def _settle(self, tp: TopicPartition, fork: str, pending: PendingJoin, now_ms: int) -> TimedOut:
         stage = self._joins[tp[0]]
         assert stage.join is not None
         missing = pending.missing(stage.join.branches)
@@ -154,7 +298,7 @@ class JoinRuntime:
         value = self._codec.encode(self._merged(stage, any_branch, fork, pending, missing))
         out = Outgoing(stage.topic, value, fork, [(PARTIAL, b"1")], tp[1])
         action = stage.join.on_timeout
-        if action != "partial" or size(out) > self._limit:  # too large to run: dead-letter
+        if action != "partial" or out.size() > self._limit:  # too large to run: dead-letter
             action = "dead-letter"
             origin = dl.Origin(tp[0], tp[1], -1, pending.first_at, self._group)
             failure = dl.Failure("join-timeout", f"join {stage.name!r} timed out after "
@@ -183,7 +327,7 @@ class JoinRuntime:
                     self._unreadable(stage, partition, key, error)
             self._drop_undecodable(stage, (topic, partition))
 
-    def _drop_undecodable(self, stage: Stage, tp: TP) -> None:
+    def _drop_undecodable(self, stage: Stage, tp: TopicPartition) -> None:
         """Forget restored forks holding a branch result this worker cannot decode (written
         by another version, or corrupt): joining or timing them out would fail each time.
         Branches of such a fork that arrive later wait anew (and time out visibly)."""
@@ -204,5 +348,5 @@ class JoinRuntime:
                          "fields": {"topic": stage.changelog_topic, "partition": partition,
                                     "fork": fork, "error": dl.describe(error)}})
 
-    def drop(self, tps: set[TP]) -> None:
+    def drop(self, tps: set[TopicPartition]) -> None:
         self._store.drop(tps)
