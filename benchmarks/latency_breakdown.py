@@ -83,19 +83,40 @@ class Waits:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.last_take = 0.0
+        self.gaps: list[float] = []
+        """Per record an input consume returned without waiting: the time since the loop's
+        previous input consumer call returned (the most it can have waited, unseen)."""
 
     def timed(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
         def timing(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
+            result = None
             try:
-                return call(*args, **kwargs)
+                result = call(*args, **kwargs)
+                return result
             finally:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+                ended = time.perf_counter()
+                self.seconds[name] = self.seconds.get(name, 0.0) + ended - started
                 self.calls[name] = self.calls.get(name, 0) + 1
+                if name.startswith("input consumer"):
+                    self._taken(name, started, ended, result)
 
         return timing
 
+    def _taken(self, name: str, started: float, ended: float, result: Any) -> None:
+        count = len(result) if isinstance(result, list) else int(result is not None)
+        if name.endswith(".consume") and count and self.last_take:
+            self.gaps.extend([started - self.last_take] * count)
+        elif name.endswith(".poll") and count:
+            self.gaps.append(0.0)  # a blocking poll returns on the record's arrival
+        self.last_take = ended
+
     def print(self, wall: float) -> None:
+        gaps = [g * 1000 for g in self.gaps]
+        print(f"records taken by the input consumer: {len(gaps)}; unseen wait bound (ms): "
+              + " ".join(f"p{int(q * 100)} {_pct(gaps, q):.3f}" for q in (0.5, 0.9, 0.99))
+              + f" mean {sum(gaps) / max(1, len(gaps)):.3f}")
         print(f"loop wall time {wall:.1f} s; time in each call (share of wall, calls, mean ms):")
         for name, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
             calls = self.calls[name]
@@ -141,6 +162,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--side", choices=("streamtask", "raw"), default="streamtask")
+    parser.add_argument("--handler-ms", type=float, default=0.0,
+                        help="streamtask side: each handler sleeps this long (real work)")
     args = parser.parse_args()
     tasks = int(args.rate * args.seconds)
     notes = Notes()
@@ -150,6 +173,8 @@ def main() -> None:
 
     def noop(task: Task) -> Any:
         notes.started[_number(task.payload["data"])] = time.time()
+        if args.handler_ms:
+            time.sleep(args.handler_ms / 1000)
         return task.payload
 
     app = bench_peers.peers_app(f"breakdown-{uuid.uuid4().hex[:8]}", args.bootstrap, noop)
@@ -171,9 +196,11 @@ def main() -> None:
                     sender.go()
 
             worker.events.subscribe(on_event)
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), bench.cpu_seconds()
             worker.run(max_tasks=tasks + 1)
             wall = time.perf_counter() - began
+            print(f"worker process CPU: {100 * (bench.cpu_seconds() - cpu) / wall:.1f} % "
+                  f"of one core over {wall:.1f} s")
             sent = sender.result()
         finally:
             sender.close()

@@ -54,6 +54,12 @@ PAUSE_WHEN_FULL_FOR = 5.0
 """Seconds a full worker waits before pausing its partitions (see ``_flow_control``)."""
 JOIN_GRACE = 30.0
 """Seconds an ``idle_timeout`` run also waits while it has no partitions yet."""
+OUTCOME_WAIT = 0.005
+"""Seconds the loop waits for a running handler to finish when nothing else needs it."""
+OUTCOME_WAIT_FLOWING = 0.001
+"""The same while records flow: a record arriving during the wait waits as well."""
+FLOWING_FOR = 1.0
+"""Records flow while the last one came less than this many seconds ago."""
 
 
 class TaskTimeout(StreamtaskError):
@@ -138,6 +144,7 @@ class Worker:
         self._paused = False
         self._full_since: float | None = None
         self._finished_since_commit = 0
+        self._last_received = 0.0
         self._delivery_error: DeliveryFailed | None = None
         self._next_deadline_check = 0.0
         self._max_record = kafka.max_record_bytes(self.kafka)
@@ -263,12 +270,13 @@ class Worker:
         while not self._stop.is_set():
             received = self._poll()
             self._start_ready()
-            completed = self._collect_outcomes(wait=0.005 if self._running and not received
-                                               else 0.0)
-            # With nothing received or running, only acknowledgements can move the work on:
-            # wait for them here rather than spin through the loop.
+            completed = self._collect_outcomes(wait=self._outcome_wait(received))
+            # A full worker takes no record, so only acknowledgements can move it on: wait for
+            # them here rather than spin. Otherwise ``_poll`` has waited for records already,
+            # and a wait here would hold up a record arriving meanwhile.
+            full = self._full_since is not None and not self._paused
             idle = not (received or completed or self._running or self._ready)
-            self._producer.poll(0.005 if idle and self._live else 0)
+            self._producer.poll(0.005 if idle and full and self._live else 0)
             self._raise_delivery_error()
             self._expire_deadlines()
             self._release_due()
@@ -287,6 +295,18 @@ class Worker:
             grace = 0.0 if self._partitions else JOIN_GRACE
             if idle_timeout is not None and now - last_activity >= idle_timeout + grace:
                 break
+
+    def _outcome_wait(self, received: int) -> float:
+        """How long to wait for a handler's outcome. Records that arrive meanwhile wait too
+        (the loop cannot wait on the consumer and the runners at once), so while records flow
+        the wait is short; beside long, idle handlers it is longer, for fewer wake-ups."""
+        if received:
+            self._last_received = time.monotonic()
+            return 0.0
+        if not self._running:
+            return 0.0
+        flowing = time.monotonic() - self._last_received < FLOWING_FOR
+        return OUTCOME_WAIT_FLOWING if flowing else OUTCOME_WAIT
 
     def _ended_tasks(self) -> int:
         counts = self.counter.counts
