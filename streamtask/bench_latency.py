@@ -73,6 +73,8 @@ SENDER_START_DELAY = 0.1
 RAW_POLL_WAIT = 0.1
 """The raw loop's blocking ``poll`` when nothing is queued (it returns on the first record)."""
 PROGRESS_EVERY = 1_000
+STALLED_AFTER = 60.0
+"""Seconds without a record after which a consumer gives up (the sender must have failed)."""
 SIDES: tuple[bench.Side, bench.Side] = ("streamtask", "raw")
 PERCENTILES = (("p50_ms", 0.5), ("p99_ms", 0.99), ("p999_ms", 0.999))
 
@@ -151,6 +153,12 @@ class _Sender:
             self.proc.stdin.write("go\n")
             self.proc.stdin.flush()
 
+    def raise_if_failed(self) -> None:
+        """Raise the sender's own error if it ended with one (the consumer then stalls)."""
+        if self.proc.poll() not in (None, 0):
+            raise bench.BenchError(f"the open-loop sender exited with code "
+                                   f"{self.proc.returncode}:\n{bench.stderr_tail(self.stderr)}")
+
     def result(self) -> bench.RunResult:
         if not self.started:
             raise bench.BenchError("the consumer never got its partitions; nothing was sent")
@@ -200,17 +208,23 @@ class _LatencyLoop(bench_peers.BareLoop):
             return echo(task)
 
         self.echo = noting
+        self.last_record = time.monotonic()
 
     def _take(self) -> list[Any]:
         messages: list[Any] = self.consumer.consume(bench.RAW_BATCH, 0)
+        if not messages:
+            first = self.consumer.poll(RAW_POLL_WAIT)
+            if first is not None:
+                messages = [first, *self.consumer.consume(bench.RAW_BATCH - 1, 0)]
+        now = time.monotonic()
         if messages:
-            return messages
-        first = self.consumer.poll(RAW_POLL_WAIT)
-        if first is None:
-            return []
-        return [first, *self.consumer.consume(bench.RAW_BATCH - 1, 0)]
+            self.last_record = now
+        elif now - self.last_record > STALLED_AFTER:
+            raise bench.BenchError(f"no record for {STALLED_AFTER:.0f} s")
+        return messages
 
     def _assigned(self, _consumer: Any, _partitions: list[Any]) -> None:
+        self.last_record = time.monotonic()
         bench.say("ready")
 
 
@@ -228,7 +242,10 @@ def _child_streamtask(spec: bench.RunSpec, starts: _Starts) -> None:
     worker = Worker(app, [bench.WORK], WorkerSettings(concurrency=spec.concurrency))
     worker.events.subscribe(_ready_on_assignment)
     tune_for_worker()  # as `streamtask worker` does
-    worker.run(max_tasks=spec.tasks)
+    worker.run(max_tasks=spec.tasks, idle_timeout=STALLED_AFTER)
+    if len(starts.starts) < spec.tasks:
+        raise bench.BenchError(f"no record for {STALLED_AFTER:.0f} s after "
+                               f"{len(starts.starts)} of {spec.tasks}")
 
 
 def run_child(spec: bench.RunSpec) -> bench.RunResult:
@@ -286,7 +303,11 @@ def _run(bootstrap: str, side: bench.Side, tasks: int, rate: float, concurrency:
         try:
             spec = bench.RunSpec("latency", side, bootstrap, app.name, group, tasks + 1,
                                  concurrency)
-            result = bench.spawn_run(spec, lambda n: progress(title, n, tasks), sender.go)
+            try:
+                result = bench.spawn_run(spec, lambda n: progress(title, n, tasks), sender.go)
+            except bench.BenchError:
+                sender.raise_if_failed()  # the sender's error explains the consumer's
+                raise
             sent = sender.result()
         finally:
             sender.close()
