@@ -19,11 +19,14 @@ arrived, read from where the loop thread was when each record's fetch landed.
 from __future__ import annotations
 
 import argparse
+import io
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
+
+from fastavro import schemaless_reader
 
 from streamtask import bench, bench_latency, bench_peers, kafka
 from streamtask.config import WorkerSettings
@@ -139,13 +142,13 @@ class TimingTransport(kafka.KafkaTransport):
         self.waits = waits
         self.consumers = 0
 
-    def consumer(self, settings: Any, group: str, **overrides: Any) -> Any:  # type: ignore[override]
+    def consumer(self, settings: Any, group: str, **overrides: Any) -> Any:
         self.consumers += 1
         label = "input" if self.consumers == 1 else "retry"
         return _Proxy(kafka.consumer(settings, group, **overrides), self.waits,
                       f"{label} consumer", ("poll", "consume"))
 
-    def producer(self, settings: Any, **overrides: Any) -> Any:  # type: ignore[override]
+    def producer(self, settings: Any, **overrides: Any) -> Any:
         return _Proxy(kafka.producer(settings, **overrides), self.waits, "producer", ("poll",))
 
 
@@ -229,8 +232,9 @@ class _NotedLoop(bench_latency._LatencyLoop):
         messages = super()._take()
         now = time.time()
         for message in messages:
-            n = _number(bench_peers.schemaless_reader(  # type: ignore[attr-defined]
-                bench_peers.io.BytesIO(message.value()), self.reader, None)["payload"])
+            record = cast(dict[str, Any],
+                          schemaless_reader(io.BytesIO(message.value()), self.reader, None))
+            n = _number(record["payload"])
             self.notes.received[n] = now
             self.notes.created[n] = message.timestamp()[1] / 1000
         return messages
