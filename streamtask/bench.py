@@ -18,8 +18,8 @@ Scenarios (see ``benchmarks/README.md``):
     first record received (group joins excluded) to the final offset commit.
 ``latency`` (:mod:`streamtask.bench_latency`)
     Open loop at fixed, modest rates, the sender in a child process of its own; the handler
-    notes ``time.time()`` at start; latency = start - intended send time. The raw loop, with
-    the same recording handler at the same rate, is the reference.
+    notes ``time.time()`` at start; latency = start - intended send time. The bare-record
+    raw loop of ``peers``, at the same rate, is the reference.
 ``memory``
     RSS of the draining process sampled while it drains a large backlog (default 1M tasks).
 ``peers`` (:mod:`streamtask.bench_peers`)
@@ -93,7 +93,6 @@ PARTITIONS = 8
 WORK, SINK = "work", "sink"
 RAW_BATCH = 500
 RAW_CONSUME_TIMEOUT = 0.01
-RAW_LATENCY_CONSUME_TIMEOUT = 0.001
 RAW_COMMIT_INTERVAL = 1.0  # WorkerSettings.commit_interval's default
 RAW_MAX_UNACKED = 20_000  # bounded in-flight window of the raw loop
 MEMORY_SAMPLE_INTERVAL = 0.05
@@ -424,21 +423,9 @@ def _status_kib(name: str) -> int:
     return 0
 
 
-def _recorder(starts: list[tuple[float, float]]) -> Callable[[Task], Any]:
-    """The no-op handler, noting (intended send time, start time) of each task."""
-
-    def recording(task: Task) -> Any:
-        starts.append((task.payload["sent_at"], time.time()))
-        return task.payload
-
-    return recording
-
-
 def _child_streamtask(spec: RunSpec) -> RunResult:
-    starts: list[tuple[float, float]] = []
     clock = Clock()
-    app = bench_app(spec.app, spec.bootstrap,
-                    _timed(clock, _recorder(starts) if spec.mode == "latency" else _noop))
+    app = bench_app(spec.app, spec.bootstrap, _timed(clock, _noop))
     events = EventBus()
     events.subscribe(_CommitProgress(clock, spec.tasks))
     settings = WorkerSettings(concurrency=spec.concurrency)
@@ -462,8 +449,6 @@ def _child_streamtask(spec: RunSpec) -> RunResult:
         return clock.result(spec, sampler.report(spec.tasks))
     worker.run(max_tasks=spec.tasks)
     clock.ended()  # only if no commit event covered every task (it then has ended already)
-    if spec.mode == "latency":
-        return clock.result(spec, {"starts": starts})
     return clock.result(spec)
 
 
@@ -491,16 +476,11 @@ class RawLoop:
     ``produce`` with a per-batch delivery callback; a batch's offsets are stored only when
     all its deliveries were acknowledged and every earlier batch was stored; stored offsets
     are committed every second and synchronously at the end. Same consumer and producer
-    settings as the worker (:mod:`streamtask.kafka` defaults). For latency runs, pass the
-    recording handler and a short ``consume_timeout``: ``consume`` waits for a full batch
-    until its timeout, which would otherwise add up to 10 ms to every task at low rates.
+    settings as the worker (:mod:`streamtask.kafka` defaults).
     """
 
-    def __init__(self, app: App, group: str, clock: Clock,
-                 handler: Callable[[Task], Any] = _noop,
-                 consume_timeout: float = RAW_CONSUME_TIMEOUT) -> None:
+    def __init__(self, app: App, group: str, clock: Clock) -> None:
         self.app, self.clock = app, clock
-        self.handler, self.consume_timeout = handler, consume_timeout
         self.codec = app.codec
         self.sink = app.get_stage(SINK)
         self.consumer = kafka.consumer(app.kafka, group)
@@ -518,7 +498,7 @@ class RawLoop:
         next_commit = time.monotonic() + RAW_COMMIT_INTERVAL
         while self.done < tasks:
             if self.in_flight < RAW_MAX_UNACKED:
-                messages = consumer.consume(RAW_BATCH, self.consume_timeout)
+                messages = consumer.consume(RAW_BATCH, RAW_CONSUME_TIMEOUT)
                 if messages:
                     self.clock.received()
                     self._handle(messages)
@@ -538,7 +518,6 @@ class RawLoop:
 
     def _handle(self, messages: list[Any]) -> None:
         decode, encode, produce = self.codec.decode, self.codec.encode, self.producer.produce
-        handler = self.handler
         sink_topic, sink_name = self.sink.topic, self.sink.name
         batch = _Batch()
         ack = batch.acknowledged
@@ -547,7 +526,7 @@ class RawLoop:
             if error is not None:
                 kafka.raise_for(error, "consume")
             parent = decode(message.value())
-            result = handler(parent)
+            result = _noop(parent)
             child = Task.new(sink_name, result, key=parent.key, run_id=parent.run_id,
                              parent_id=parent.id, headers=parent.headers)
             value = encode(child)
@@ -581,11 +560,6 @@ class RawLoop:
 def _child_raw(spec: RunSpec) -> RunResult:
     app = bench_app(spec.app, spec.bootstrap)
     clock = Clock()
-    if spec.mode == "latency":
-        starts: list[tuple[float, float]] = []
-        RawLoop(app, spec.group, clock, _recorder(starts), RAW_LATENCY_CONSUME_TIMEOUT).run(
-            spec.tasks)
-        return clock.result(spec, {"starts": starts})
     loop = RawLoop(app, spec.group, clock)
     if spec.mode == "memory":
         with _RssSampler(lambda: loop.handled) as sampler:
@@ -603,6 +577,10 @@ def child_main(argv: Sequence[str] | None = None) -> None:
         from streamtask.bench_peers import run_child  # it builds on this module
 
         result = run_child(spec)
+    elif spec.mode == "latency":
+        from streamtask.bench_latency import run_child as run_latency
+
+        result = run_latency(spec)
     elif spec.mode == "sender":
         from streamtask.bench_latency import send_open_loop
 

@@ -324,11 +324,11 @@ class BareLoop:
 
     def run(self, tasks: int) -> None:
         consumer, producer = self.consumer, self.producer
-        consumer.subscribe([self.source])
+        consumer.subscribe([self.source], on_assign=self._assigned)
         next_commit = time.monotonic() + bench.RAW_COMMIT_INTERVAL
         while self.done < tasks:
             if self.in_flight < bench.RAW_MAX_UNACKED:
-                messages = consumer.consume(bench.RAW_BATCH, bench.RAW_CONSUME_TIMEOUT)
+                messages = self._take()
                 if messages:
                     self._handle(messages)
                 producer.poll(0)
@@ -341,6 +341,13 @@ class BareLoop:
         consumer.commit(asynchronous=False)
         consumer.close()
         producer.flush(10)
+
+    def _take(self) -> list[Any]:
+        """The next batch: ``consume`` waits for a full one until its timeout (throughput)."""
+        return cast(list[Any], self.consumer.consume(bench.RAW_BATCH, bench.RAW_CONSUME_TIMEOUT))
+
+    def _assigned(self, _consumer: Any, _partitions: list[Any]) -> None:
+        """Called when the group assigns partitions (the latency scenario starts its sender)."""
 
     def _handle(self, messages: list[Any]) -> None:
         reader, writer, echo = self.reader, self.writer, self.echo

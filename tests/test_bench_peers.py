@@ -1,4 +1,4 @@
-"""``streamtask bench --scenario peers`` (and ``latency``) run end to end at tiny sizes.
+"""``streamtask bench --scenario peers`` runs end to end at tiny sizes.
 
 It checks that the comparison runs, counts only durable work and reports its ratios, never
 that anything is fast. Quix Streams is an optional extra (``make bench-peers``), so here its
@@ -109,20 +109,3 @@ def test_a_failed_output_is_never_stored() -> None:
     with pytest.raises(DeliveryFailed, match="record to sink was not acknowledged"):
         prefix.take()
 
-
-def test_latency_at_fixed_rates_with_the_sender_in_its_own_process(
-        kafka: SessionBroker) -> None:
-    app = typer.Typer()
-    app.command()(bench)
-    result = CliRunner().invoke(app, ["--bootstrap", kafka.bootstrap, "--tasks", "200",
-                                      "--scenario", "latency", "--json"])
-    assert result.exit_code == 0, result.output
-    latency = json.loads(result.stdout)["latency"]
-    assert latency["raw_max_rate"] > 0
-    assert [at["rate"] for at in latency["rates"]] == [
-        1000.0, round(0.25 * latency["raw_max_rate"], 1)]
-    for at in latency["rates"]:
-        for side in (at["streamtask"], at["raw"]):
-            assert side["measured"] > 0
-            assert 0 < side["p50_ms"] <= side["p99_ms"] <= side["p999_ms"] <= side["max_ms"]
-            assert side["achieved_send_rate"] > 0

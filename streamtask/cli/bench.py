@@ -72,14 +72,15 @@ def _drain_table(report: benchmarks.DrainReport) -> Table:
 
 
 def _latency_table(lat: bench_latency.LatencyReport) -> Table:
-    table = Table(title="latency: enqueue -> handler start, open loop, sender in its own "
-                        "process")
+    table = Table(title=f"latency: enqueue -> handler start, open loop, sender in its own "
+                        f"process; medians of {lat.pairs} interleaved pairs")
     for column in ("rate/s", "side", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "sent/s",
-                   "send lag ms"):
+                   "send lag p99 ms", "consumer CPU %"):
         table.add_column(column)
-    keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms", "achieved_send_rate", "max_send_lag_ms")
+    keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms", "achieved_send_rate", "send_lag_p99_ms",
+            "consumer_cpu_percent")
     for at in lat.rates:
-        for name, row in (("streamtask", at.streamtask), ("raw loop", at.raw)):
+        for name, row in (("streamtask", at.streamtask), ("raw loop (bare record)", at.raw)):
             table.add_row(f"{at.rate:,.0f}", name, *(f"{row[k]:,}" for k in keys))
     return table
 
@@ -117,6 +118,11 @@ def _print_human(console: Console, results: dict[str, Any]) -> None:
     lat = results.get("latency")
     if isinstance(lat, bench_latency.LatencyReport):
         console.print(_latency_table(lat))
+        if lat.raw_max_rate is not None:
+            console.print(f"the raw loop's maximum (calibration drain): "
+                          f"{lat.raw_max_rate:,.0f} tasks/s")
+        for line in bench_latency.summary_lines(lat):
+            console.print(line)
     peers = results.get("peers")
     if isinstance(peers, bench_peers.PeersReport):
         if peers.skipped:
@@ -149,23 +155,36 @@ def bench(
         min=1, help=f"Tasks per run (default {benchmarks.DEFAULT_TASKS:,}; the memory "
                     f"scenario drains {benchmarks.DEFAULT_MEMORY_TASKS:,}).")] = None,
     pairs: Annotated[int, typer.Option(
-        min=1, help="Interleaved streamtask/raw pairs of the drain scenario (rounds of the "
-                    "peers scenario).")] = 5,
+        min=1, help="Interleaved streamtask/raw pairs of the drain scenario and of each rate "
+                    "of the latency scenario (rounds of the peers scenario).")] = 5,
     scenario: Annotated[Scenario, typer.Option(
-        help="drain: throughput vs the raw loop; latency: open-loop enqueue-to-start at 1k/s "
-             "and a quarter of the raw loop's maximum; "
+        help="drain: throughput vs the raw loop; latency: open-loop enqueue-to-handler-start "
+             "vs the bare-record raw loop, at 1,000/s and a quarter of the raw loop's "
+             "maximum (or --rate); "
              "memory: RSS while draining a large backlog; peers: vs a bare-record loop and "
              "Quix Streams; all: drain, latency and memory.")] = Scenario.drain,
     concurrency: Annotated[int, typer.Option(
         min=1, help="The worker's --concurrency (tasks in flight).")] = 8,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print the results as JSON on stdout.")] = False,
+    rate: Annotated[list[float] | None, typer.Option(
+        "--rate", help="Latency scenario: send at this many tasks/s (repeat for "
+                                "several rates; default: 1,000 and a quarter of the raw "
+                                "loop's maximum, measured first). Each run sends "
+                                f"min(--tasks, rate x {bench_latency.LATENCY_SECONDS:.0f} s) "
+                                "tasks.")] = None,
     observed: Annotated[bool, typer.Option(
         "--observed", help="The worker serves Prometheus metrics and writes the execution "
                            "trail during the drain, as `worker --metrics-port P` does (to "
                            "measure their cost).")] = False,
 ) -> None:
     """Measure the worker against the raw confluent-kafka loop doing the same work."""
+    if rate and scenario not in (Scenario.latency, Scenario.all):
+        raise benchmarks.BenchError("--rate applies to the latency scenario only "
+                                    "(--scenario latency or all)")
+    if rate and min(rate) <= 0:
+        raise benchmarks.BenchError(f"--rate must be a positive number of tasks per second, "
+                                    f"not {min(rate):g}")
     console = Console(stderr=True)
     runs = [scenario.value] if scenario is not Scenario.all else ["drain", "latency", "memory"]
     results: dict[str, Any] = {}
@@ -180,10 +199,8 @@ def bench(
                 servers, tasks or benchmarks.DEFAULT_TASKS, pairs, concurrency, bar,
                 observed=observed)
         if "latency" in runs:
-            measured = results.get("drain")
             results["latency"] = bench_latency.latency(
-                servers, tasks or benchmarks.DEFAULT_TASKS, None, concurrency, bar,
-                raw_max_rate=measured.raw.median_rate if measured is not None else None)
+                servers, tasks or benchmarks.DEFAULT_TASKS, rate, pairs, concurrency, bar)
         if "peers" in runs:
             results["peers"] = bench_peers.peers(
                 servers, tasks or benchmarks.DEFAULT_TASKS, pairs, concurrency, bar)

@@ -224,6 +224,11 @@ class Intake:
         elif self.window.drained(job.tp, job.partition):
             self.resume_if_free(job.tp)
 
+    @property
+    def full(self) -> bool:
+        """Refusing records for want of room, partitions not paused yet."""
+        return self._full_since is not None and not self.paused
+
     def _flow_control(self, room: int) -> bool:
         """Whether to consume now. A full worker first just stops taking records (librdkafka
         stops fetching once its bounded queue is full, and keeps what it fetched); only when

@@ -46,6 +46,12 @@ from streamtask.worker.scheduler import Scheduler
 log = logging.getLogger("streamtask.worker")
 JOIN_GRACE = 30.0
 """Seconds an ``idle_timeout`` run also waits while it has no partitions yet."""
+OUTCOME_WAIT = 0.005
+"""Seconds the loop waits for a running handler to finish when nothing else needs it."""
+OUTCOME_WAIT_FLOWING = 0.001
+"""The same while records flow: a record arriving during the wait waits as well."""
+FLOWING_FOR = 1.0
+"""Records flow while the last one came less than this many seconds ago."""
 
 __all__ = ["JOIN_GRACE", "PAUSE_WHEN_FULL_FOR", "TaskTimeout", "Worker", "WorkerStats"]
 
@@ -93,6 +99,7 @@ class Worker:
         self._live: set[Job] = set()
         """Every job taken in whose offset is not durable yet (running, waiting or sending)."""
         self._finished_since_commit = 0
+        self._last_received = 0.0
         self._spans = tracing.execution_spans()
         """One OpenTelemetry span per execution, when OpenTelemetry is installed."""
 
@@ -202,12 +209,12 @@ class Worker:
         while not self._stop.is_set():
             received = self._poll()
             self._scheduler.start_ready()
-            completed = self._route_ended(wait=0.005 if self._scheduler.running and not received
-                                          else 0.0)
-            # With nothing received or running, only acknowledgements can move the work on:
-            # wait for them here rather than spin through the loop.
+            completed = self._route_ended(wait=self._outcome_wait(received))
+            # A full worker takes no record, so only acknowledgements can move it on: wait for
+            # them here rather than spin. Otherwise ``_poll`` has waited for records already,
+            # and a wait here would hold up a record arriving meanwhile.
             idle = not (received or completed or self._scheduler.busy)
-            self._delivery.serve(0.005 if idle and self._live else 0)
+            self._delivery.serve(0.005 if idle and self._intake.full and self._live else 0)
             self._route_overdue()
             self._release_due()
             self._expire_joins()
@@ -225,6 +232,18 @@ class Worker:
             grace = 0.0 if self._partitions else JOIN_GRACE
             if idle_timeout is not None and now - last_activity >= idle_timeout + grace:
                 break
+
+    def _outcome_wait(self, received: int) -> float:
+        """How long to wait for a handler's outcome. Records that arrive meanwhile wait too
+        (the loop cannot wait on the consumer and the runners at once), so while records flow
+        the wait is short; beside long, idle handlers it is longer, for fewer wake-ups."""
+        if received:
+            self._last_received = time.monotonic()
+            return 0.0
+        if not self._scheduler.running:
+            return 0.0
+        flowing = time.monotonic() - self._last_received < FLOWING_FOR
+        return OUTCOME_WAIT_FLOWING if flowing else OUTCOME_WAIT
 
     def _ended_tasks(self) -> int:
         counts = self.counter.counts
