@@ -12,7 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import confluent_kafka
 from confluent_kafka import admin as kafka_admin
@@ -69,6 +69,8 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "fetch.queue.backoff.ms": 20,
 }
 
+
+_T = TypeVar("_T")
 
 MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's default ``message.max.bytes``: it refuses larger records at ``produce``."""
@@ -304,22 +306,28 @@ _NO_LEADER_YET = {confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION,
 """Errors of a partition that was created a moment ago, or whose leader is moving."""
 
 
-def _watermarks(reader: confluent_kafka.Consumer, tp: TopicPartition,
-                deadline: float) -> tuple[int, int]:
-    """A partition's low and high offsets, asking again while the error is retriable (a
-    topic created a moment ago may have no leader yet) until ``deadline``."""
+def retrying(call: Callable[[], _T], what: str, deadline: float) -> _T:
+    """``call()``, asked again while its error is retriable (a topic created a moment ago
+    may have no leader yet, or its leader is moving) until ``deadline``."""
     while True:
         try:
-            low, high = reader.get_watermark_offsets(
-                tp, timeout=max(deadline - time.monotonic(), 0.1))
-            return int(low), int(high)
+            return call()
         except confluent_kafka.KafkaException as exc:
             error = exc.args[0] if exc.args else None
             retriable = isinstance(error, confluent_kafka.KafkaError) and (
                 error.retriable() or error.code() in _NO_LEADER_YET)
             if not retriable or time.monotonic() >= deadline:
-                raise mapped(exc, f"reading the offsets of {tp.topic}[{tp.partition}]") from exc
+                raise mapped(exc, what) from exc
             time.sleep(0.2)
+
+
+def _watermarks(reader: confluent_kafka.Consumer, tp: TopicPartition,
+                deadline: float) -> tuple[int, int]:
+    """A partition's low and high offsets (see :func:`retrying`)."""
+    low, high = retrying(lambda: reader.get_watermark_offsets(
+        tp, timeout=max(deadline - time.monotonic(), 0.1)),
+        f"reading the offsets of {tp.topic}[{tp.partition}]", deadline)
+    return int(low), int(high)
 
 
 def read_partition(settings: KafkaSettings, topic: str, partition: int,

@@ -176,11 +176,9 @@ def _records(app: App, consumer: Any, starts: dict[int, int],
 
 def _start_offsets(consumer: Any, topic: str, partitions: list[int], at_ms: int,
                    timeout: float) -> dict[int, int]:
-    try:
-        found = consumer.offsets_for_times(
-            [kafka.TopicPartition(topic, p, max(0, at_ms)) for p in partitions], timeout=timeout)
-    except kafka.KafkaException as exc:
-        raise kafka.mapped(exc, f"finding offsets of {topic} at {at_ms}") from exc
+    found = kafka.retrying(lambda: consumer.offsets_for_times(
+        [kafka.TopicPartition(topic, p, max(0, at_ms)) for p in partitions], timeout=timeout),
+        f"finding offsets of {topic} at {at_ms}", time.monotonic() + timeout)
     # -1: no record that late; the span then starts at the end and reads nothing.
     return {tp.partition: tp.offset if tp.offset >= 0 else 1 << 62 for tp in found}
 
