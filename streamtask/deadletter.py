@@ -73,9 +73,12 @@ def read_int(raw: bytes | None) -> int | None:
     if len(raw) == 8:
         return int(struct.unpack(">q", raw)[0])
     try:
-        return int(raw.decode())
+        value = int(raw.decode())
     except (UnicodeDecodeError, ValueError):
         return None
+    # A text number past 64 bits is no header streamtask or Spring wrote, and written back
+    # as a retry's int64 header it would fail the task's routing: treat it as absent.
+    return value if -2**63 <= value < 2**63 else None
 
 
 def fqcn(error: BaseException) -> str:

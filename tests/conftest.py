@@ -90,6 +90,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"kafka", "kafka_broker", "secured_broker"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
+    # Files holding a ``long`` test run first (whole files, in their order), so that with
+    # two processes (`make test`) none of them starts last while the other process idles.
+    long_files = {item.path for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.path not in long_files)
 
 
 # -- a secured broker (SASL/SCRAM-SHA-512 + ACLs), started only by the tests that need it ----

@@ -38,6 +38,7 @@ def check(kafka, unique: str, tmp_path: Path, plan: ChaosPlan) -> None:
     assert result.duplicates <= bound, report
 
 
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_chaos_pipeline_loses_nothing_and_bounds_duplicates(
         kafka, unique: str, tmp_path: Path) -> None:

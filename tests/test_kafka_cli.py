@@ -11,6 +11,7 @@ from streamtask.kafka import admin
 from tests.test_cli_errors import streamtask
 
 
+@pytest.mark.long
 @pytest.mark.timeout(150)
 def test_status_up_down_up_keeps_data(kafka, unique) -> None:
     if kafka.local is None:

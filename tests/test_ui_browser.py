@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -110,7 +111,10 @@ def shot(driver: WebDriver, name: str) -> None:
 
 
 def wait(driver: WebDriver, timeout: float = 90) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1)
+    """Polls until the condition holds; a page that re-renders (the diagrams redraw on each
+    check) can turn an element stale between finding and reading it: that poll just retries."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,))
 
 
 def type_into(driver: WebDriver, element: Any, text: str) -> None:

@@ -22,6 +22,7 @@ worker keeps running fetched tasks while the broker is down (librdkafka may have
 them all)."""
 
 
+@pytest.mark.long
 @pytest.mark.timeout(180)
 def test_broker_restart_mid_run_loses_no_task(kafka, unique: str, tmp_path: Path) -> None:
     if kafka.local is None:

@@ -29,6 +29,7 @@ PROGRESS = 300
 """Executions the worker must add after each restart before the next one strikes."""
 
 
+@pytest.mark.long
 @pytest.mark.timeout(420)
 def test_three_broker_restarts_in_a_row_leave_no_worker_idle(
         kafka, unique: str, tmp_path: Path) -> None:

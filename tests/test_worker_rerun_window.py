@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamtask.config import WorkerSettings
-from tests.helpers import duplicates, missing, recorder_run, summary
+from tests.helpers import RecorderRun, duplicates, missing, recorder_run, summary
 
 CONCURRENCY = 2
 SETTINGS = WorkerSettings(concurrency=CONCURRENCY)
@@ -30,8 +30,7 @@ def test_a_slow_task_does_not_widen_the_rerun_window(kafka, unique: str, tmp_pat
         first = run.start_worker("--concurrency", str(CONCURRENCY))
         run.wait_for_executions(SETTINGS.max_buffered // 2 - CONCURRENCY, timeout=90,
                                 watch=[first])
-        time.sleep(5)  # let it take as much as it will
-        ran = len(run.executions())
+        ran = _settled(run, quiet=2.0, timeout=90)  # it took as much as it will
         first.kill9()
 
         del run.env["RECORDER_SLOW"]
@@ -44,3 +43,20 @@ def test_a_slow_task_does_not_widen_the_rerun_window(kafka, unique: str, tmp_pat
         assert duplicates(executions) <= BOUND, (
             f"{ran} ran before the kill; {duplicates(executions)} reruns > max_buffered "
             f"{SETTINGS.max_buffered} + commit_every {SETTINGS.commit_every}")
+
+
+def _settled(run: RecorderRun, quiet: float, timeout: float) -> int:
+    """Wait until the log has not grown for ``quiet`` seconds; return its length.
+
+    A worker that honours the window stops at ``max_buffered``; one that does not goes on
+    until it ran the whole backlog, whose reruns then exceed the bound.
+    """
+    deadline = time.monotonic() + timeout
+    count, since = len(run.executions()), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"the log still grows after {timeout:.0f}s"
+        time.sleep(0.1)
+        now = len(run.executions())
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
