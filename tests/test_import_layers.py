@@ -55,3 +55,20 @@ def test_producer_never_imports_the_app() -> None:
     app, producer = streamtask.App.__module__, streamtask.TaskProducer.__module__
     assert producer in streamtask_imports(app)
     assert app not in reachable(producer), f"{producer} reaches {app} again"
+
+
+def test_shipped_code_never_imports_unittest() -> None:
+    """Test doubles stay in tests: shipped code reaches Kafka through ``app.transport`` and
+    takes timing hooks, never ``unittest.mock`` patches (the bench once patched
+    ``kafka.consumer``)."""
+    offenders = [str(path.relative_to(PACKAGE)) for path in sorted(PACKAGE.rglob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Import | ast.ImportFrom)
+                 and any(name.split(".")[0] == "unittest" for name in _imported(node))]
+    assert not offenders, offenders
+
+
+def _imported(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""] if node.level == 0 else []
+    return [alias.name for alias in node.names]
