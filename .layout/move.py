@@ -76,7 +76,6 @@ MOVES: dict[str, str] = {
     "producer": "kafka.producer",
     "deadletter": "kafka.headers",  # retry and dead-letter headers (was confusable with dlq.py)
     "acls": "kafka.acls",
-    "tls": "kafka.tls",
     # ops/: operator tools
     "dlq": "ops.deadletters",  # reading dead letters back and replaying them
     "check": "ops.check",
@@ -87,6 +86,7 @@ MOVES: dict[str, str] = {
     "tracing": "ops.tracing",
     # dev/: out of the runtime path
     "broker": "dev.broker",  # LocalBroker (was confusable with kafka.py)
+    "tls": "dev.tls",  # the local secured broker's throwaway CA (not client TLS settings)
     "cluster": "dev.cluster",
     "bench": "dev.bench",
     "bench_latency": "dev.bench_latency",
@@ -96,13 +96,14 @@ MOVES: dict[str, str] = {
 
 PACKAGES: dict[str, str] = {
     "model": "What work exists: the app and its stages, pipelines, the task envelope, the Avro\n"
-             "schema registry and Conductor-style workflow definitions. No Kafka I/O here.",
-    "kafka": "The only code that touches confluent-kafka: typed client factories and the\n"
-             "transport seam (:mod:`.clients`), topics, the task producer, the retry and\n"
-             "dead-letter headers, ACLs and TLS settings.",
+             "schema registry and Conductor-style workflow definitions.",
+    "kafka": "Kafka plumbing: the typed client factories and the transport through which the\n"
+             "runtime opens every client (:mod:`.clients`), topics, the task producer, the\n"
+             "retry and dead-letter headers, and the ACLs each role needs.",
     "ops": "Operator tools: dead-letter reading and replay, pipeline checks, the graph, status,\n"
            "metrics, the execution trail and tracing.",
-    "dev": "Out of the runtime path: the local broker and cluster, benchmarks and the demo.",
+    "dev": "Out of the runtime path: the local broker and cluster (and their throwaway TLS\n"
+           "certificates), benchmarks and the demo.",
 }
 
 # Stay flat at the top level (the public API and pure leaves).
@@ -654,7 +655,7 @@ def main() -> int:
         sort_imports(root, changed, report)
         if not args.no_smoke:
             smoke_import(root, report)
-    verb = "would " if args.dry_run else ""
+    verb = "would be " if args.dry_run else ""
     print(f"{len(report.moved)} moves {verb}done, {len(report.rewritten)} files {verb}rewritten")
     for line in report.moved:
         print("  " + line)
