@@ -278,6 +278,11 @@ def import_edits(tree: ast.AST, lines: list[str], names: Names, where: str,
         if not isinstance(node, (ast.Import, ast.ImportFrom)):
             continue
         text: str | None = None
+        if isinstance(node, ast.ImportFrom) and node.level:
+            report.note(f"{where}:{node.lineno}", "relative import: not rewritten; make it "
+                                                  "absolute if it names a moved module or "
+                                                  "sits in one")
+            continue
         if isinstance(node, ast.ImportFrom):
             groups = rewrite_from(node, names)
             if groups is not None:
