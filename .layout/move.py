@@ -111,7 +111,9 @@ STAYS = {"__init__", "__main__", "errors", "config", "events", "retry", "clock",
          "loading"}
 # Engineer `core` moves these into streamtask/worker/; this script leaves them alone.
 WORKER = {"worker", "ordering", "runner", "runtime", "offsets", "commits", "window", "delays",
-          "transactions", "routing", "joining", "join", "ratelimit", "supervisor"}
+          "transactions", "routing", "joining", "join", "ratelimit", "supervisor",
+          # the names they take in streamtask/worker/ (branch core)
+          "lanes", "runners", "interpreter", "outcomes", "joins", "delivery", "job", "intake"}
 
 ROOTS = ["streamtask", "tests", "benchmarks", "examples", "docs", ".ci", "deploy", "compose",
          "README.md", "pyproject.toml", "Makefile"]
