@@ -41,7 +41,10 @@ What it does, in order:
    ``.avsc`` files -- they are wire names.
 3. ``ruff check --select I --fix`` on the rewritten Python files (import order changes when a
    module path does); lines the rewrite pushed past 100 characters are listed.
-4. Imports every module of the package in a fresh interpreter and lists any that fail.
+4. Lists every import, in the files it covers, of a streamtask module the tree does not have
+   (read from the files: an editable install of another checkout would otherwise supply a
+   module that is gone from this one, and hide it), then imports every module of the package
+   in a fresh interpreter and lists any that fail.
 
 What it cannot do is printed at the end under "review by hand": bare file names in prose
 (``bench_peers.py``), ``from streamtask import <moved>`` inside strings, dotted names it
@@ -623,9 +626,60 @@ def _break_at(line: str) -> int | None:
     return best if best is not None and best > indent + len('"""') else None
 
 
+def module_file(root: Path, module: str) -> Path | None:
+    """The file of a streamtask module in this tree (a package's ``__init__.py``), or None."""
+    parts = module.split(".")
+    for path in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def dangling_imports(root: Path, report: Report) -> None:
+    """Every import of a streamtask module that this tree does not have, in any Python file
+    the rewrite covers. Checked on the files, not by importing: an editable install of
+    another checkout would quietly supply a module that is gone from this one."""
+    for path in files_to_rewrite(root):
+        if path.suffix != ".py":
+            continue
+        try:
+            tree = ast.parse(path.read_text())
+        except SyntaxError:
+            continue
+        rel = str(path.relative_to(root))
+        for node in ast.walk(tree):
+            for missing in _missing(root, node):
+                report.note(f"{rel}:{getattr(node, 'lineno', 0)}", f"imports {missing}, which "
+                                                                   "this tree does not have")
+
+
+def _missing(root: Path, node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names
+                if a.name.split(".")[0] == "streamtask" and module_file(root, a.name) is None]
+    if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+        return []
+    if node.module.split(".")[0] != "streamtask":
+        return []
+    source = module_file(root, node.module)
+    if source is None:
+        return [node.module]
+    if source.name != "__init__.py":
+        return []
+    defined = top_level_names(source.read_text())
+    return [f"{node.module}.{a.name}" for a in node.names
+            if a.name not in defined and module_file(root, f"{node.module}.{a.name}") is None
+            and "__getattr__" not in defined]
+
+
 def smoke_import(root: Path, report: Report) -> None:
     python = tool(root, "python") or sys.executable
-    code = ("import importlib, pkgutil, streamtask\n"
+    # Without the editable finder of whatever checkout the venv was installed from: a module
+    # missing here must fail, not be found there.
+    code = ("import importlib, pkgutil, sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path\n"
+            "                    if 'editable' not in getattr(f, '__module__', '')]\n"
+            "import streamtask\n"
             "bad = []\n"
             "for m in pkgutil.walk_packages(streamtask.__path__, 'streamtask.'):\n"
             "    if m.name.endswith('__main__'):\n"
@@ -660,6 +714,7 @@ def main() -> int:
         do_moves(root, moves, report, dry=False)
         changed = rewrite_all(root, report, dry=False)
         sort_imports(root, changed, report)
+        dangling_imports(root, report)
         if not args.no_smoke:
             smoke_import(root, report)
     verb = "would be " if args.dry_run else ""
