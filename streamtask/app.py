@@ -12,19 +12,17 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streamtask.config import KafkaSettings, load_kafka_settings
 from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
 from streamtask.kafka import KAFKA, Transport
 from streamtask.pipeline import JoinSpec, Switch, Then, targets_of
+from streamtask.producer import TaskProducer
 from streamtask.retry import RetryPolicy, level_name
 from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
 from streamtask.worker.ratelimit import RateLimit
-
-if TYPE_CHECKING:
-    from streamtask.producer import TaskProducer
 
 Handler = Callable[[Task], Any]
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -247,8 +245,6 @@ class App:
 
     def producer(self) -> TaskProducer:
         """A new producer for this app's stages (the caller closes it)."""
-        from streamtask.producer import TaskProducer
-
         return TaskProducer(self)
 
     def send(self, stage: str, payload: Any, *, key: str | None = None,

@@ -330,42 +330,73 @@ def _watermarks(reader: confluent_kafka.Consumer, tp: TopicPartition,
     return int(low), int(high)
 
 
-def read_partition(settings: KafkaSettings, topic: str, partition: int,
-                   timeout: float = 30.0) -> list[tuple[str, bytes | None]]:
-    """Every committed (key, value) of one partition up to its current end (restoring a
-    changelog).
+def read_committed(settings: KafkaSettings, topic: str,
+                   partitions: Sequence[int] | None = None, timeout: float = 30.0, *,
+                   group: str | None = None) -> list[Any]:
+    """Every committed record of ``topic``'s ``partitions`` (default: all of them) below the
+    end offsets taken when the read starts, in offset order per partition.
 
-    The end is where librdkafka reports the partition's end (``enable.partition.eof``) at or
-    past the end offset taken first, not the record at end - 1: in a changelog written in
-    transactions that offset is a commit marker, which no consumer ever returns.
+    A partition is done when librdkafka reports its end (``enable.partition.eof``) at or past
+    that offset, not at the record at end - 1: in a topic written in transactions that offset
+    is a commit marker, which no consumer ever returns. Not reaching every end within
+    ``timeout`` raises :class:`~streamtask.errors.KafkaError`: the read never returns less
+    than there is (tests asserting "none missing, none twice" rely on that).
     """
     reader = confluent_kafka.Consumer({**_base(settings), **settings.extra,
-                                       "group.id": f"streamtask-restore-{topic}",
+                                       "group.id": group or f"streamtask-read-{topic}",
                                        "enable.auto.commit": False,
                                        "isolation.level": "read_committed",
                                        "enable.partition.eof": True})
     deadline = time.monotonic() + timeout
     try:
-        low, high = _watermarks(reader, TopicPartition(topic, partition), deadline)
-        if high <= low:
-            return []
-        reader.assign([TopicPartition(topic, partition, low)])
-        records: list[tuple[str, bytes | None]] = []
-        while True:
+        ends = _end_offsets(reader, topic, partitions, deadline)
+        records: list[Any] = []
+        while ends:
             if time.monotonic() > deadline:
-                raise KafkaError(f"restoring {topic}[{partition}] did not reach offset {high} "
-                                 f"within {timeout:.0f}s")
+                raise KafkaError(f"reading {topic} did not reach its end offsets {ends} "
+                                 f"within {timeout:.0f}s ({len(records)} records read)")
             message = reader.poll(0.5)
             if message is None:
                 continue
             error = message.error()
             if error is None:
-                records.append(((message.key() or b"").decode(), message.value()))
-            elif error.code() == confluent_kafka.KafkaError._PARTITION_EOF and \
-                    (message.offset() or 0) >= high:
-                return records
+                records.append(message)
+            elif error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                partition = int(message.partition() or 0)
+                if (message.offset() or 0) >= ends.get(partition, 0):
+                    ends.pop(partition, None)
+        return records
     finally:
         reader.close()
+
+
+def _end_offsets(reader: confluent_kafka.Consumer, topic: str,
+                 partitions: Sequence[int] | None, deadline: float) -> dict[int, int]:
+    """Assign ``reader`` to the non-empty ``partitions`` from their start; their ends."""
+    if partitions is None:
+        try:
+            found = reader.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.1))
+        except confluent_kafka.KafkaException as exc:
+            raise mapped(exc, f"listing the partitions of {topic}") from exc
+        partitions = sorted(found.topics[topic].partitions)
+    ends, start = {}, []
+    for partition in partitions:
+        low, high = _watermarks(reader, TopicPartition(topic, partition), deadline)
+        if high > low:
+            ends[partition] = high
+            start.append(TopicPartition(topic, partition, low))
+    if start:
+        reader.assign(start)
+    return ends
+
+
+def read_partition(settings: KafkaSettings, topic: str, partition: int,
+                   timeout: float = 30.0) -> list[tuple[str, bytes | None]]:
+    """Every committed (key, value) of one partition up to its current end (restoring a
+    changelog); see :func:`read_committed`."""
+    return [((message.key() or b"").decode(), message.value())
+            for message in read_committed(settings, topic, [partition], timeout,
+                                          group=f"streamtask-restore-{topic}")]
 
 
 class Transport(Protocol):

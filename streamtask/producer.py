@@ -19,15 +19,46 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from streamtask import clock, kafka, tracing
 from streamtask import deadletter as dl
-from streamtask.envelope import Task
+from streamtask.config import KafkaSettings
+from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError, DeliveryFailed, ProduceRejected
+from streamtask.kafka import Transport
+from streamtask.retry import RetryPolicy
 
-if TYPE_CHECKING:
-    from streamtask.app import App
+
+class ProducedStage(Protocol):
+    """What a producer reads of a stage (an :class:`~streamtask.app.Stage` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def retry(self) -> RetryPolicy: ...
+    def retry_topic(self, delay: float) -> str: ...
+
+
+class ProducingApp(Protocol):
+    """What a producer needs of its app. :class:`~streamtask.app.App` has it; a Protocol so
+    that this module never imports ``app``, which imports it for :meth:`App.send`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int | None: ...
+    @property
+    def kafka(self) -> KafkaSettings: ...
+    @property
+    def codec(self) -> EnvelopeCodec: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def stages(self) -> Mapping[str, ProducedStage]: ...
+    def get_stage(self, name: str) -> ProducedStage: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +74,7 @@ class Delivered:
 class TaskProducer:
     """An idempotent, ``acks=all`` producer of one app's tasks."""
 
-    def __init__(self, app: App, **librdkafka: Any) -> None:
+    def __init__(self, app: ProducingApp, **librdkafka: Any) -> None:
         self._app = app
         self._codec = app.codec
         self._errors = kafka.ClientErrors()

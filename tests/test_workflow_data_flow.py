@@ -174,3 +174,16 @@ def test_cli_workflow_start_rejects_bad_input_in_one_line(args: list[str], needl
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"]
     assert needle in done.stderr
+
+
+@pytest.mark.parametrize(("output", "needle"), [
+    ("[1]", "--output must be a JSON object"),
+    ("{", "--output is not valid JSON"),
+])
+def test_cli_signal_rejects_bad_output_in_one_line(output: str, needle: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "streamtask", "signal", str(DEFINITION),
+                           "run-1", "approval_ref", "--output", output], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"]
+    assert needle in done.stderr

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import typer
 
 from streamtask.app import App
 from streamtask.config import load_kafka_settings
+from streamtask.errors import ConfigurationError
 from streamtask.loading import load_app
 
 AppRef = Annotated[str, typer.Argument(
@@ -26,3 +28,15 @@ def open_app(reference: str, bootstrap: str | None) -> App:
     app = load_app(reference)
     app.kafka = load_kafka_settings(base=app.kafka, bootstrap=bootstrap)
     return app
+
+
+def json_object(text: str, option: str, what: str) -> dict[str, Any]:
+    """``text``, the value of ``option``, parsed as a JSON object (``what`` it holds, for the
+    message): anything else is a one-line :class:`ConfigurationError`."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigurationError(f"{option} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{option} must be a JSON object ({what})")
+    return value

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 import typer
 
-from streamtask.cli.options import Bootstrap
+from streamtask.cli.options import Bootstrap, json_object
 from streamtask.cli.pipeline import SubWorkflows, Target
 from streamtask.cli.workflow import workflow_target
-from streamtask.errors import ConfigurationError
 from streamtask.kafka import wait_for_cluster
 
 
@@ -30,12 +28,7 @@ def signal(
     sub_workflows: SubWorkflows = None,
 ) -> None:
     """Send the signal a waiting task of a run waits for; it waits there if it comes first."""
-    try:
-        value = orjson.loads(output)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"--output is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ConfigurationError("--output must be a JSON object (the task's output)")
+    value = json_object(output, "--output", "the task's output")
     app = workflow_target(target, bootstrap, sub_workflows=sub_workflows)
     wait_for_cluster(app.kafka)
     app.signal(run_id, task_ref, value, status=status, reason=reason)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 
-from streamtask.cli.options import Bootstrap
+from streamtask.cli.options import Bootstrap, json_object
 from streamtask.cli.pipeline import SubWorkflows, Target, TaskDefs, open_target
 from streamtask.config import KafkaSettings
 from streamtask.errors import ConfigurationError
@@ -30,12 +29,7 @@ def start(
     sub_workflows: SubWorkflows = None,
 ) -> None:
     """Start one run and print its id (the run_id every task of the run carries)."""
-    try:
-        value = orjson.loads(input_json)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"--input is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ConfigurationError("--input must be a JSON object (Conductor's workflow input)")
+    value = json_object(input_json, "--input", "Conductor's workflow input")
     app = workflow_target(target, bootstrap, task_defs, sub_workflows)
     wait_for_cluster(app.kafka)
     typer.echo(app.start(value, correlation_id=correlation_id))

@@ -24,6 +24,7 @@ from streamtask import dlq, kafka
 from streamtask.app import App
 from streamtask.deadletter import DeadLetterRecord
 from streamtask.errors import StreamtaskError
+from streamtask.ui.background import Background
 
 log = logging.getLogger("streamtask.ui")
 KEEP = 50_000
@@ -86,10 +87,11 @@ class _Held:
         del self.keys[:excess]
 
 
-class LetterIndex:
+class LetterIndex(Background):
     """Every stage's recent dead letters, read by one background thread (see the module)."""
 
     def __init__(self, app: App, *, keep: int = KEEP, refresh: float = 5.0) -> None:
+        super().__init__("streamtask-ui-letters")
         self.app = app
         self.keep = keep
         self.refresh = refresh
@@ -98,25 +100,13 @@ class LetterIndex:
         self._totals: dict[str, int | None] = dict.fromkeys(app.stages)
         self._assigned: dict[tuple[str, int], int] = {}  # partition -> end seen when assigned
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._looked = False  # the topic list was read at least once
-        self._thread: threading.Thread | None = None
         self.version = 0
         """Goes up whenever what the index holds changes: the live page's cue to push."""
         self.problem: str | None = None
         """The last error reading Kafka (None once a read succeeds again)."""
 
     # -- the reader thread ---------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="streamtask-ui-letters",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
 
     def _run(self) -> None:
         """Read until stopped; an error is shown on the pages and retried, never fatal."""

@@ -10,38 +10,27 @@ broker what one does.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from streamtask.app import App
 from streamtask.errors import StreamtaskError
 from streamtask.status import Inspector, Sample, StageStatus, stage_status
+from streamtask.ui.background import Background
 
 log = logging.getLogger("streamtask.ui")
 
 
-class StatusFeed:
+class StatusFeed(Background):
     """The latest status of every stage, refreshed by one background thread."""
 
     def __init__(self, app: App, interval: float = 5.0) -> None:
+        super().__init__("streamtask-ui-status")
         self.app = app
         self.interval = interval
         self.statuses: dict[str, StageStatus] = {}
         self.version = 0
         """Goes up with every new set of verdicts: the live page's cue to push."""
         self.problem: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="streamtask-ui-status",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
 
     def _run(self) -> None:
         """Sample until stopped; a failed look is reported and retried, never fatal."""
