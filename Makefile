@@ -19,7 +19,7 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	$(PY) -c "from streamtask.broker import kafka_classpath; print('kafka jars:', kafka_classpath())"
+	$(PY) -c "from streamtask.dev.broker import kafka_classpath; print('kafka jars:', kafka_classpath())"
 
 lint: install
 	$(BIN)/ruff check streamtask tests benchmarks
@@ -61,7 +61,7 @@ bench-peers:
 	grep -E '^(fastavro|orjson|typer|rich)==' constraints.txt > $(BENCH_VENV)/constraints.txt
 	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check \
 		-c $(BENCH_VENV)/constraints.txt -e '.[bench]'
-	$(BENCH_VENV)/bin/python -c "from streamtask.broker import kafka_classpath; kafka_classpath()"
+	$(BENCH_VENV)/bin/python -c "from streamtask.dev.broker import kafka_classpath; kafka_classpath()"
 	$(BENCH_VENV)/bin/streamtask bench --scenario peers $(BENCH_ARGS)
 
 # A stage's rate limit with 1, 2 and 3 workers, each counted over a minute (about 4 min in

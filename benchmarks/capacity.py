@@ -22,8 +22,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streamtask import App, KafkaSettings, kafka
-from streamtask.topics import ensure
+from streamtask import App, KafkaSettings
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import ensure
 
 ROOT = Path(__file__).resolve().parent.parent
 

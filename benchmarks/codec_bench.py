@@ -33,7 +33,7 @@ Steps = dict[str, Callable[[], object]]
 
 
 def _import_envelope(tree: str | None) -> ModuleType:
-    """``streamtask.envelope`` from ``tree``, or the installed one when None.
+    """``streamtask.model.envelope`` from ``tree``, or the installed one when None.
 
     The modules of a previous import are dropped from ``sys.modules`` first; the objects
     already taken from them keep working, since their functions hold their own globals.
@@ -47,13 +47,13 @@ def _import_envelope(tree: str | None) -> ModuleType:
                             if "__editable__" not in getattr(f, "__module__", "")]
         sys.path.insert(0, tree)
     try:
-        return importlib.import_module("streamtask.envelope")
+        return importlib.import_module("streamtask.model.envelope")
     finally:
         sys.meta_path[:], sys.path[:] = saved_meta, saved_path
 
 
 def _steps(envelope: Any) -> Steps:
-    registry = importlib.import_module("streamtask.schema_registry").default_registry()
+    registry = importlib.import_module("streamtask.model.registry").default_registry()
     blob = registry.register(BLOB)
     codec = envelope.EnvelopeCodec(registry, {"work": blob, "sink": blob})
     task_class = envelope.Task

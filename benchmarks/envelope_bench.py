@@ -21,8 +21,8 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from streamtask.envelope import ENVELOPE_V2, EnvelopeCodec, Task
-from streamtask.schema_registry import BUNDLED_SCHEMAS_DIR, default_registry
+from streamtask.model.envelope import ENVELOPE_V2, EnvelopeCodec, Task
+from streamtask.model.registry import BUNDLED_SCHEMAS_DIR, default_registry
 
 PAYLOAD = {"photo_id": "3f1c9a7e-photo", "width": 1280, "height": 720}
 

@@ -28,11 +28,12 @@ from typing import Any, cast
 
 from fastavro import schemaless_reader
 
-from streamtask import bench, bench_latency, bench_peers, kafka
 from streamtask.config import WorkerSettings
-from streamtask.envelope import Task
+from streamtask.dev import bench, bench_latency, bench_peers
 from streamtask.events import Event
-from streamtask.topics import ensure
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import ensure
+from streamtask.model.envelope import Task
 from streamtask.worker import Worker
 from streamtask.worker.runners import ThreadRunner
 

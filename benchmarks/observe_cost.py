@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from streamtask import App, KafkaSettings
-from streamtask.envelope import new_task_id
 from streamtask.events import Event
-from streamtask.metrics import WorkerMetrics
-from streamtask.trail import TrailWriter
+from streamtask.model.envelope import new_task_id
+from streamtask.ops.metrics import WorkerMetrics
+from streamtask.ops.trail import TrailWriter
 
 
 def per_call_us(run: Callable[[int], None], n: int, repeats: int = 5) -> float:

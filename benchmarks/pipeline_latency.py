@@ -59,7 +59,7 @@ def _lines(log: str) -> list[tuple[int, float, float]]:
 def run(bootstrap: str, total: int, per_second: float | None) -> list[tuple[int, float, float]]:
     name = f"pipe-{uuid.uuid4().hex[:6]}"
     log = tempfile.mktemp(prefix="pipeline-", suffix=".log")
-    from streamtask.topics import ensure
+    from streamtask.kafka.topics import ensure
 
     ensure(_app(name, bootstrap, log))  # type: ignore[arg-type]
     env = {**os.environ, "PIPELINE_APP": name, "STREAMTASK_BOOTSTRAP": bootstrap,

@@ -25,14 +25,14 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from streamtask import bench, bench_peers
-from streamtask.topics import ensure
+from streamtask.dev import bench, bench_peers
+from streamtask.kafka.topics import ensure
 
 # A sample belongs to the drain when its stack passes through one of these frames.
 DRAIN_FRAMES = {
     "streamtask": ("._loop (streamtask/worker/worker.py",
                    "ThreadRunner._work (streamtask/worker/runners.py"),
-    "raw": ("BareLoop.run (streamtask/bench_peers.py",),
+    "raw": ("BareLoop.run (streamtask/dev/bench_peers.py",),
     "quix": ("._run_dataframe (quixstreams/app.py",),
 }
 # Inclusive shares worth knowing for the redesign: (label, substrings of a frame). C calls
@@ -48,7 +48,7 @@ PARTS = [
     ("envelope decode (EnvelopeCodec.decode)", ("EnvelopeCodec.decode (",)),
     ("envelope encode (EnvelopeCodec.encode)", ("EnvelopeCodec.encode (",)),
     ("outcomes.py (outcome -> records)", ("(streamtask/worker/outcomes.py",)),
-    ("pipeline.py (next tasks)", ("(streamtask/pipeline.py",)),
+    ("pipeline.py (next tasks)", ("(streamtask/model/pipeline.py",)),
     ("events emitted (EventBus.emit)", ("EventBus.emit (",)),
     ("offsets.py (per-partition tracking)", ("(streamtask/worker/offsets.py",)),
     ("lanes.py (key lanes)", ("(streamtask/worker/lanes.py",)),

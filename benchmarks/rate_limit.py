@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings
-from streamtask.broker import LocalBroker, free_port
-from streamtask.topics import ensure
+from streamtask.dev.broker import LocalBroker, free_port
+from streamtask.kafka.topics import ensure
 from streamtask.worker.ratelimit import RateLimit
 
 PARTITIONS = 6

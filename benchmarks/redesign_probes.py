@@ -24,8 +24,8 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from streamtask.envelope import Task
-from streamtask.schema_registry import BUNDLED_SCHEMAS_DIR, default_registry
+from streamtask.model.envelope import Task
+from streamtask.model.registry import BUNDLED_SCHEMAS_DIR, default_registry
 
 
 def _plain_envelope() -> dict[str, Any]:

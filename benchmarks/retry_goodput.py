@@ -26,10 +26,11 @@ import threading
 import time
 import uuid
 
-from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings, kafka
+from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings
 from streamtask.events import Event
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import ensure
 from streamtask.retry import Backoff, RetryPolicy
-from streamtask.topics import ensure
 from streamtask.worker.interpreter import tune_for_worker
 
 RATES = (0.0, 0.01, 0.10)

@@ -17,8 +17,8 @@ import time
 import uuid
 
 from streamtask import App, KafkaSettings, Task, Worker, WorkerSettings
+from streamtask.kafka.topics import ensure
 from streamtask.retry import Backoff, RetryPolicy
-from streamtask.topics import ensure
 
 
 def main() -> None:

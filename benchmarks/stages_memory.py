@@ -26,8 +26,8 @@ import uuid
 from pathlib import Path
 
 from benchmarks import stages_memory_app
-from streamtask.broker import LocalBroker, free_port
-from streamtask.topics import ensure
+from streamtask.dev.broker import LocalBroker, free_port
+from streamtask.kafka.topics import ensure
 
 APP_REF = "benchmarks.stages_memory_app:app"
 STAGES = [f"step{i}" for i in range(1, stages_memory_app.STEPS + 1)]

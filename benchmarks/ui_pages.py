@@ -21,12 +21,13 @@ import uuid
 
 import uvicorn
 
-from streamtask import App, Task, kafka
-from streamtask import deadletter as dl
-from streamtask.broker import free_port
+from streamtask import App, Task
 from streamtask.config import KafkaSettings
+from streamtask.dev.broker import free_port
+from streamtask.kafka import clients as kafka
+from streamtask.kafka import headers as dl
+from streamtask.kafka.topics import ensure
 from streamtask.retry import Backoff, RetryPolicy
-from streamtask.topics import ensure
 from streamtask.ui import ConsoleSettings, create_app
 
 ERRORS = ("ValueError", "KeyError", "myapp.errors.QuotaExceeded")

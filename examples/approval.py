@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from streamtask import KafkaSettings, Task
-from streamtask.app import Handler
-from streamtask.workflow import WorkflowApp, load_workflow
+from streamtask.model.app import Handler
+from streamtask.model.workflow import WorkflowApp, load_workflow
 
 DEFINITION = Path(__file__).with_name("approval.json")
 

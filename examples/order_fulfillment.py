@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from streamtask import KafkaSettings, Task
-from streamtask.app import Handler
+from streamtask.model.app import Handler
+from streamtask.model.workflow import WorkflowApp, load_workflow
 from streamtask.retry import DeadLetter
-from streamtask.workflow import WorkflowApp, load_workflow
 
 DEFINITION = Path(__file__).with_name("order_fulfillment.json")
 RETRY_DELAY_SECONDS = 1.0

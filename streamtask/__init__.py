@@ -4,9 +4,7 @@ Declare stages on an :class:`App`, send tasks with :meth:`App.send` or a
 :class:`TaskProducer`, and run them with ``streamtask worker module:app``.
 """
 
-from streamtask.app import App, Stage
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.envelope import Task
 from streamtask.errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -17,7 +15,9 @@ from streamtask.errors import (
     StreamtaskError,
     UnknownTaskType,
 )
-from streamtask.producer import TaskProducer
+from streamtask.kafka.producer import TaskProducer
+from streamtask.model.app import App, Stage
+from streamtask.model.envelope import Task
 from streamtask.worker import TaskTimeout, Worker
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from streamtask.deadletter import describe
+from streamtask.kafka.headers import describe
 
 
 class Event(StrEnum):

@@ -1,4 +1,4 @@
-"""Finding a user's :class:`~streamtask.app.App` from a ``module:attribute`` reference."""
+"""Finding a user's :class:`~streamtask.model.app.App` from a ``module:attribute`` reference."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import importlib
 import os
 import sys
 
-from streamtask.app import App
 from streamtask.errors import ConfigurationError
+from streamtask.model.app import App
 
 
 def load_app(reference: str) -> App:

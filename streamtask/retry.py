@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
-from streamtask.deadletter import safe_str
 from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError, RoutingError
+from streamtask.kafka.headers import safe_str
 
 DAY = 86_400.0
 

@@ -23,9 +23,10 @@ from typing import Any
 
 import confluent_kafka
 
-from streamtask import App, kafka
+from streamtask import App
 from streamtask.config import WorkerSettings
-from streamtask.topics import ensure
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import ensure
 from tests.apps.chaos_app import PARTITIONS, build
 from tests.conftest import TestBroker
 from tests.helpers import WorkerProcess

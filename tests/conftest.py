@@ -1,7 +1,7 @@
 """Test harness: one real Kafka broker per test session, unique names per test.
 
 The broker comes from ``STREAMTASK_BOOTSTRAP`` if set; else from testcontainers when a Docker
-engine answers; else streamtask's own :class:`~streamtask.broker.LocalBroker` on free ports
+engine answers; else streamtask's own :class:`~streamtask.dev.broker.LocalBroker` on free ports
 and a temporary data dir, stopped at the end. Tests that need it are marked ``kafka``.
 """
 
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from streamtask.broker import LocalBroker, free_port, port_is_free
 from streamtask.config import KafkaSettings, Secret, load_kafka_settings
+from streamtask.dev.broker import LocalBroker, free_port, port_is_free
 from streamtask.errors import AuthenticationFailed
-from streamtask.kafka import wait_for_cluster
+from streamtask.kafka.clients import wait_for_cluster
 
 
 @dataclass

@@ -22,9 +22,10 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
-from streamtask import App, kafka
+from streamtask import App
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.topics import ensure
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import ensure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RECORDER_SOURCE = REPO_ROOT / "tests" / "apps" / "recorder.py"

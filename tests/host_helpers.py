@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 
 from streamtask import App
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
 from tests.helpers import REPO_ROOT, WorkerProcess, wait_until
 
 STAGES_SOURCE = REPO_ROOT / "tests" / "apps" / "stages_app.py"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamtask import App, KafkaSettings, Worker, WorkerSettings
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
 from streamtask.worker import WorkerStats
 
 

@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from streamtask import App, kafka
-from streamtask.acls import Permission
+from streamtask import App
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.acls import Permission
 from tests.apps import secured_app
 from tests.helpers import REPO_ROOT
 

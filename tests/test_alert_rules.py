@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from streamtask import App
 from streamtask.events import Event
-from streamtask.metrics import WorkerMetrics
+from streamtask.ops.metrics import WorkerMetrics
 from streamtask.retry import RetryPolicy
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"

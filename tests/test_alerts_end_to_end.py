@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from streamtask import WorkerSettings
-from streamtask.broker import free_port
-from streamtask.metrics import observed_worker
-from streamtask.topics import ensure
+from streamtask.dev.broker import free_port
+from streamtask.kafka.topics import ensure
+from streamtask.ops.metrics import observed_worker
 from tests.apps.observed_app import build
 from tests.helpers import wait_until
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtask.envelope import EnvelopeCodec, Task
-from streamtask.schema_registry import (
+from streamtask.model.envelope import EnvelopeCodec, Task
+from streamtask.model.registry import (
     BUNDLED_SCHEMAS_DIR,
     HEADER_SIZE,
     MARKER,

@@ -18,9 +18,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streamtask.bench_peers import QUIX_MISSING, AckedPrefix, quix_version
-from streamtask.broker import free_port
 from streamtask.cli.bench import bench
+from streamtask.dev.bench_peers import QUIX_MISSING, AckedPrefix, quix_version
+from streamtask.dev.broker import free_port
 from streamtask.errors import DeliveryFailed
 from tests.conftest import TestBroker as SessionBroker
 

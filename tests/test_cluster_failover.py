@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
-from streamtask import kafka
-from streamtask.broker import free_port, port_is_free
-from streamtask.cluster import LocalCluster
 from streamtask.config import WorkerSettings
-from streamtask.topics import ensure
+from streamtask.dev.broker import free_port, port_is_free
+from streamtask.dev.cluster import LocalCluster
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import ensure
 from tests.apps.eos_app import build
 from tests.helpers import (
     RecorderRun,

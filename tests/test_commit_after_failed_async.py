@@ -12,9 +12,9 @@ import time
 
 from confluent_kafka.admin import NewTopic
 
-from streamtask import kafka
 from streamtask.config import KafkaSettings
 from streamtask.events import EventBus
+from streamtask.kafka import clients as kafka
 from streamtask.worker.delivery import Committer
 from streamtask.worker.offsets import PartitionOffsets
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from streamtask.check import WARNING, check
 from streamtask.errors import ConfigurationError
-from streamtask.workflow import _walk, load_workflow, passthrough_handlers
+from streamtask.model.workflow import _walk, load_workflow, passthrough_handlers
+from streamtask.ops.check import WARNING, check
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "conductor"
 TEST_ONLY = {"USER_TASK", "BLOCKING_SYSTEM_TASK"}

@@ -3,8 +3,8 @@ taskDefinition) become the stage's cluster-wide rate limit; 0 means none."""
 
 from __future__ import annotations
 
+from streamtask.model.workflow import load_workflow, passthrough_handlers
 from streamtask.worker.ratelimit import RateLimit
-from streamtask.workflow import load_workflow, passthrough_handlers
 
 
 def test_a_task_definitions_rate_limit_becomes_its_stages() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamtask import deadletter as dl
+from streamtask.kafka import headers as dl
 
 
 def test_text_counters_are_not_mistaken_for_binary_integers() -> None:

@@ -14,9 +14,9 @@ from fastavro import parse_schema, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import DecodeError
-from streamtask.schema_registry import HEADER_SIZE, Schema, SchemaRegistry, default_registry
+from streamtask.model.envelope import EnvelopeCodec, Task
+from streamtask.model.registry import HEADER_SIZE, Schema, SchemaRegistry, default_registry
 
 REGISTRY = default_registry()
 RESIZE = REGISTRY.get("photos.ResizeRequest")

@@ -11,8 +11,8 @@ import pytest
 
 from streamtask import Task
 from streamtask.errors import ConfigurationError
+from streamtask.kafka.topics import ensure
 from streamtask.retry import RetryPolicy
-from streamtask.topics import ensure
 from tests.helpers import wait_until
 from tests.inprocess import new_app, run_worker
 

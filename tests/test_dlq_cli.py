@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from streamtask.cli import app as cli
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
 from tests.apps.dlq_app import build, fill
 from tests.test_cli_errors import assert_one_line_error, streamtask
 

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 import confluent_kafka
 import pytest
 
-from streamtask import deadletter as dl
-from streamtask.dlq import (
+from streamtask.errors import ConfigurationError
+from streamtask.kafka import headers as dl
+from streamtask.ops.deadletters import (
     Outcome,
     Replay,
     ReplayOptions,
@@ -22,7 +23,6 @@ from streamtask.dlq import (
     parse_since,
     replay_group,
 )
-from streamtask.errors import ConfigurationError
 from tests.apps.dlq_app import Faulty, build, fill
 from tests.test_dlq_cli import dlq, topic_exists, topic_records
 

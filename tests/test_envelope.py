@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError, PayloadSchemaError
-from streamtask.schema_registry import MARKER, Schema, SchemaRegistry, default_registry
+from streamtask.model.envelope import EnvelopeCodec, Task
+from streamtask.model.registry import MARKER, Schema, SchemaRegistry, default_registry
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 INT64 = st.integers(-(2**63), 2**63 - 1)

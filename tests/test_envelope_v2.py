@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from streamtask.envelope import DecodedRecord, EnvelopeCodec, Task
 from streamtask.errors import PayloadSchemaError
-from streamtask.schema_registry import BUNDLED_SCHEMAS_DIR, Schema, SchemaRegistry, default_registry
+from streamtask.model.envelope import DecodedRecord, EnvelopeCodec, Task
+from streamtask.model.registry import BUNDLED_SCHEMAS_DIR, Schema, SchemaRegistry, default_registry
 
 V1_FULL = bytes.fromhex(
     "c3019e9b8e4aa6b8b4fb4030313930613162326333643465356636303731383239336134623563366437650a"

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from streamtask import Task
-from streamtask.pipeline import merged
+from streamtask.model.pipeline import merged
 from tests.inprocess import new_app, run_stages, run_worker, send_all
 from tests.topic_reader import read_to_end
 

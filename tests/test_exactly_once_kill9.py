@@ -15,7 +15,7 @@ import confluent_kafka
 import pytest
 
 from streamtask import App
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
 from tests.apps.eos_app import build
 from tests.helpers import WorkerProcess
 from tests.topic_reader import read_to_end

@@ -17,7 +17,7 @@ import pytest
 
 from streamtask import Task, Worker, WorkerSettings
 from streamtask.events import Event, EventBus
-from streamtask.pipeline import merged
+from streamtask.model.pipeline import merged
 from tests.inprocess import new_app, run_stages, send_all
 from tests.topic_reader import read_to_end
 

@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from streamtask import Task, Worker, WorkerSettings
-from streamtask.envelope import new_task_id
+from streamtask.kafka.topics import ensure
+from streamtask.model.envelope import new_task_id
+from streamtask.ops.trail import TrailWriter, started_ms
 from streamtask.retry import RetryPolicy
-from streamtask.topics import ensure
-from streamtask.trail import TrailWriter, started_ms
 from tests.inprocess import new_app
 from tests.test_cli_errors import assert_one_line_error, streamtask
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamtask import App, KafkaSettings, Task, Worker
-from streamtask import deadletter as dl
 from streamtask.errors import DecodeError
+from streamtask.kafka import headers as dl
 from streamtask.retry import RetryPolicy
 from streamtask.worker.delivery import AtLeastOnce
 from streamtask.worker.offsets import PartitionOffsets

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from streamtask import App
-from streamtask.graph import columns, edges, ladder, mermaid, svg
-from streamtask.pipeline import Switch, merged
+from streamtask.model.pipeline import Switch, merged
+from streamtask.model.workflow import load_workflow, passthrough_handlers
+from streamtask.ops.graph import columns, edges, ladder, mermaid, svg
 from streamtask.retry import NO_RETRIES, RetryPolicy
-from streamtask.workflow import load_workflow, passthrough_handlers
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order_fulfillment.json"
 SVG = "{http://www.w3.org/2000/svg}"

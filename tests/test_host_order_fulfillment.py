@@ -17,8 +17,8 @@ import pytest
 
 from examples import order_fulfillment as example
 from streamtask.conductor.context import END
-from streamtask.topics import ensure
-from streamtask.trail import read_since
+from streamtask.kafka.topics import ensure
+from streamtask.ops.trail import read_since
 from tests.helpers import WorkerProcess, wait_until
 
 ORDERS = 8

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from streamtask import App, ConfigurationError, KafkaSettings, Stage
-from streamtask.host import StageHost, plan
+from streamtask.worker.host import StageHost, plan
 
 
 def app() -> App:

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamtask.broker import free_port
+from streamtask.dev.broker import free_port
 from tests.helpers import wait_until
 from tests.host_helpers import StagesRun
 from tests.test_cli_errors import streamtask

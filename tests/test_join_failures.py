@@ -10,10 +10,10 @@ import time
 import confluent_kafka
 
 from streamtask import Task
-from streamtask import deadletter as dl
-from streamtask.pipeline import merged
+from streamtask.kafka import headers as dl
+from streamtask.kafka.topics import ensure
+from streamtask.model.pipeline import merged
 from streamtask.retry import RetryPolicy
-from streamtask.topics import ensure
 from streamtask.worker.joins import FORK, FROM_STAGE, PendingJoin
 from tests.helpers import read_to_end, wait_for_leaders
 from tests.inprocess import new_app, run_worker

@@ -7,7 +7,7 @@ import confluent_kafka
 import pytest
 
 from streamtask.config import KafkaSettings
-from streamtask.kafka import admin
+from streamtask.kafka.clients import admin
 from tests.test_cli_errors import streamtask
 
 

@@ -15,7 +15,7 @@ import pytest
 from examples import order_fulfillment as example
 from streamtask import Task
 from streamtask.conductor.context import END, RunResult, run_result
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
 from tests.inprocess import run_stages
 
 ORDERS = 16

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from streamtask import App, KafkaSettings, Task
-from streamtask import deadletter as dl
 from streamtask.events import Event
+from streamtask.kafka import headers as dl
 from streamtask.retry import RetryPolicy
 from streamtask.worker import outcomes
 from streamtask.worker.job import Job, Poison

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from streamtask import App
-from streamtask.check import WARNING, check, resolution_problems
-from streamtask.pipeline import Switch, merged
+from streamtask.model.pipeline import Switch, merged
+from streamtask.model.workflow import load_workflow, passthrough_handlers
+from streamtask.ops.check import WARNING, check, resolution_problems
 from streamtask.retry import RetryPolicy
-from streamtask.workflow import load_workflow, passthrough_handlers
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order_fulfillment.json"
 

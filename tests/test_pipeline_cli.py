@@ -14,7 +14,7 @@ EXAMPLE = "examples/order_fulfillment.json"
 
 BAD_APP = '''
 from streamtask import App
-from streamtask.pipeline import Switch
+from streamtask.model.pipeline import Switch
 
 app = App("bad")
 app.stage("a", output={"type": "record", "name": "Out",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from streamtask import Task
-from streamtask.deadletter import DeadLetterRecord
-from streamtask.pipeline import merged
+from streamtask.kafka.headers import DeadLetterRecord
+from streamtask.model.pipeline import merged
 from tests.inprocess import new_app, run_stages, run_worker, send_all
 from tests.test_retry_ladder import read_all
 

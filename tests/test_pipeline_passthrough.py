@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamtask import Task
-from streamtask.envelope import DecodedRecord
+from streamtask.model.envelope import DecodedRecord
 from tests.inprocess import new_app, run_stages, send_all
 
 ORDER = {"type": "record", "name": "Order", "namespace": "passthrough",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamtask.errors import RoutingError
-from streamtask.pipeline import NextTask, Send, Switch, next_tasks, targets_of
+from streamtask.model.pipeline import NextTask, Send, Switch, next_tasks, targets_of
 
 SWITCH = Switch("kind", {"photo": "resize", "video": "transcode"}, default="store")
 

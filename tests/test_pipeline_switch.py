@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamtask import Task
-from streamtask.pipeline import Send, Switch
+from streamtask.model.pipeline import Send, Switch
 from tests.inprocess import new_app, run_stages, send_all
 
 

@@ -4,7 +4,7 @@ finishes version-1 tasks that were in flight (their payload schema evolved compa
 from __future__ import annotations
 
 from streamtask import App, KafkaSettings, Task
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
 from tests.inprocess import run_stages
 
 V1 = {"type": "record", "name": "shop.Order", "fields": [

@@ -17,12 +17,13 @@ from typing import Any
 import confluent_kafka
 import orjson
 
-from streamtask import Task, kafka
-from streamtask import deadletter as dl
-from streamtask.app import App
-from streamtask.pipeline import Switch
+from streamtask import Task
+from streamtask.kafka import clients as kafka
+from streamtask.kafka import headers as dl
+from streamtask.kafka.topics import ensure
+from streamtask.model.app import App
+from streamtask.model.pipeline import Switch
 from streamtask.retry import DeadLetter, RetryPolicy
-from streamtask.topics import ensure
 from tests.helpers import read_to_end
 from tests.inprocess import new_app, run_worker
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from streamtask import DeliveryFailed, PayloadSchemaError, ProduceRejected
-from streamtask.producer import Delivered, TaskProducer
-from streamtask.topics import ensure
+from streamtask.kafka.producer import Delivered, TaskProducer
+from streamtask.kafka.topics import ensure
 from tests.inprocess import new_app
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from streamtask import App, BrokerUnavailable, KafkaSettings
-from streamtask.broker import free_port
-from streamtask.kafka import TopicPartition, consumer
-from streamtask.topics import ensure
+from streamtask.dev.broker import free_port
+from streamtask.kafka.clients import TopicPartition, consumer
+from streamtask.kafka.topics import ensure
 from tests import conftest
 from tests.helpers import REPO_ROOT
 

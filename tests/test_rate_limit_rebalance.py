@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from streamtask import App, Task, Worker, WorkerSettings
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
 from streamtask.worker.ratelimit import RateLimit
 from tests.helpers import wait_until
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import confluent_kafka
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamtask import kafka as kafka_io
+from streamtask.kafka import clients as kafka_io
 from tests import conftest
 
 

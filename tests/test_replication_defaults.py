@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamtask.topics import replication_for
+from streamtask.kafka.topics import replication_for
 
 
 @pytest.mark.parametrize(("brokers", "factor", "config"), [

@@ -9,7 +9,7 @@ import confluent_kafka
 import pytest
 
 from streamtask import Task
-from streamtask import deadletter as dl
+from streamtask.kafka import headers as dl
 from streamtask.retry import Backoff, Retry, RetryPolicy
 from tests.helpers import read_to_end
 from tests.inprocess import new_app, run_worker, send_all

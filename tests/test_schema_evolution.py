@@ -15,9 +15,9 @@ from fastavro import parse_schema, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import DecodeError
-from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
+from streamtask.model.envelope import EnvelopeCodec, Task
+from streamtask.model.registry import Schema, SchemaRegistry, default_registry
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 TEXT = st.text(st.characters(codec="utf-8"), max_size=30)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamtask import acls
+from streamtask.kafka import acls
 from tests.conftest import SecuredBroker
 from tests.secured_helpers import SECURED_REF, SecuredRun, committed
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from streamtask import acls
 from streamtask.errors import StreamtaskError
-from streamtask.topics import ensure
+from streamtask.kafka import acls
+from streamtask.kafka.topics import ensure
 from tests.conftest import SecuredBroker
 from tests.secured_helpers import SECURED_REF, SecuredRun, committed, without
 

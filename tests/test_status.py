@@ -16,12 +16,12 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from streamtask import Task, Worker, WorkerSettings
-from streamtask import deadletter as dl
 from streamtask.cli import app as cli
-from streamtask.pipeline import merged
+from streamtask.kafka import headers as dl
+from streamtask.kafka.topics import ensure
+from streamtask.model.pipeline import merged
+from streamtask.ops.status import Member, RetryLevel, Sample, Verdict, judge
 from streamtask.retry import RetryPolicy
-from streamtask.status import Member, RetryLevel, Sample, Verdict, judge
-from streamtask.topics import ensure
 from streamtask.worker.joins import FORK, FROM_STAGE
 from tests.apps import observed_app
 from tests.apps.observed_app import build

@@ -9,8 +9,9 @@ import threading
 
 import pytest
 
-from streamtask import App, ConfigurationError, KafkaSettings, Task, clock, kafka
+from streamtask import App, ConfigurationError, KafkaSettings, Task, clock
 from streamtask.errors import StreamtaskError
+from streamtask.kafka import clients as kafka
 from streamtask.retry import RetryPolicy
 from streamtask.testing import MemoryLog, MemoryTransport, NotSettled, run
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from streamtask import App, KafkaSettings, Task
-from streamtask.pipeline import Switch, merged
+from streamtask.model.pipeline import Switch, merged
 from streamtask.retry import DeadLetter, RetryPolicy
 from streamtask.testing import TestRun, run
 

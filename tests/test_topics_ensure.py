@@ -6,9 +6,9 @@ from __future__ import annotations
 from confluent_kafka.admin import ConfigResource, NewTopic
 
 from streamtask import Task
-from streamtask.kafka import admin
+from streamtask.kafka.clients import admin
+from streamtask.kafka.topics import ensure
 from streamtask.retry import RetryPolicy
-from streamtask.topics import ensure
 from tests.inprocess import new_app
 
 

@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from streamtask import Task, tracing
+from streamtask import Task
+from streamtask.ops import tracing
 from streamtask.retry import RetryPolicy
 from tests.inprocess import new_app, run_stages, send_all
 from tests.test_cli_errors import ROOT
@@ -123,8 +124,8 @@ def test_one_span_per_execution_with_opentelemetry(kafka, unique) -> None:
 
 
 def test_streamtask_never_imports_opentelemetry() -> None:
-    code = ("import sys, streamtask, streamtask.cli, streamtask.worker, streamtask.metrics; "
-            "from streamtask import tracing; tracing.outgoing(None); "
+    code = ("import sys, streamtask, streamtask.cli, streamtask.worker, streamtask.ops.metrics; "
+            "from streamtask.ops import tracing; tracing.outgoing(None); "
             "assert tracing.execution_spans() is None; "
             "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

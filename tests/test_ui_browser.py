@@ -32,8 +32,8 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from streamtask import App, Worker, WorkerSettings
-from streamtask.broker import free_port
-from streamtask.topics import ensure
+from streamtask.dev.broker import free_port
+from streamtask.kafka.topics import ensure
 from streamtask.ui import ConsoleSettings, create_app
 from streamtask.ui.letters import LetterIndex
 from tests.apps import observed_app

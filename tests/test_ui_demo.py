@@ -17,8 +17,8 @@ import pytest
 from rich.console import Console
 from starlette.testclient import TestClient
 
-from streamtask.broker import free_port
-from streamtask.demo import CURSED, STAGES, build_app, run_demo
+from streamtask.dev.broker import free_port
+from streamtask.dev.demo import CURSED, STAGES, build_app, run_demo
 from streamtask.loading import load_app
 from streamtask.ui import ConsoleSettings, create_app
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_demo_app_is_reachable_by_reference() -> None:
-    app = load_app("streamtask.demo:app")
+    app = load_app("streamtask.dev.demo:app")
     assert app.name == "demo" and tuple(app.stages) == STAGES
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import random
 
-from streamtask.app import App
-from streamtask.deadletter import DeadLetterRecord, Origin
+from streamtask.kafka.headers import DeadLetterRecord, Origin
+from streamtask.model.app import App
 from streamtask.ui.letters import LetterIndex
 
 

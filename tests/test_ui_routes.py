@@ -11,8 +11,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from streamtask.config import KafkaSettings
+from streamtask.model.workflow import load_workflow, passthrough_handlers
 from streamtask.ui import ConsoleSettings, create_app
-from streamtask.workflow import load_workflow, passthrough_handlers
 from tests.test_cli_errors import assert_one_line_error, streamtask
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order_fulfillment.json"

@@ -15,8 +15,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from streamtask import App, Task, Worker, WorkerSettings
+from streamtask.ops.trail import TrailWriter
 from streamtask.retry import Backoff, RetryPolicy
-from streamtask.trail import TrailWriter
 from streamtask.ui import ConsoleSettings, create_app
 from tests.inprocess import new_app, send_all
 

@@ -14,10 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamtask import WorkerSettings
-from streamtask.broker import free_port
-from streamtask.metrics import observed_worker
+from streamtask.dev.broker import free_port
+from streamtask.kafka.topics import ensure
+from streamtask.ops.metrics import observed_worker
 from streamtask.retry import RetryPolicy
-from streamtask.topics import ensure
 from tests.apps.observed_app import build
 from tests.helpers import RecorderRun, wait_until
 from tests.test_cli_errors import assert_one_line_error, streamtask

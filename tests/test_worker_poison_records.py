@@ -7,7 +7,7 @@ from __future__ import annotations
 import confluent_kafka
 
 from streamtask import Task
-from streamtask.deadletter import DeadLetterRecord
+from streamtask.kafka.headers import DeadLetterRecord
 from streamtask.retry import RetryPolicy
 from tests.inprocess import new_app, run_worker, send_all
 from tests.test_retry_ladder import read_all

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
 from tests.apps.eos_app import build
 from tests.helpers import WorkerProcess
 from tests.topic_reader import read_to_end

@@ -18,11 +18,11 @@ import orjson
 import pytest
 
 from streamtask import Task
-from streamtask.check import check
 from streamtask.conductor.context import END, RunResult, run_result
-from streamtask.graph import mermaid
-from streamtask.topics import ensure
-from streamtask.workflow import WorkflowApp, load_workflow
+from streamtask.kafka.topics import ensure
+from streamtask.model.workflow import WorkflowApp, load_workflow
+from streamtask.ops.check import check
+from streamtask.ops.graph import mermaid
 from tests.helpers import wait_until
 from tests.workflow_helpers import running
 

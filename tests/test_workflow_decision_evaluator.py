@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from streamtask import Task
-from streamtask.check import WARNING, check
-from streamtask.topics import ensure
-from streamtask.workflow import load_workflow
+from streamtask.kafka.topics import ensure
+from streamtask.model.workflow import load_workflow
+from streamtask.ops.check import WARNING, check
 from tests.helpers import wait_until
 from tests.workflow_helpers import Finished, running
 

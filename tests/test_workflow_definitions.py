@@ -11,9 +11,9 @@ import pytest
 
 from streamtask import ConfigurationError
 from streamtask.conductor.context import END
-from streamtask.pipeline import JoinSpec, Switch
+from streamtask.model.pipeline import JoinSpec, Switch
+from streamtask.model.workflow import load_workflow, passthrough, passthrough_handlers
 from streamtask.retry import Backoff
-from streamtask.workflow import load_workflow, passthrough, passthrough_handlers
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order_fulfillment.json"
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from streamtask import Task
-from streamtask.check import WARNING, check
 from streamtask.conductor.dynamic import tasks_of
+from streamtask.kafka.topics import ensure
+from streamtask.model.workflow import load_workflow
+from streamtask.ops.check import WARNING, check
 from streamtask.retry import DeadLetter
-from streamtask.topics import ensure
-from streamtask.workflow import load_workflow
 from tests.helpers import wait_until
 from tests.workflow_helpers import Finished, running
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from streamtask.check import WARNING, check
 from streamtask.errors import ConfigurationError
-from streamtask.topics import ensure
-from streamtask.workflow import load_workflow
+from streamtask.kafka.topics import ensure
+from streamtask.model.workflow import load_workflow
+from streamtask.ops.check import WARNING, check
 from tests.helpers import wait_until
 from tests.topic_reader import read_to_end
 from tests.workflow_helpers import Finished, running

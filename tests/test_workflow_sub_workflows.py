@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from streamtask import Task
-from streamtask.check import WARNING, check
 from streamtask.errors import ConfigurationError
-from streamtask.topics import ensure
-from streamtask.workflow import load_workflow
+from streamtask.kafka.topics import ensure
+from streamtask.model.workflow import load_workflow
+from streamtask.ops.check import WARNING, check
 from tests.helpers import wait_until
 from tests.workflow_helpers import Finished, running
 

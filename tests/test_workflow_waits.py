@@ -14,11 +14,11 @@ import orjson
 import pytest
 
 from examples import approval
-from streamtask import dlq
-from streamtask import kafka as kafka_io
 from streamtask.conductor.waits import parse_duration
 from streamtask.errors import ConfigurationError
-from streamtask.topics import ensure
+from streamtask.kafka import clients as kafka_io
+from streamtask.kafka.topics import ensure
+from streamtask.ops import deadletters as dlq
 from tests.helpers import wait_until
 from tests.workflow_helpers import Finished, running
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from streamtask import Task, Worker, WorkerSettings
 from streamtask.conductor.context import RunResult, run_result
-from streamtask.workflow import WorkflowApp
+from streamtask.model.workflow import WorkflowApp
 
 
 class Finished:

@@ -29,8 +29,8 @@ from streamtask.cli.tasks import send, topics_app
 from streamtask.cli.ui import ui
 from streamtask.cli.worker import worker
 from streamtask.cli.workflow import workflow_app
-from streamtask.deadletter import describe
 from streamtask.errors import StreamtaskError
+from streamtask.kafka.headers import describe
 
 app = typer.Typer(
     name="streamtask",

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from streamtask import acls
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import load_kafka_settings
 from streamtask.errors import ConfigurationError
+from streamtask.kafka import acls
 
 acls_app = typer.Typer(
     help="The Kafka ACLs a producer, a worker and an operator need for an app.",

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamtask import bench as benchmarks
-from streamtask import bench_latency, bench_peers
-from streamtask.broker import LocalBroker, free_port
+from streamtask.dev import bench as benchmarks
+from streamtask.dev import bench_latency, bench_peers
+from streamtask.dev.broker import LocalBroker, free_port
 
 
 class Scenario(StrEnum):

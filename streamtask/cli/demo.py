@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from streamtask.broker import DEFAULT_DATA_DIR, DEFAULT_PORT, LocalBroker
-from streamtask.demo import run_demo, summary_line, summary_table
-from streamtask.kafka import cluster_is_reachable
+from streamtask.dev.broker import DEFAULT_DATA_DIR, DEFAULT_PORT, LocalBroker
+from streamtask.dev.demo import run_demo, summary_line, summary_table
+from streamtask.kafka.clients import cluster_is_reachable
 
 
 def demo(
@@ -52,6 +52,6 @@ def demo(
     if broker is None or keep_broker:  # the broker stays up: its dead letters can be browsed
         where = "" if bootstrap == f"127.0.0.1:{DEFAULT_PORT}" else f" --bootstrap {bootstrap}"
         console.print(f"browse it (pipeline, dead letters, runs): streamtask ui "
-                      f"streamtask.demo:app{where}")
+                      f"streamtask.dev.demo:app{where}")
     if not result.done():
         raise typer.Exit(1)

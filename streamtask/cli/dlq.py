@@ -17,12 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from streamtask import dlq
-from streamtask.app import App, Stage
 from streamtask.cli.options import AppRef, Bootstrap, open_app
-from streamtask.deadletter import DeadLetterRecord
 from streamtask.errors import ConfigurationError
-from streamtask.kafka import wait_for_cluster
+from streamtask.kafka.clients import wait_for_cluster
+from streamtask.kafka.headers import DeadLetterRecord
+from streamtask.model.app import App, Stage
+from streamtask.ops import deadletters as dlq
 
 dlq_app = typer.Typer(
     help="Inspect dead-letter queues and replay dead letters into their stage.",

@@ -7,14 +7,14 @@ from typing import Annotated, Literal
 
 import typer
 
-from streamtask.broker import (
+from streamtask.dev.broker import (
     DEFAULT_DATA_DIR,
     DEFAULT_PORT,
     KAFKA_VERSION,
     BrokerSecurity,
     LocalBroker,
 )
-from streamtask.cluster import LocalCluster
+from streamtask.dev.cluster import LocalCluster
 from streamtask.errors import BrokerSetupError
 
 kafka_app = typer.Typer(

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from streamtask.app import App
 from streamtask.config import load_kafka_settings
 from streamtask.errors import ConfigurationError
 from streamtask.loading import load_app
+from streamtask.model.app import App
 
 AppRef = Annotated[str, typer.Argument(
     metavar="APP_REF", help="The app to use, as module:attribute (e.g. photos_app:app).",

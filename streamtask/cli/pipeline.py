@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 
-from streamtask.app import App
-from streamtask.check import WARNING, check
 from streamtask.errors import ConfigurationError
-from streamtask.graph import mermaid, svg
 from streamtask.loading import load_app
-from streamtask.workflow import load_workflow, parse_definition, passthrough_handlers
+from streamtask.model.app import App
+from streamtask.model.workflow import load_workflow, parse_definition, passthrough_handlers
+from streamtask.ops.check import WARNING, check
+from streamtask.ops.graph import mermaid, svg
 
 pipeline_app = typer.Typer(help="Check a pipeline's definition.", no_args_is_help=True)
 

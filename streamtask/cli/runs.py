@@ -14,13 +14,13 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from streamtask import trail
-from streamtask.app import App
 from streamtask.cli.options import Bootstrap, open_app
 from streamtask.config import KafkaSettings
-from streamtask.dlq import parse_since
 from streamtask.errors import ConfigurationError, KafkaError
-from streamtask.topics import EVENTS_RETENTION_MS
+from streamtask.kafka.topics import EVENTS_RETENTION_MS
+from streamtask.model.app import App
+from streamtask.ops import trail
+from streamtask.ops.deadletters import parse_since
 
 runs_app = typer.Typer(help="Inspect runs from their execution trail (<app>.events).",
                        no_args_is_help=True)

@@ -9,7 +9,7 @@ import typer
 from streamtask.cli.options import Bootstrap, json_object
 from streamtask.cli.pipeline import SubWorkflows, Target
 from streamtask.cli.workflow import workflow_target
-from streamtask.kafka import wait_for_cluster
+from streamtask.kafka.clients import wait_for_cluster
 
 
 def signal(

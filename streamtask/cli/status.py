@@ -12,10 +12,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from streamtask import status as st
-from streamtask.app import App, Stage
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.errors import ConfigurationError
+from streamtask.model.app import App, Stage
+from streamtask.ops import status as st
 
 STUCK_EXIT = 3
 """Exit code when a stage is stuck, or has tasks waiting and no worker."""

@@ -9,8 +9,8 @@ import typer
 
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.errors import ConfigurationError
-from streamtask.kafka import wait_for_cluster
-from streamtask.topics import ensure
+from streamtask.kafka.clients import wait_for_cluster
+from streamtask.kafka.topics import ensure
 
 topics_app = typer.Typer(help="Create and check an app's topics.", no_args_is_help=True)
 

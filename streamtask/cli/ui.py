@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from streamtask.app import App
 from streamtask.cli.options import Bootstrap
 from streamtask.cli.pipeline import Target, open_target
 from streamtask.config import KafkaSettings
 from streamtask.errors import ConfigurationError
 from streamtask.logs import configure
+from streamtask.model.app import App
 
 
 def _with_bootstrap(app: App, bootstrap: str | None) -> App:

@@ -1,7 +1,7 @@
 """``streamtask worker``: run an app's stages in this process or under a supervisor.
 
 One process runs every stage it is given (all by default), each stage group on a Worker of
-its own (:mod:`streamtask.host`); ``--processes N`` runs N such processes.
+its own (:mod:`streamtask.worker.host`); ``--processes N`` runs N such processes.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from streamtask import __version__, logs
-from streamtask.app import App
 from streamtask.cli.options import AppRef, Bootstrap, open_app
 from streamtask.config import WorkerSettings
 from streamtask.errors import AuthorizationFailed, ConfigurationError
-from streamtask.host import StageHost, plan
-from streamtask.topics import ensure
+from streamtask.kafka.topics import ensure
+from streamtask.model.app import App
+from streamtask.worker.host import StageHost, plan
 from streamtask.worker.interpreter import tune_for_worker
 from streamtask.worker.supervisor import SUPERVISED_ENV, Supervisor
 
 if TYPE_CHECKING:
-    from streamtask.metrics import MetricsServer
+    from streamtask.ops.metrics import MetricsServer
 
 LogFormat = Literal["text", "json"]
 
@@ -148,7 +148,7 @@ def _observed(app: App, stages: list[str] | None, settings: WorkerSettings, port
               addr: str) -> tuple[StageHost, MetricsServer]:
     """A host whose stages' metrics (one set for the process, every stage labelled) are
     served on ``addr:port``; close the returned server after the run."""
-    from streamtask.metrics import MetricsServer, WorkerMetrics  # prometheus_client if asked
+    from streamtask.ops.metrics import MetricsServer, WorkerMetrics  # prometheus_client if asked
 
     chosen = [stage for group in plan(app, stages) for stage in group]
     metrics = WorkerMetrics(app.name, chosen, instance_id=settings.instance_id,
@@ -164,7 +164,7 @@ def _observed(app: App, stages: list[str] | None, settings: WorkerSettings, port
 def _write_trail(host: StageHost) -> None:
     """Subscribe the execution trail's writer; a worker that may not create the trail's topic
     runs without it (and says how to get it) rather than not at all."""
-    from streamtask.trail import TrailWriter
+    from streamtask.ops.trail import TrailWriter
 
     try:
         host.subscribe(TrailWriter(host.app, host.worker_id))

@@ -11,8 +11,8 @@ from streamtask.cli.options import Bootstrap, json_object
 from streamtask.cli.pipeline import SubWorkflows, Target, TaskDefs, open_target
 from streamtask.config import KafkaSettings
 from streamtask.errors import ConfigurationError
-from streamtask.kafka import wait_for_cluster
-from streamtask.workflow import WorkflowApp
+from streamtask.kafka.clients import wait_for_cluster
+from streamtask.model.workflow import WorkflowApp
 
 workflow_app = typer.Typer(help="Start Conductor workflow runs.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def workflow_target(target: str, bootstrap: str | None, task_defs: Path | None =
     app = open_target(target, task_defs, sub_workflows)
     if not isinstance(app, WorkflowApp):
         raise ConfigurationError(f"{target!r} is not a workflow app: load it with "
-                                 "streamtask.workflow.load_workflow, or give its JSON file")
+                                 "streamtask.model.workflow.load_workflow, or give its JSON file")
     if bootstrap:
         app.kafka = KafkaSettings(bootstrap=bootstrap, extra=app.kafka.extra,
                                   connect_timeout=app.kafka.connect_timeout)

@@ -1,5 +1,5 @@
 """Conductor workflows at run time: expressions, task definitions, run contexts, system tasks.
 
-:mod:`streamtask.workflow` compiles a definition into stages; the modules here are what
+:mod:`streamtask.model.workflow` compiles a definition into stages; the modules here are what
 those stages do when tasks arrive.
 """

@@ -29,9 +29,9 @@ import orjson
 
 from streamtask.conductor.expressions import resolve
 from streamtask.conductor.scripts import run_javascript
-from streamtask.envelope import Task
 from streamtask.errors import RoutingError
-from streamtask.pipeline import Switch
+from streamtask.model.envelope import Task
+from streamtask.model.pipeline import Switch
 from streamtask.retry import DeadLetter, DeadLettered, RetryPolicy, decide
 
 if TYPE_CHECKING:

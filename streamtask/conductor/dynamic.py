@@ -21,12 +21,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from streamtask.app import Handler
 from streamtask.conductor.context import COMPLETED, Body
 from streamtask.conductor.expressions import resolve
 from streamtask.conductor.scripts import run_javascript
 from streamtask.conductor.systemtasks import http, inline, json_jq_transform
-from streamtask.envelope import Task
+from streamtask.model.app import Handler
+from streamtask.model.envelope import Task
 from streamtask.retry import DeadLetter
 
 MAX_PARALLEL = 8

@@ -29,7 +29,7 @@ from typing import Any
 
 from streamtask.conductor.context import FAILED, LAST, RUNNING, Body, Workflow
 from streamtask.conductor.subworkflows import FRAMES, child_output
-from streamtask.envelope import Task
+from streamtask.model.envelope import Task
 
 FAILURE = "_failure"
 """The stage a failed run goes to when its workflow has a ``failureWorkflow``."""

@@ -11,11 +11,11 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from streamtask.app import Handler
 from streamtask.conductor.context import Body, Step
 from streamtask.conductor.failures import HANDLED
-from streamtask.envelope import Task
-from streamtask.pipeline import Send
+from streamtask.model.app import Handler
+from streamtask.model.envelope import Task
+from streamtask.model.pipeline import Send
 
 
 def step_handler(step: Step, user: Handler | None, body: Body | None) -> Handler:

@@ -24,7 +24,7 @@ from typing import Any
 
 from streamtask.conductor.expressions import resolve
 from streamtask.conductor.scripts import run_javascript
-from streamtask.envelope import Task
+from streamtask.model.envelope import Task
 from streamtask.retry import DeadLetter
 
 DEFAULT_MAX_ITERATIONS = 1000

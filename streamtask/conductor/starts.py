@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from streamtask.conductor.context import Body
-from streamtask.envelope import Task
+from streamtask.model.envelope import Task
 from streamtask.retry import DeadLetter
 
 if TYPE_CHECKING:
-    from streamtask.workflow import WorkflowApp
+    from streamtask.model.workflow import WorkflowApp
 
 Loader = Callable[[Mapping[str, Any]], "WorkflowApp"]
 """Loads a known definition as the app its runs start in (shape only: no handlers run)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from streamtask.conductor.context import COMPLETED, LAST, RUNNING, Body, Workflow
 from streamtask.conductor.expressions import resolve
-from streamtask.envelope import Task
+from streamtask.model.envelope import Task
 from streamtask.retry import DeadLetter
 
 FRAMES = "frames"

@@ -26,7 +26,7 @@ import orjson
 
 from streamtask.conductor.context import RUNNING, Body
 from streamtask.conductor.scripts import run_javascript, run_jq
-from streamtask.envelope import Task
+from streamtask.model.envelope import Task
 from streamtask.retry import DeadLetter
 
 TERMINATION_STATUSES = ("COMPLETED", "FAILED", "TERMINATED")

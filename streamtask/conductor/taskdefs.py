@@ -32,8 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask.app import DEFAULT_TIMEOUT
 from streamtask.errors import ConfigurationError
+from streamtask.model.app import DEFAULT_TIMEOUT
 from streamtask.retry import Backoff, RetryPolicy
 from streamtask.worker.ratelimit import RateLimit
 

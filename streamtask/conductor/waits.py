@@ -6,7 +6,7 @@ changelog topic and so survives restarts and rebalances:
 
 * ``w`` parks the run: it passes the run's context to the join ``w_resume``;
 * ``w_signal`` receives signals (``streamtask signal``, :meth:`WorkflowApp.signal
-  <streamtask.workflow.WorkflowApp.signal>`), keyed by run id, and passes them to the join;
+  <streamtask.model.workflow.WorkflowApp.signal>`), keyed by run id, and passes them to the join;
 * ``w_resume`` waits for both, per run, then records the task with the signal's output
   (COMPLETED, or the run is dead-lettered on FAILED) and the run goes on.
 
@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamtask.conductor.context import Body
-from streamtask.envelope import Task
 from streamtask.errors import ConfigurationError
+from streamtask.model.envelope import Task
 from streamtask.retry import DeadLetter
 
 DEFAULT_DEADLINE = 30 * 86_400.0

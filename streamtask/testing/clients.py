@@ -1,6 +1,6 @@
 """Consumer, producer and admin clients over a :class:`~streamtask.testing.log.MemoryLog`.
 
-They implement what the worker, :class:`~streamtask.producer.TaskProducer`, the join runtime
+They implement what the worker, :class:`~streamtask.kafka.producer.TaskProducer`, the join runtime
 and the trail call on confluent-kafka's clients, with librdkafka's timing rules where the
 worker depends on them: rebalance callbacks, commit reports and delivery reports are served
 from ``poll``/``consume``/``flush`` on the caller's thread, never from another thread; a
@@ -17,9 +17,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from streamtask import kafka
 from streamtask.config import KafkaSettings
-from streamtask.deadletter import record_size
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.headers import record_size
 from streamtask.testing.log import TP, MemoryLog, Record, UnknownTopic, as_bytes, as_headers
 
 Callback = Callable[[], None]
@@ -323,7 +323,8 @@ class MemoryAdmin:
 
 
 class MemoryTransport:
-    """A :class:`streamtask.kafka.Transport` whose clients all share one :class:`MemoryLog`."""
+    """A :class:`streamtask.kafka.clients.Transport` whose clients all share one
+    :class:`MemoryLog`."""
 
     def __init__(self, log: MemoryLog | None = None) -> None:
         self.log = log or MemoryLog()

@@ -25,14 +25,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from streamtask import clock, dlq, kafka, topics
-from streamtask import deadletter as dl
-from streamtask.app import App, Handler, Stage
+from streamtask import clock
 from streamtask.config import WorkerSettings
-from streamtask.envelope import Task
 from streamtask.errors import StreamtaskError
 from streamtask.events import Event, EventBus
-from streamtask.producer import TaskProducer
+from streamtask.kafka import clients as kafka
+from streamtask.kafka import headers as dl
+from streamtask.kafka import topics
+from streamtask.kafka.producer import TaskProducer
+from streamtask.model.app import App, Handler, Stage
+from streamtask.model.envelope import Task
+from streamtask.ops import deadletters as dlq
 from streamtask.testing.clients import MemoryTransport
 from streamtask.testing.views import KafkaView, LogView, MemoryView, Progress
 from streamtask.testing.watch import WatchedTransport

@@ -16,7 +16,8 @@ import threading
 import zlib
 from collections.abc import Iterable, Sequence
 
-from streamtask import clock, kafka
+from streamtask import clock
+from streamtask.kafka import clients as kafka
 
 TP = tuple[str, int]
 Headers = list[tuple[str, bytes | None]]

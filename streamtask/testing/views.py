@@ -16,8 +16,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from streamtask import dlq, kafka
 from streamtask.config import KafkaSettings
+from streamtask.kafka import clients as kafka
+from streamtask.ops import deadletters as dlq
 from streamtask.testing.log import TP, MemoryLog
 
 Progress = dict[TP, tuple[int, int]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamtask.config import KafkaSettings
-from streamtask.kafka import Transport
+from streamtask.kafka.clients import Transport
 from streamtask.testing.clients import MemoryProducer
 
 

@@ -1,7 +1,7 @@
 """The designer's checks: a workflow definition's text to its diagram and its problems.
 
 Runs exactly what ``streamtask pipeline check FILE.json`` runs (load with pass-through
-handlers, then :func:`~streamtask.check.check`) on the text being edited, and ties every
+handlers, then :func:`~streamtask.ops.check.check`) on the text being edited, and ties every
 problem to the stages it names so the diagram can mark them. It never touches Kafka or a
 running worker. Saving writes only ``*.json`` files inside the directory the console was
 given, so a page cannot write anywhere else.
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamtask.check import WARNING, check
 from streamtask.errors import ConfigurationError
-from streamtask.graph import svg
-from streamtask.workflow import load_workflow, passthrough_handlers
+from streamtask.model.workflow import load_workflow, passthrough_handlers
+from streamtask.ops.check import WARNING, check
+from streamtask.ops.graph import svg
 
 _QUOTED = re.compile(r"'([^']+)'")
 _LOAD_PREFIX = re.compile(r"^workflow .+? cannot be loaded: ")

@@ -20,10 +20,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError as RdKafkaError
 
-from streamtask import dlq, kafka
-from streamtask.app import App
-from streamtask.deadletter import DeadLetterRecord
 from streamtask.errors import StreamtaskError
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.headers import DeadLetterRecord
+from streamtask.model.app import App
+from streamtask.ops import deadletters as dlq
 from streamtask.ui.background import Background
 
 log = logging.getLogger("streamtask.ui")

@@ -1,6 +1,6 @@
 """The pipeline page's live colours: one ``streamtask status`` loop shared by every viewer.
 
-One thread keeps a :class:`~streamtask.status.Inspector` and takes a sample of every stage
+One thread keeps a :class:`~streamtask.ops.status.Inspector` and takes a sample of every stage
 each ``interval`` seconds; each new sample is judged against the one before it, exactly as
 ``streamtask status --window <interval>`` judges its two looks (healthy, backlog growing,
 stuck, no workers). Viewers only read the latest verdicts, so a hundred open pages cost the
@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from streamtask.app import App
 from streamtask.errors import StreamtaskError
-from streamtask.status import Inspector, Sample, StageStatus, stage_status
+from streamtask.model.app import App
+from streamtask.ops.status import Inspector, Sample, StageStatus, stage_status
 from streamtask.ui.background import Background
 
 log = logging.getLogger("streamtask.ui")

@@ -1,7 +1,7 @@
 """Replays started from the console: ``dlq replay``'s own machinery, run in the background.
 
 A replay can take long (a rate limit, thousands of dead letters), so the page does not wait
-for it: each request starts a :class:`~streamtask.dlq.Replay` on a thread of its own and
+for it: each request starts a :class:`~streamtask.ops.deadletters.Replay` on a thread of its own and
 the page polls its progress and result. A replay is exactly what ``streamtask dlq replay``
 does with the same filters: same loop guard (``max_replays``, then parked), same rate
 limit, same resumable consumer group. Two replays with the same group never run at once,
@@ -16,9 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from streamtask import dlq
-from streamtask.app import App
 from streamtask.errors import ConfigurationError, StreamtaskError
+from streamtask.model.app import App
+from streamtask.ops import deadletters as dlq
 
 log = logging.getLogger("streamtask.ui")
 KEEP_FINISHED = 100

@@ -1,9 +1,9 @@
 """The Runs pages: runs found in the execution trail, and one run's tree and timeline.
 
-Everything comes from :mod:`streamtask.trail` (``<app>.events``): the list reads the trail
+Everything comes from :mod:`streamtask.ops.trail` (``<app>.events``): the list reads the trail
 records written since a time (one record per run and flush) and folds them into one line per
 run; a run's page reads that run's events (one partition, from the run's start) and draws
-:func:`streamtask.trail.tree` as a tree of tasks with a bar per attempt on a shared time axis.
+:func:`streamtask.ops.trail.tree` as a tree of tasks with a bar per attempt on a shared time axis.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask.trail import TaskTrail
+from streamtask.ops.trail import TaskTrail
 from streamtask.ui.views import when
 
 MAX_RUNS = 200

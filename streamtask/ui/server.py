@@ -29,10 +29,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from streamtask import dlq, trail
-from streamtask.app import App, Stage
 from streamtask.errors import ConfigurationError, StreamtaskError
-from streamtask.graph import ladder, svg
+from streamtask.model.app import App, Stage
+from streamtask.ops import deadletters as dlq
+from streamtask.ops import trail
+from streamtask.ops.graph import ladder, svg
 from streamtask.ui import designer
 from streamtask.ui.access import TokenGate
 from streamtask.ui.letters import KEEP, LetterIndex

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from streamtask import deadletter as dl
-from streamtask.dlq import DeadLetter
+from streamtask.kafka import headers as dl
+from streamtask.ops.deadletters import DeadLetter
 
 
 def when(epoch_ms: int) -> str:

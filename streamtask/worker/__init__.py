@@ -4,7 +4,7 @@
 other modules are the objects it composes, each owning its own state (see the README's
 architecture section for the map and the path of one task).
 
-The names below are loaded on first use: :mod:`streamtask.app` imports
+The names below are loaded on first use: :mod:`streamtask.model.app` imports
 :mod:`streamtask.worker.ratelimit` for its declarations, and an eager import of the worker
 here would import the app back while it is being defined.
 """

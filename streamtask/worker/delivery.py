@@ -27,10 +27,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from streamtask import kafka
 from streamtask.config import KafkaSettings
 from streamtask.errors import DeliveryFailed, ProduceRejected
 from streamtask.events import Event, EventBus
+from streamtask.kafka import clients as kafka
 from streamtask.worker.job import Job, Outgoing, TopicPartition
 from streamtask.worker.offsets import PartitionOffsets
 from streamtask.worker.transactions import Transactions

@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from streamtask import clock, kafka
-from streamtask.app import Stage
+from streamtask import clock
 from streamtask.config import WorkerSettings
-from streamtask.envelope import EnvelopeCodec
 from streamtask.errors import DecodeError
 from streamtask.events import Event, EventBus
+from streamtask.kafka import clients as kafka
+from streamtask.model.app import Stage
+from streamtask.model.envelope import EnvelopeCodec
 from streamtask.worker.delays import HeldRecords
 from streamtask.worker.job import Job, Poison, TopicPartition
 from streamtask.worker.offsets import PartitionOffsets

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streamtask.deadletter import Headers, record_size
 from streamtask.events import Event
+from streamtask.kafka.headers import Headers, record_size
 
 if TYPE_CHECKING:
-    from streamtask.app import Stage
-    from streamtask.envelope import Task
+    from streamtask.model.app import Stage
+    from streamtask.model.envelope import Task
     from streamtask.worker.offsets import PartitionOffsets
 
 TopicPartition = tuple[str, int]

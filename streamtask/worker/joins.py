@@ -34,12 +34,12 @@ from typing import Any
 
 import orjson
 
-from streamtask import deadletter as dl
-from streamtask import kafka
-from streamtask.app import Stage
 from streamtask.config import KafkaSettings
-from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import DecodeError, StreamtaskError
+from streamtask.kafka import clients as kafka
+from streamtask.kafka import headers as dl
+from streamtask.model.app import Stage
+from streamtask.model.envelope import EnvelopeCodec, Task
 from streamtask.worker.job import Outgoing, TopicPartition
 
 log = logging.getLogger("streamtask.worker")

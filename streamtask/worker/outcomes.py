@@ -15,14 +15,14 @@ from typing import Any
 
 import orjson
 
-from streamtask import deadletter as dl
-from streamtask.app import App, Stage
-from streamtask.envelope import Task
 from streamtask.errors import RoutingError, StreamtaskError
 from streamtask.events import Event
-from streamtask.pipeline import next_tasks
+from streamtask.kafka import headers as dl
+from streamtask.model.app import App, Stage
+from streamtask.model.envelope import Task
+from streamtask.model.pipeline import next_tasks
+from streamtask.ops.tracing import TRACEPARENT, child_traceparent, new_span_id
 from streamtask.retry import DeadLettered, RetryLater, decide
-from streamtask.tracing import TRACEPARENT, child_traceparent, new_span_id
 from streamtask.worker import joins
 from streamtask.worker.job import Job, Outgoing
 

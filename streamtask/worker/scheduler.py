@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from streamtask.app import Stage
+from streamtask.model.app import Stage
 from streamtask.worker.job import Job, TopicPartition
 from streamtask.worker.lanes import KeyLanes
 from streamtask.worker.outcomes import TaskTimeout

@@ -1,7 +1,7 @@
 """Runs P worker processes, restarts any that crash, and stops them all cleanly.
 
 Children are plain ``streamtask worker`` processes (one each), so a child behaves exactly as a
-worker started by hand, and runs every stage the command names (:mod:`streamtask.host`); the
+worker started by hand, and runs every stage the command names (:mod:`streamtask.worker.host`); the
 supervisor only forwards stop signals and restarts the dead. A child whose stage failed exits
 non-zero as a whole (its other stages drain first), so it is restarted with all its stages.
 

@@ -17,8 +17,8 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from streamtask import kafka
 from streamtask.errors import KafkaError
+from streamtask.kafka import clients as kafka
 from streamtask.worker.job import TopicPartition
 
 

@@ -28,12 +28,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import acls, clock, kafka, tracing
-from streamtask.app import App
+from streamtask import clock
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.deadletter import describe
 from streamtask.errors import ConfigurationError, DeliveryFailed, ProduceRejected
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
+from streamtask.kafka import acls
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.headers import describe
+from streamtask.model.app import App
+from streamtask.ops import tracing
 from streamtask.worker import outcomes
 from streamtask.worker.delivery import Delivery, open_delivery
 from streamtask.worker.intake import PAUSE_WHEN_FULL_FOR, Intake

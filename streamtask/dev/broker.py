@@ -23,8 +23,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamtask import tls
 from streamtask.config import KafkaSettings, Secret
+from streamtask.dev import tls
 from streamtask.errors import BrokerSetupError
 
 KAFKA_VERSION = "4.1.1"
@@ -110,7 +110,7 @@ class BrokerSecurity:
     default, and one super user (``admin``) whose SCRAM credentials are written into the
     storage at format time (KRaft keeps SCRAM users in its metadata log, so the first one
     cannot be created through a broker that nobody may log into yet). With ``tls_dir`` the
-    listener is SASL_SSL, with certificates from :mod:`streamtask.tls` kept there (their
+    listener is SASL_SSL, with certificates from :mod:`streamtask.dev.tls` kept there (their
     store password is the admin's)."""
 
     admin_password: Secret
@@ -252,7 +252,7 @@ class LocalBroker:
     The data dir owns the broker: its state file records the PID and ports, so a later
     ``LocalBroker(data_dir)`` (another CLI call, another test) finds and stops the same process.
     With ``security``, the client listener takes SASL/SCRAM-SHA-512 and ACLs apply; as one
-    node of a :class:`~streamtask.cluster.LocalCluster`, ``node_id``, ``voters`` (the quorum),
+    node of a :class:`~streamtask.dev.cluster.LocalCluster`, ``node_id``, ``voters`` (the quorum),
     ``cluster_id`` and ``replication`` come from the cluster.
     """
 
@@ -470,6 +470,6 @@ def _answers_metadata(settings: KafkaSettings) -> bool:
         socket.create_connection((host, int(port)), timeout=0.5).close()
     except OSError:
         return False
-    from streamtask.kafka import cluster_is_reachable
+    from streamtask.kafka.clients import cluster_is_reachable
 
     return cluster_is_reachable(settings, timeout=5.0)

@@ -403,7 +403,7 @@ class Transport(Protocol):
     """Where the runtime's Kafka clients come from.
 
     Workers, the task producer, joins and the trail open every client through their app's
-    ``transport`` (see :attr:`streamtask.app.App.transport`), never by calling
+    ``transport`` (see :attr:`streamtask.model.app.App.transport`), never by calling
     confluent-kafka directly, so :mod:`streamtask.testing` can run the very same worker over
     an in-memory log. The clients returned must behave like confluent-kafka's.
     """

@@ -28,7 +28,7 @@ from fastavro import parse_schema, schemaless_writer
 
 from streamtask import clock
 from streamtask.errors import ConfigurationError, DecodeError, PayloadSchemaError
-from streamtask.schema_registry import (
+from streamtask.model.registry import (
     BUNDLED_SCHEMAS_DIR,
     HEADER_SIZE,
     MARKER,
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 ENVELOPE_SCHEMA = "streamtask.Envelope"
-#: The file (in :data:`~streamtask.schema_registry.BUNDLED_SCHEMAS_DIR`) of the envelope
+#: The file (in :data:`~streamtask.model.registry.BUNDLED_SCHEMAS_DIR`) of the envelope
 #: version the codec writes; ``streamtask.Envelope.avsc`` holds version 1, still read.
 ENVELOPE_V2 = "streamtask.Envelope.v2"
 JSON_PAYLOAD_SCHEMA = "streamtask.JsonPayload"
@@ -52,7 +52,7 @@ JSON_PAYLOAD_SCHEMA = "streamtask.JsonPayload"
 def new_task_id() -> str:
     """32 hex digits: the creation time in milliseconds (12 digits, as in UUIDv7), then 80
     random bits. A run's id is its first task's, so a run's start time can be read from its
-    id, and its execution trail found by time (:mod:`streamtask.trail`).
+    id, and its execution trail found by time (:mod:`streamtask.ops.trail`).
 
     Ids must be unique, not secret, so they come from the ``random`` module (seeded from the
     OS per process and reseeded in forked children) rather than ``os.urandom``: a system call
@@ -280,7 +280,7 @@ def _registered(registry: SchemaRegistry, schema: Schema, what: str) -> Schema:
     if held is None:
         raise ConfigurationError(
             f"{what} {schema.name} ({schema.fingerprint_hex}) is not in the schema registry; "
-            "build the registry with streamtask.schema_registry.default_registry() and "
+            "build the registry with streamtask.model.registry.default_registry() and "
             "register payload schemas before creating the codec")
     return held
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from streamtask.deadletter import safe_str
 from streamtask.errors import ConfigurationError, RoutingError
+from streamtask.kafka.headers import safe_str
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from random import getrandbits
 from typing import Any
 
-from streamtask.deadletter import describe
+from streamtask.kafka.headers import describe
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"

@@ -21,17 +21,19 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from streamtask import clock, kafka, tracing
-from streamtask import deadletter as dl
+from streamtask import clock
 from streamtask.config import KafkaSettings
-from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError, DeliveryFailed, ProduceRejected
-from streamtask.kafka import Transport
+from streamtask.kafka import clients as kafka
+from streamtask.kafka import headers as dl
+from streamtask.kafka.clients import Transport
+from streamtask.model.envelope import EnvelopeCodec, Task
+from streamtask.ops import tracing
 from streamtask.retry import RetryPolicy
 
 
 class ProducedStage(Protocol):
-    """What a producer reads of a stage (an :class:`~streamtask.app.Stage` has it)."""
+    """What a producer reads of a stage (an :class:`~streamtask.model.app.Stage` has it)."""
 
     @property
     def name(self) -> str: ...
@@ -43,7 +45,7 @@ class ProducedStage(Protocol):
 
 
 class ProducingApp(Protocol):
-    """What a producer needs of its app. :class:`~streamtask.app.App` has it; a Protocol so
+    """What a producer needs of its app. :class:`~streamtask.model.app.App` has it; a Protocol so
     that this module never imports ``app``, which imports it for :meth:`App.send`."""
 
     @property

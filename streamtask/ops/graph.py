@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from streamtask.app import App, Stage
-from streamtask.pipeline import Switch
+from streamtask.model.app import App, Stage
+from streamtask.model.pipeline import Switch
 from streamtask.retry import level_name
 
 

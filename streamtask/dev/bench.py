@@ -16,13 +16,13 @@ Scenarios (see ``benchmarks/README.md``):
     every delivery of the batch is acknowledged -> commit on an interval. Runs go in
     interleaved pairs (A B, B A, ...) after one warm-up of each; the window runs from the
     first record received (group joins excluded) to the final offset commit.
-``latency`` (:mod:`streamtask.bench_latency`)
+``latency`` (:mod:`streamtask.dev.bench_latency`)
     Open loop at fixed, modest rates, the sender in a child process of its own; the handler
     notes ``time.time()`` at start; latency = start - intended send time. The bare-record
     raw loop of ``peers``, at the same rate, is the reference.
 ``memory``
     RSS of the draining process sampled while it drains a large backlog (default 1M tasks).
-``peers`` (:mod:`streamtask.bench_peers`)
+``peers`` (:mod:`streamtask.dev.bench_peers`)
     The worker against a bare-record raw loop and Quix Streams, on the same content.
 
 The worker is timed through its public seams: its handler starts the clock, an event
@@ -49,13 +49,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from streamtask import kafka, tracing
-from streamtask.app import App
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.envelope import Task
 from streamtask.errors import StreamtaskError
 from streamtask.events import Event, EventBus
-from streamtask.topics import app_topics, ensure
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import app_topics, ensure
+from streamtask.model.app import App
+from streamtask.model.envelope import Task
+from streamtask.ops import tracing
 from streamtask.worker import Worker
 from streamtask.worker.interpreter import tune_for_worker
 
@@ -430,8 +431,8 @@ def _child_streamtask(spec: RunSpec) -> RunResult:
     events.subscribe(_CommitProgress(clock, spec.tasks))
     settings = WorkerSettings(concurrency=spec.concurrency)
     if spec.observed:
-        from streamtask.metrics import observed_worker
-        from streamtask.trail import TrailWriter
+        from streamtask.ops.metrics import observed_worker
+        from streamtask.ops.trail import TrailWriter
 
         # The server stays up until the child exits, as a worker's does.
         worker, _server = observed_worker(app, [WORK], settings, port=0, addr="127.0.0.1",
@@ -574,15 +575,15 @@ def child_main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     spec = RunSpec(**json.loads(args[0]))
     if spec.mode == "peers":
-        from streamtask.bench_peers import run_child  # it builds on this module
+        from streamtask.dev.bench_peers import run_child  # it builds on this module
 
         result = run_child(spec)
     elif spec.mode == "latency":
-        from streamtask.bench_latency import run_child as run_latency
+        from streamtask.dev.bench_latency import run_child as run_latency
 
         result = run_latency(spec)
     elif spec.mode == "sender":
-        from streamtask.bench_latency import send_open_loop
+        from streamtask.dev.bench_latency import send_open_loop
 
         result = send_open_loop(spec)
     else:
@@ -594,13 +595,13 @@ def child_main(argv: Sequence[str] | None = None) -> None:
 
 
 def child_command(spec: RunSpec) -> list[str]:
-    code = "from streamtask.bench import child_main; child_main()"
+    code = "from streamtask.dev.bench import child_main; child_main()"
     return [sys.executable, "-c", code, json.dumps(asdict(spec))]
 
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parent.parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
@@ -719,7 +720,7 @@ def _source_revision() -> str:
     try:
         done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=5, check=False,
-                              cwd=Path(__file__).resolve().parent)
+                              cwd=Path(__file__).resolve().parent.parent)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from streamtask.app import App, Handler
 from streamtask.conductor import dynamic, failures, starts, subworkflows, systemtasks
 from streamtask.conductor.context import (
     CASE,
@@ -68,9 +67,10 @@ from streamtask.conductor.taskdefs import (
 )
 from streamtask.conductor.waits import DEFAULT_DEADLINE, parse_duration, resume, signal_payload
 from streamtask.config import KafkaSettings
-from streamtask.envelope import Task, new_task_id
 from streamtask.errors import ConfigurationError
-from streamtask.pipeline import JoinSpec, Switch, Then
+from streamtask.model.app import App, Handler
+from streamtask.model.envelope import Task, new_task_id
+from streamtask.model.pipeline import JoinSpec, Switch, Then
 from streamtask.retry import NO_RETRIES, RetryPolicy
 from streamtask.worker.ratelimit import RateLimit
 
@@ -117,7 +117,7 @@ _WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "o
                   "updatedBy", "restartable", "outputParameters", "inputTemplate",
                   "variables", "timeoutPolicy", "timeoutSeconds", "tags", "metadata",
                   "failureWorkflow"}
-_STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # as streamtask.app requires
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # as streamtask.model.app requires
 _JAVASCRIPT = ("javascript", "graaljs")
 _NESTED = ("forkTasks", "decisionCases", "defaultCase", "loopOver")
 

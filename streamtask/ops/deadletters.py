@@ -28,12 +28,12 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError as RdKafkaError
 
-from streamtask import deadletter as dl
-from streamtask import kafka
-from streamtask.app import App, Stage
-from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError, DecodeError, DeliveryFailed, KafkaError
-from streamtask.topics import DLQ_RETENTION_MS, TopicSpec, _create
+from streamtask.kafka import clients as kafka
+from streamtask.kafka import headers as dl
+from streamtask.kafka.topics import DLQ_RETENTION_MS, TopicSpec, _create
+from streamtask.model.app import App, Stage
+from streamtask.model.envelope import EnvelopeCodec, Task
 from streamtask.worker.job import TopicPartition
 
 log = logging.getLogger("streamtask.dlq")

@@ -18,10 +18,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from streamtask import kafka
-from streamtask.app import App
 from streamtask.config import KafkaSettings
 from streamtask.errors import AuthorizationFailed, KafkaError
+from streamtask.kafka import clients as kafka
+from streamtask.model.app import App
 
 DLQ_RETENTION_MS = 30 * 86_400_000
 EVENTS_PARTITIONS = 6
@@ -62,7 +62,7 @@ def app_topics(app: App) -> list[TopicSpec]:
 
 
 def events_topic(app: App) -> TopicSpec:
-    """The app's execution trail (:mod:`streamtask.trail`): ``ensure`` creates it with the
+    """The app's execution trail (:mod:`streamtask.ops.trail`): ``ensure`` creates it with the
     rest (the trail is on by default, and a worker on a secured cluster may not create
     topics); a worker that finds it missing creates it itself when it may."""
     return TopicSpec(f"{app.name}.events", EVENTS_PARTITIONS,

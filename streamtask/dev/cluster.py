@@ -1,4 +1,4 @@
-"""A local multi-broker KRaft cluster: several :class:`~streamtask.broker.LocalBroker` nodes,
+"""A local multi-broker KRaft cluster: several :class:`~streamtask.dev.broker.LocalBroker` nodes,
 each its own process and data dir, for testing failover the way production runs.
 
 Every node is broker and controller at once (KRaft combined mode) in a static quorum, so
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamtask import tls
-from streamtask.broker import DEFAULT_PORT, BrokerSecurity, BrokerStatus, LocalBroker
 from streamtask.config import KafkaSettings
+from streamtask.dev import tls
+from streamtask.dev.broker import DEFAULT_PORT, BrokerSecurity, BrokerStatus, LocalBroker
 from streamtask.errors import BrokerSetupError, ConfigurationError
 
 STATE = "cluster.json"
@@ -133,7 +133,7 @@ class LocalCluster:
 
     def leader_of(self, topic: str, partition: int, timeout: float = 10.0) -> int:
         """The node id leading ``topic[partition]`` now."""
-        from streamtask import kafka
+        from streamtask.kafka import clients as kafka
 
         metadata = kafka.admin(self.client_settings()).list_topics(topic, timeout=timeout)
         leader: int = metadata.topics[topic].partitions[partition].leader

@@ -31,14 +31,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from streamtask.app import App, Stage
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.deadletter import describe
 from streamtask.errors import ConfigurationError, StreamtaskError
 from streamtask.events import Event, EventBus, Subscriber
+from streamtask.kafka.headers import describe
+from streamtask.model.app import App, Stage
 from streamtask.worker import Worker, WorkerStats
 
-log = logging.getLogger("streamtask.host")
+log = logging.getLogger("streamtask.worker.host")
 JOIN_GRACE = 30.0
 """Seconds an ``idle_timeout`` run also waits while a Worker has no partitions yet."""
 STOP_SLACK = 30.0

@@ -1,7 +1,7 @@
 """The ``peers`` scenario: streamtask against what a user would pick instead of it.
 
 Three sides drain the same content from a fresh 8-partition topic, each in a fresh child
-process (the machinery of :mod:`streamtask.bench`), in rounds whose order alternates
+process (the machinery of :mod:`streamtask.dev.bench`), in rounds whose order alternates
 (A B C, C B A, ...), and each round's ratios are taken between runs measured minutes apart at
 most:
 
@@ -46,11 +46,12 @@ from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from streamtask import bench, kafka
-from streamtask.app import App
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.envelope import Task, new_task_id
-from streamtask.topics import ensure
+from streamtask.dev import bench
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import ensure
+from streamtask.model.app import App
+from streamtask.model.envelope import Task, new_task_id
 from streamtask.worker import Worker
 from streamtask.worker.interpreter import tune_for_worker
 
@@ -425,7 +426,8 @@ _CHILDREN = {"raw": _child_raw, "quix": _child_quix, "streamtask": _child_stream
 
 
 def run_child(spec: bench.RunSpec) -> bench.RunResult:
-    """One side's drain in this (fresh) process; :func:`streamtask.bench.child_main` calls it."""
+    """One side's drain in this (fresh) process; :func:`streamtask.dev.bench.child_main` calls
+    it."""
     app = peers_app(spec.app, spec.bootstrap)
     topics = (app.get_stage(bench.WORK).topic, app.get_stage(bench.SINK).topic)
     clock = bench.Clock()

@@ -33,12 +33,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     UserScramCredentialUpsertion,
 )
 
-from streamtask import kafka
-from streamtask.app import App, Stage
 from streamtask.config import KafkaSettings
 from streamtask.errors import KafkaError
-from streamtask.pipeline import targets_of
-from streamtask.topics import events_topic
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import events_topic
+from streamtask.model.app import App, Stage
+from streamtask.model.pipeline import targets_of
 
 Role = Literal["producer", "worker", "operator"]
 ROLES: tuple[Role, ...] = ("producer", "worker", "operator")

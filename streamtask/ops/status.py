@@ -33,9 +33,9 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import admin as kafka_admin
 
-from streamtask import kafka
-from streamtask.app import App, Stage
 from streamtask.errors import ConfigurationError
+from streamtask.kafka import clients as kafka
+from streamtask.model.app import App, Stage
 from streamtask.worker import outcomes
 from streamtask.worker.job import TopicPartition
 

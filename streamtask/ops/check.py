@@ -1,6 +1,6 @@
 """``pipeline check``: every problem of an app's definition, found before anything runs.
 
-:func:`check` looks at what :meth:`App.validate <streamtask.app.App.validate>` cannot see
+:func:`check` looks at what :meth:`App.validate <streamtask.model.app.App.validate>` cannot see
 one stage at a time: whether each stage's declared ``output`` schema can be read as the
 ``payload`` of every stage it sends to (Avro schema resolution, writer = output, reader =
 payload), whether every topic name is one Kafka accepts, whether each retry ladder is sane,
@@ -18,8 +18,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from streamtask.app import App, Stage
-from streamtask.pipeline import Switch, targets_of
+from streamtask.model.app import App, Stage
+from streamtask.model.pipeline import Switch, targets_of
 
 WARNING = "warning: "
 """The prefix of a line that reports something legal but suspicious (a cycle)."""

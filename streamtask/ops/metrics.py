@@ -30,10 +30,10 @@ from prometheus_client.core import (
     Metric,
 )
 
-from streamtask.app import App, Stage
 from streamtask.config import KafkaSettings, WorkerSettings
 from streamtask.errors import ConfigurationError
 from streamtask.events import Event, EventBus
+from streamtask.model.app import App, Stage
 from streamtask.worker import Worker
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,

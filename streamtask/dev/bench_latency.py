@@ -1,9 +1,9 @@
 """The ``latency`` scenario: enqueue -> handler start at fixed, modest rates (open loop).
 
-Two sides take the same content as in the ``peers`` scenario (:mod:`streamtask.bench_peers`):
+Two sides take the same content as in the ``peers`` scenario (:mod:`streamtask.dev.bench_peers`):
 
 ``raw``
-    The bare-record loop of the ``peers`` scenario (:class:`~streamtask.bench_peers.BareLoop`),
+    The bare-record loop of the ``peers`` scenario (:class:`~streamtask.dev.bench_peers.BareLoop`),
     taking records the lowest-latency way this client offers: ``consume(500, timeout=0)``, and
     when nothing is queued a blocking ``poll`` that returns on the first record (a
     ``consume`` with a timeout waits for a *full* batch, which would add up to that timeout
@@ -44,11 +44,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from streamtask import bench, bench_peers, kafka
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.envelope import Task
+from streamtask.dev import bench, bench_peers
 from streamtask.events import Event
-from streamtask.topics import ensure
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import ensure
+from streamtask.model.envelope import Task
 from streamtask.worker import Worker
 from streamtask.worker.interpreter import tune_for_worker
 

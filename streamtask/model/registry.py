@@ -48,7 +48,7 @@ MARKER = b"\xc3\x01"
 #: Marker plus the 8-byte fingerprint: where the Avro body starts.
 HEADER_SIZE = 10
 #: The schemas shipped with streamtask (envelope, generic JSON payload, examples).
-BUNDLED_SCHEMAS_DIR = Path(__file__).parent / "schemas"
+BUNDLED_SCHEMAS_DIR = Path(__file__).parent.parent / "schemas"
 
 _NAMED_TYPES = ("record", "enum", "fixed", "error")
 _MAX_LISTED = 20

@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtask import clock, kafka
-from streamtask.app import App
+from streamtask import clock
 from streamtask.errors import KafkaError, ProduceRejected
 from streamtask.events import Event
-from streamtask.schema_registry import Schema
-from streamtask.topics import _create, events_topic
+from streamtask.kafka import clients as kafka
+from streamtask.kafka.topics import _create, events_topic
+from streamtask.model.app import App
+from streamtask.model.registry import Schema
 
 log = logging.getLogger("streamtask.trail")
 SCHEMA = "streamtask.TaskEvents"
@@ -163,7 +164,7 @@ def _reader(app: App) -> Any:
 def _records(app: App, consumer: Any, starts: dict[int, int],
              partitions: int) -> Iterator[dict[str, Any]]:
     """Decoded records of ``<app>.events`` from each partition's start offset to its end."""
-    from streamtask.dlq import read_spans, watermarks
+    from streamtask.ops.deadletters import read_spans, watermarks
 
     topic = topic_of(app)
     marks = watermarks(consumer, topic, partitions, app.kafka.connect_timeout)

@@ -20,14 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamtask.app import App
-from streamtask.broker import DEFAULT_PORT
 from streamtask.config import KafkaSettings, WorkerSettings
-from streamtask.envelope import Task, new_task_id
+from streamtask.dev.broker import DEFAULT_PORT
 from streamtask.events import Event, EventBus
+from streamtask.kafka.topics import ensure
+from streamtask.model.app import App
+from streamtask.model.envelope import Task, new_task_id
+from streamtask.ops.trail import TrailWriter
 from streamtask.retry import Backoff, RetryPolicy
-from streamtask.topics import ensure
-from streamtask.trail import TrailWriter
 from streamtask.worker import Worker
 
 STAGES = ("resize", "filter", "scan", "notify_followers", "update_feeds")
@@ -194,4 +194,5 @@ def summary_line(result: DemoResult) -> str:
 
 app = build_app(f"127.0.0.1:{DEFAULT_PORT}", NAME, [])
 """The demo's app on the broker ``make demo`` starts, for the tools that take an app after
-the demo ran: ``streamtask ui streamtask.demo:app``, ``streamtask dlq ls streamtask.demo:app``."""
+the demo ran: ``streamtask ui streamtask.dev.demo:app``, ``streamtask dlq ls
+streamtask.dev.demo:app``."""

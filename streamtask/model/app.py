@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from streamtask.config import KafkaSettings, load_kafka_settings
-from streamtask.envelope import EnvelopeCodec, Task
 from streamtask.errors import ConfigurationError
-from streamtask.kafka import KAFKA, Transport
-from streamtask.pipeline import JoinSpec, Switch, Then, targets_of
-from streamtask.producer import TaskProducer
+from streamtask.kafka.clients import KAFKA, Transport
+from streamtask.kafka.producer import TaskProducer
+from streamtask.model.envelope import EnvelopeCodec, Task
+from streamtask.model.pipeline import JoinSpec, Switch, Then, targets_of
+from streamtask.model.registry import Schema, SchemaRegistry, default_registry
 from streamtask.retry import RetryPolicy, level_name
-from streamtask.schema_registry import Schema, SchemaRegistry, default_registry
 from streamtask.worker.ratelimit import RateLimit
 
 Handler = Callable[[Task], Any]
@@ -146,8 +146,8 @@ class App:
 
         ``payload`` is the task's Avro schema: a name from ``schemas/``, a schema dict, or
         None for free-form JSON. ``then`` says where results go: a stage (chain), several
-        stages (fork), or a :class:`~streamtask.pipeline.Switch` (see
-        :mod:`streamtask.pipeline`). ``retry`` is the stage's retry ladder (default: 3
+        stages (fork), or a :class:`~streamtask.model.pipeline.Switch` (see
+        :mod:`streamtask.model.pipeline`). ``retry`` is the stage's retry ladder (default: 3
         attempts, exponential from 1 s); records larger than ``max_payload_bytes`` go to the
         dead-letter queue unread. ``compensate`` names a stage that receives this stage's
         tasks when they are dead-lettered (saga style). ``exactly_once`` commits the stage's
@@ -190,7 +190,7 @@ class App:
         """Declare a join: it waits for one result from every branch of the same fork.
 
         Its handler gets a task whose payload maps each branch stage's name to that branch's
-        result (use :func:`streamtask.pipeline.merged` to pass it on unchanged). After
+        result (use :func:`streamtask.model.pipeline.merged` to pass it on unchanged). After
         ``timeout`` seconds without all branches, ``on_timeout`` either dead-letters the fork
         (``"dead-letter"``) or runs the handler on the partial results (``"partial"``).
         """
