@@ -102,13 +102,19 @@ def test_a_handler_sending_tasks_with_app_send_writes_to_the_run_only() -> None:
     assert app._producer is None  # the next app.send opens a producer on the real transport
 
 
-def test_a_run_that_cannot_start_restores_the_app() -> None:
-    app = _app("mixed")
-    app.stage("a", partitions=1, group="shared", exactly_once=True)(lambda task: None)
-    app.stage("b", partitions=1, group="shared")(lambda task: None)
-    with pytest.raises(ConfigurationError, match="exactly-once and at-least-once"), run(app):
+def test_a_run_that_cannot_start_restores_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app("broken")
+    app.stage("a", partitions=1)(lambda task: None)
+    handlers = dict(app.stages)
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise ConfigurationError("this worker cannot start")
+
+    monkeypatch.setattr("streamtask.testing.harness.Worker", refuse)
+    with pytest.raises(ConfigurationError, match="cannot start"), run(app):
         pass
     assert app.transport is kafka.KAFKA
+    assert app.stages == handlers
 
 
 def test_runs_cannot_overlap_because_they_share_the_clock() -> None:
@@ -148,3 +154,24 @@ def test_one_key_always_lands_on_one_partition() -> None:
     for record in log.records("t"):
         by_key.setdefault(record.key(), set()).add(record.partition())
     assert all(len(parts) == 1 for parts in by_key.values())
+
+
+def test_exactly_once_and_at_least_once_stages_of_one_group_run_as_the_cli_runs_them() -> None:
+    app = _app("mixed")
+
+    @app.stage("plain", partitions=1, group="shared", then="exact")
+    def plain(task: Task) -> dict[str, int]:
+        return {"n": task.payload["n"] + 1}
+
+    @app.stage("exact", partitions=1, group="shared", exactly_once=True)
+    def exact(task: Task) -> int:
+        return int(task.payload["n"]) * 10
+
+    with run(app) as t:
+        t.send("plain", {"n": 1})
+        assert t.results("exact") == [20]
+
+
+def test_a_pipeline_version_below_one_is_refused_when_declared() -> None:
+    with pytest.raises(ConfigurationError, match="version must be 1 or more"):
+        App("versioned", kafka=NOWHERE, version=0)

@@ -115,6 +115,8 @@ class App:
     def __init__(self, name: str, *, kafka: KafkaSettings | None = None,
                  schema_dir: str | Path | None = None, version: int | None = None) -> None:
         _check_name("app", name)
+        if version is not None and version < 1:
+            raise ConfigurationError(f"app {name!r}: version must be 1 or more, not {version}")
         self.name = name
         self.version = version
         """The pipeline version new runs are created under; tasks keep theirs to the end."""

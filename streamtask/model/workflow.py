@@ -346,8 +346,9 @@ def _tasks_of(raw: Mapping[str, Any]) -> list[Any]:
 def _workflow_problems(raw: Mapping[str, Any], ignore: set[str]) -> list[str]:
     found = []
     version = raw.get("version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        found.append(f"version must be an integer, not {version!r}")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)
+                                or version < 1):
+        found.append(f"version must be an integer of 1 or more, not {version!r}")
     unknown = [key for key in raw if key not in _WORKFLOW_KEYS | ignore and raw[key]]
     if raw.get("timeoutSeconds"):
         unknown.append("timeoutSeconds")  # a workflow-wide deadline: not supported yet

@@ -40,6 +40,7 @@ from streamtask.testing.clients import MemoryTransport
 from streamtask.testing.views import KafkaView, LogView, MemoryView, Progress
 from streamtask.testing.watch import WatchedTransport
 from streamtask.worker import Worker
+from streamtask.worker.host import plan
 
 _ONE_AT_A_TIME = threading.Lock()
 """The clock is process-wide: two runs at once would move each other's time."""
@@ -194,10 +195,11 @@ class TestRun:
         self.app._producer = None
         try:
             self._install()
-            for group, names in self._groups.items():
-                worker = Worker(self.app, names, self._settings, events=self._events)
+            for stages in plan(self.app):  # the Workers `streamtask worker` would run
+                worker = Worker(self.app, [stage.name for stage in stages], self._settings,
+                                events=self._events)
                 thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
-                                          name=f"streamtask-testing-{group}")
+                                          name=f"streamtask-testing-{stages[0].group}")
                 self._workers.append((worker, thread))
                 thread.start()
         except BaseException:
@@ -370,7 +372,8 @@ class TestRun:
 
 
 def _groups(app: App) -> dict[str, list[str]]:
-    """The app's stages by consumer group: one worker each, as ``streamtask worker`` runs."""
+    """The app's stages by consumer group (the group's Workers, exactly-once or not, read
+    their topics together)."""
     groups: dict[str, list[str]] = {}
     for name, stage in app.stages.items():
         groups.setdefault(stage.group, []).append(name)

@@ -125,6 +125,8 @@ class StageHost:
         """Set by Worker threads (never by a signal handler: see :meth:`stop`)."""
         self._stopping = False
         self._failures: list[tuple[Worker, BaseException]] = []
+        self._stuck: list[str] = []
+        """Threads of Workers that did not stop within the drain timeout and its slack."""
         self._stats: dict[int, WorkerStats] = {}
         self.workers = [Worker(app, [stage.name for stage in group], self.settings,
                                kafka_settings, events=self._relay)
@@ -240,10 +242,17 @@ class StageHost:
                 log.error("host.stop_timeout %s did not stop in time; exiting without it",
                           thread.name, extra={"event": "host.stop_timeout",
                                               "fields": {"thread": thread.name}})
+                # Not a clean stop: its consumer never left the group, its producer may hold
+                # records. Exit non-zero so a supervisor or operator sees it.
+                self._stuck.append(thread.name)
 
     def _raise_failure(self) -> None:
         """Raise the first Worker's error: as it is when the process runs one Worker, else
-        as one :class:`StageFailed` line that names the stages it served."""
+        as one :class:`StageFailed` line that names the stages it served. A Worker that did
+        not stop in time is a failure too."""
+        if not self._failures and self._stuck:
+            raise StageFailed(f"stage(s) {', '.join(self._stuck)} did not stop within "
+                              f"{self.settings.drain_timeout + STOP_SLACK:g}s")
         if not self._failures:
             return
         worker, error = self._failures[0]
