@@ -83,6 +83,18 @@ def test_a_result_becomes_the_next_stages_task() -> None:
     assert decoded.parent_id == received.task.id and decoded.run_id == received.task.run_id
 
 
+def test_an_unreported_success_has_the_same_records_and_an_event_without_fields() -> None:
+    received = job()
+    assert received.task is not None
+    reported = outcomes.succeeded(CONTEXT, received, received.task, {"photo": "p"}, None, 0.1,
+                                  NOW)
+    quiet = outcomes.succeeded(CONTEXT, received, received.task, {"photo": "p"}, None, 0.1,
+                               NOW, report=False)
+    assert quiet.events == [(Event.TASK_SUCCEEDED, None)]
+    assert [o.topic for o in quiet.records] == [o.topic for o in reported.records] == [
+        app.stages["next"].topic]
+
+
 def test_an_error_with_attempts_left_goes_to_the_next_retry_level() -> None:
     received = job()
     assert received.task is not None

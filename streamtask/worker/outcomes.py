@@ -27,8 +27,8 @@ from streamtask.worker import joins
 from streamtask.worker.job import Job, Outgoing
 
 MAX_HISTORY = 10
-Emitted = tuple[Event, dict[str, Any]]
-"""An event to emit, with its fields."""
+Emitted = tuple[Event, dict[str, Any] | None]
+"""An event to emit, with its fields; ``None`` for fields no subscriber reads (only counted)."""
 
 
 class TaskTimeout(StreamtaskError):
@@ -60,9 +60,11 @@ class Outcome:
 
 
 def succeeded(ctx: Context, job: Job, task: Task, result: Any, span: str | None,
-              seconds: float, now_ms: int) -> Outcome:
+              seconds: float, now_ms: int, report: bool = True) -> Outcome:
     """The handler returned ``result`` after ``seconds``: its children, or, when they
-    cannot be built or sent, the failure that this is."""
+    cannot be built or sent, the failure that this is. Without ``report`` (no subscriber
+    reads a success's fields) the ``task.succeeded`` event carries none: it is only
+    counted, and the hot path builds no dict per task."""
     try:
         children = child_records(ctx.app, job.stage, task, result, span)
     except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
@@ -77,6 +79,8 @@ def succeeded(ctx: Context, job: Job, task: Task, result: Any, span: str | None,
         reported = Outcome(events=[execution_failed(job, task, RoutingError(too_large),
                                                     seconds)])
         return reported.then(unproducible(ctx, job, too_large, now_ms))
+    if not report:
+        return Outcome(children, [(Event.TASK_SUCCEEDED, None)])
     return Outcome(children, [(Event.TASK_SUCCEEDED, {
         "task_id": task.id, "stage": job.stage.name, "children": len(children),
         "seconds": seconds, "attempt": task.attempt, "run_id": task.run_id,
