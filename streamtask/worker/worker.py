@@ -90,7 +90,8 @@ class Worker:
         self._intake = Intake(self.stages, app.codec, self.settings, self._partitions,
                               self.events)
         self._context = outcomes.Context(app, self._group_id, self._intake.retry_topics,
-                                         self.worker_id, kafka.max_record_bytes(self.kafka))
+                                         self.worker_id, kafka.max_record_bytes(self.kafka),
+                                         outcomes.chains(app))
         self._joins = JoinRuntime(self.stages, app.codec, app.transport, self.kafka,
                                   self._group_id, self.worker_id)
         self._scheduler = Scheduler(self.stages, self._concurrency)
