@@ -2,7 +2,9 @@
 
 Logs, counters and (later) metrics and the execution trail are all subscribers: the worker
 loop only emits. Emitting with no subscriber costs one attribute lookup and a loop over an
-empty list, so the per-task events stay cheap on the hot path.
+empty list, so the per-task events stay cheap on the hot path. An event only counters (and
+a logger whose level drops it) would see need not be built at all: :meth:`EventBus.wants`
+says so, and :meth:`EventBus.tally` then counts it without its fields.
 """
 
 from __future__ import annotations
@@ -62,11 +64,39 @@ class EventBus:
 
     def __init__(self, parent: EventBus | None = None) -> None:
         self._subscribers: list[Subscriber] = []
+        self._counters: list[EventCounter] = []
         self._parent = parent
         self._failures: Counter[int] = Counter()
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
+        if isinstance(subscriber, EventCounter):
+            self._counters.append(subscriber)
+
+    def wants(self, event: Event) -> bool:
+        """Whether a subscriber here or in a parent needs ``event``'s fields: any but an
+        :class:`EventCounter` (which :meth:`tally` serves) or an :class:`EventLogger`
+        whose level drops the event. The loop asks once per batch, so a task whose event
+        nobody reads costs no fields dict (the logger's level is re-read each batch)."""
+        bus: EventBus | None = self
+        while bus is not None:
+            for subscriber in bus._subscribers:
+                if isinstance(subscriber, EventCounter):
+                    continue
+                if isinstance(subscriber, EventLogger) and not subscriber.logs(event):
+                    continue
+                return True
+            bus = bus._parent
+        return False
+
+    def tally(self, event: Event) -> None:
+        """Count ``event`` in every counter of this bus and its parents, with no fields:
+        for an event :meth:`wants` said no other subscriber needs."""
+        bus: EventBus | None = self
+        while bus is not None:
+            for counter in bus._counters:
+                counter.counts[event] += 1
+            bus = bus._parent
 
     def emit(self, event: Event, **fields: Any) -> None:
         bus: EventBus | None = self
@@ -127,6 +157,10 @@ class EventLogger:
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("streamtask.worker")
+
+    def logs(self, event: Event) -> bool:
+        """Whether the logger's level lets ``event`` through (so it needs its fields)."""
+        return self.logger.isEnabledFor(_LEVELS.get(event, logging.INFO))
 
     def __call__(self, event: Event, fields: dict[str, Any]) -> None:
         level = _LEVELS.get(event, logging.INFO)

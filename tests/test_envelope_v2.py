@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from streamtask.errors import PayloadSchemaError
+from streamtask.errors import DecodeError, PayloadSchemaError
 from streamtask.model.envelope import DecodedRecord, EnvelopeCodec, Task
 from streamtask.model.registry import BUNDLED_SCHEMAS_DIR, Schema, SchemaRegistry, default_registry
 
@@ -186,3 +186,14 @@ def test_a_payload_resolved_from_another_version_is_a_plain_dict(
     written = EnvelopeCodec(registry, {"resize": older}).encode(Task.new("resize", RESIZE))
     payload = EnvelopeCodec(registry, {"resize": newer}).decode(written).payload
     assert type(payload) is dict and payload == {**RESIZE, "quality": 85}
+
+
+@pytest.mark.parametrize("attempt", [-1, 2**31, 2**40])
+def test_an_attempt_a_retry_header_cannot_carry_back_is_a_decode_error(
+        codec: EnvelopeCodec, attempt: int) -> None:
+    """An 8-byte ``retry_topic-attempts`` header reads as any 64-bit number; an attempt past
+    32 bits could not be written on the task's next retry or dead letter (the fuzz found it
+    crash routing), so the record is poison, dead-lettered with its reason."""
+    data = codec.encode(Task.new("resize", {"photo_id": "p", "width": 1, "height": 1}))
+    with pytest.raises(DecodeError, match="attempt"):
+        codec.decode(data, attempt=attempt)

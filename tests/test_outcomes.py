@@ -30,6 +30,7 @@ def following(task: Task) -> None:
 
 STAGE = app.stages["work"]
 NOW = 1_700_000_000_000
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 CONTEXT = outcomes.Context(app, STAGE.group, frozenset(STAGE.retry_topics), "w-1", 10_000)
 
 
@@ -81,6 +82,43 @@ def test_a_result_becomes_the_next_stages_task() -> None:
     assert child.topic == app.stages["next"].topic
     decoded = app.codec.decode(child.value or b"")
     assert decoded.parent_id == received.task.id and decoded.run_id == received.task.run_id
+
+
+def test_an_unreported_success_has_the_same_records_and_an_event_without_fields() -> None:
+    received = job()
+    assert received.task is not None
+    reported = outcomes.succeeded(CONTEXT, received, received.task, {"photo": "p"}, None, 0.1,
+                                  NOW)
+    quiet = outcomes.succeeded(CONTEXT, received, received.task, {"photo": "p"}, None, 0.1,
+                               NOW, report=False)
+    assert quiet.events == [(Event.TASK_SUCCEEDED, None)]
+    assert [o.topic for o in quiet.records] == [o.topic for o in reported.records] == [
+        app.stages["next"].topic]
+
+
+@pytest.mark.parametrize("headers", [{}, {"traceparent": TRACE, "tenant": "acme"}])
+def test_a_plain_chain_resolved_once_builds_the_child_the_general_route_builds(
+        headers: dict[str, str]) -> None:
+    assert outcomes.chains(app) == {"work": app.stages["next"]}
+    chained = outcomes.Context(app, STAGE.group, frozenset(STAGE.retry_topics), "w-1", 10_000,
+                               outcomes.chains(app))
+    parent = Task.new("work", {"photo": "p"}, key="user-1", headers=headers)
+    received = Job((STAGE.topic, 0), 7, "user-1", parent, STAGE, PartitionOffsets(), None)
+    fast = outcomes.succeeded(chained, received, parent, {"photo": "q"}, "00f067aa0ba902b7",
+                              0.1, NOW)
+    general = outcomes.succeeded(CONTEXT, received, parent, {"photo": "q"}, "00f067aa0ba902b7",
+                                 0.1, NOW)
+    [one], [other] = fast.records, general.records
+    assert (one.topic, one.key, one.headers) == (other.topic, other.key, other.headers)
+    child, expected = app.codec.decode(one.value), app.codec.decode(other.value)
+    assert (child.type, child.payload, child.key, child.run_id, child.parent_id,
+            child.headers) == (expected.type, expected.payload, expected.key,
+                               expected.run_id, expected.parent_id, expected.headers)
+    # several results (and no result) still take the general route
+    many = outcomes.succeeded(chained, received, parent, [{"photo": "a"}, {"photo": "b"}],
+                              None, 0.1, NOW)
+    assert len(many.records) == 2
+    assert outcomes.succeeded(chained, received, parent, None, None, 0.1, NOW).records == []
 
 
 def test_an_error_with_attempts_left_goes_to_the_next_retry_level() -> None:

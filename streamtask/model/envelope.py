@@ -391,8 +391,11 @@ class EnvelopeCodec:
             entry = self._envelope_reader(data)
         env = decode_body(data, entry[0], entry[1], ENVELOPE_SCHEMA)
         attempt = attempt or env["attempt"]
-        if attempt < 1:  # a corrupt record (or retry header): no task runs attempt 0 or less
-            raise DecodeError(f"task {env['task_id']!r}: attempt {attempt} is not 1 or more")
+        # A corrupt record or retry header: no task runs attempt 0 or less, and an attempt
+        # past 32 bits (an 8-byte header) could not be written back on its retry or dead letter.
+        if not 1 <= attempt < 2**31:
+            raise DecodeError(f"task {env['task_id']!r}: attempt {attempt} is not between 1 "
+                              f"and 2^31-1")
         return Task(
             env["task_id"], env["task_type"], self._decode_payload(env),
             key=env["key"], attempt=attempt, created_at=env["created_at"],

@@ -20,15 +20,15 @@ from streamtask.events import Event
 from streamtask.kafka import headers as dl
 from streamtask.model.app import App, Stage
 from streamtask.model.envelope import Task
-from streamtask.model.pipeline import next_tasks
+from streamtask.model.pipeline import Send, next_tasks
 from streamtask.ops.tracing import TRACEPARENT, child_traceparent, new_span_id
 from streamtask.retry import DeadLettered, RetryLater, decide
 from streamtask.worker import joins
 from streamtask.worker.job import Job, Outgoing
 
 MAX_HISTORY = 10
-Emitted = tuple[Event, dict[str, Any]]
-"""An event to emit, with its fields."""
+Emitted = tuple[Event, dict[str, Any] | None]
+"""An event to emit, with its fields; ``None`` for fields no subscriber reads (only counted)."""
 
 
 class TaskTimeout(StreamtaskError):
@@ -46,6 +46,22 @@ class Context:
     worker_id: str
     max_record: int
     """The producer's ``message.max.bytes``: no record above it is ever handed over."""
+    chains: dict[str, Stage] = field(default_factory=dict)
+    """Stage name -> the one stage its every result goes to, for the plain ``then=``
+    chains (see :func:`chains`): resolved once, not per task."""
+
+
+def chains(app: App) -> dict[str, Stage]:
+    """The plain chains of ``app``: stages whose ``then`` names one stage, neither end a
+    join (so no fork or join headers), to which each single result goes with the parent's
+    key. The worker routes their results without :func:`~streamtask.model.pipeline.next_tasks`."""
+    plain = {}
+    for stage in app.stages.values():
+        if isinstance(stage.then, str) and stage.join is None:
+            target = app.get_stage(stage.then)
+            if target.join is None:
+                plain[stage.name] = target
+    return plain
 
 
 @dataclass(slots=True)
@@ -60,11 +76,17 @@ class Outcome:
 
 
 def succeeded(ctx: Context, job: Job, task: Task, result: Any, span: str | None,
-              seconds: float, now_ms: int) -> Outcome:
+              seconds: float, now_ms: int, report: bool = True) -> Outcome:
     """The handler returned ``result`` after ``seconds``: its children, or, when they
-    cannot be built or sent, the failure that this is."""
+    cannot be built or sent, the failure that this is. Without ``report`` (no subscriber
+    reads a success's fields) the ``task.succeeded`` event carries none: it is only
+    counted, and the hot path builds no dict per task."""
     try:
-        children = child_records(ctx.app, job.stage, task, result, span)
+        target = ctx.chains.get(job.stage.name)
+        if target is not None and result is not None and not isinstance(result, _MANY):
+            children = [chained_record(ctx.app, target, task, result, span)]
+        else:
+            children = child_records(ctx.app, job.stage, task, result, span)
     except StreamtaskError as bad_result:  # e.g. a result that fits no schema or route
         return failed(ctx, job, task, bad_result, seconds, now_ms)
     except BaseException as broken:  # a result whose own code fails as it is routed
@@ -77,6 +99,8 @@ def succeeded(ctx: Context, job: Job, task: Task, result: Any, span: str | None,
         reported = Outcome(events=[execution_failed(job, task, RoutingError(too_large),
                                                     seconds)])
         return reported.then(unproducible(ctx, job, too_large, now_ms))
+    if not report:
+        return Outcome(children, [(Event.TASK_SUCCEEDED, None)])
     return Outcome(children, [(Event.TASK_SUCCEEDED, {
         "task_id": task.id, "stage": job.stage.name, "children": len(children),
         "seconds": seconds, "attempt": task.attempt, "run_id": task.run_id,
@@ -301,6 +325,24 @@ def child_records(app: App, stage: Stage, parent: Task, result: Any,
         else:
             out.append(Outgoing(target.topic, value, child.key or child.id, []))
     return out
+
+
+_MANY = (list, tuple, Send)
+"""Results that are not one payload for a plain chain's next stage (see next_tasks)."""
+
+
+def chained_record(app: App, target: Stage, parent: Task, result: Any,
+                   span: str | None = None) -> Outgoing:
+    """The child of a plain chain (``target`` from :func:`chains`): what
+    :func:`child_records` builds for one result there, without resolving the route again."""
+    headers = parent.headers
+    trace = headers.get(TRACEPARENT)
+    if trace is not None:
+        headers = {**headers, TRACEPARENT: child_traceparent(trace, span or new_span_id())}
+    child = Task.new(target.name, result, key=parent.key, run_id=parent.run_id,
+                     parent_id=parent.id, headers=headers,
+                     pipeline_version=parent.pipeline_version)
+    return Outgoing(target.topic, app.codec.encode(child), child.key or child.id, [])
 
 
 def compensation_record(app: App, stage: Stage, task: Task, failure: dl.Failure) -> Outgoing:

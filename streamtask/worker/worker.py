@@ -93,7 +93,8 @@ class Worker:
         self._intake = Intake(self.stages, app.codec, self.settings, self._partitions,
                               self.events)
         self._context = outcomes.Context(app, self._group_id, self._intake.retry_topics,
-                                         self.worker_id, kafka.max_record_bytes(self.kafka))
+                                         self.worker_id, kafka.max_record_bytes(self.kafka),
+                                         outcomes.chains(app))
         self._joins = JoinRuntime(self.stages, app.codec, app.transport, self.kafka,
                                   self._group_id, self.worker_id)
         self._scheduler = Scheduler(self.stages, self._concurrency)
@@ -335,8 +336,10 @@ class Worker:
     def _route_ended(self, wait: float = 0.0) -> int:
         """Route the outcome of every execution that ended; returns how many."""
         ended = self._scheduler.ended(wait)
-        for job, result, error, seconds in ended:
-            self._route(job, result, error, seconds)
+        if ended:
+            report = self.events.wants(Event.TASK_SUCCEEDED)  # once per batch, not per task
+            for job, result, error, seconds in ended:
+                self._route(job, result, error, seconds, report)
         return len(ended)
 
     def _route_overdue(self) -> None:
@@ -344,9 +347,10 @@ class Worker:
             self._route(job, result, error, seconds)
 
     def _route(self, job: Job, result: Any, error: BaseException | None,
-               seconds: float) -> None:
+               seconds: float, report: bool = True) -> None:
         """Map a handler's outcome (after ``seconds`` of running) to what must become
-        durable before its offset moves."""
+        durable before its offset moves; ``report``: whether a subscriber reads the fields
+        of ``task.succeeded`` (else it is only counted)."""
         if self._partitions.get(job.tp) is not job.partition:  # revoked: the new owner reruns it
             self._end(job)
             return
@@ -357,7 +361,7 @@ class Worker:
             outcome = outcomes.failed(self._context, job, task, error, seconds, clock.now_ms())
         else:
             outcome = outcomes.succeeded(self._context, job, task, result, span, seconds,
-                                         clock.now_ms())
+                                         clock.now_ms(), report)
         self._settle(job, outcome)
 
     def _span(self, job: Job, seconds: float, error: BaseException | None) -> str | None:
@@ -375,9 +379,12 @@ class Worker:
 
     def _settle(self, job: Job, outcome: Outcome) -> None:
         """Report an outcome and make its records durable."""
-        emit = self.events.emit
+        events = self.events
         for event, fields in outcome.events:
-            emit(event, **fields)
+            if fields is None:
+                events.tally(event)
+            else:
+                events.emit(event, **fields)
         self._deliver(job, outcome.records)
 
     def _deliver(self, job: Job, records: list[Outgoing]) -> None:

@@ -1,0 +1,58 @@
+"""Only counters listening: a success is counted without its fields being built; any other
+subscriber (a parent bus's too), or a logger whose level lets the event through, gets them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streamtask.events import Event, EventBus, EventCounter, EventLogger
+
+
+def worker_bus(parent: EventBus | None = None,
+               logger: logging.Logger | None = None) -> tuple[EventBus, EventCounter]:
+    """A bus as the worker builds it: its counter and its logger."""
+    bus = EventBus(parent=parent)
+    counter = EventCounter()
+    bus.subscribe(counter)
+    bus.subscribe(EventLogger(logger or logging.getLogger("test.event_bus.quiet")))
+    return bus, counter
+
+
+def test_a_counter_and_a_logger_that_drops_the_event_need_no_fields() -> None:
+    quiet = logging.getLogger("test.event_bus.quiet")
+    quiet.setLevel(logging.INFO)
+    bus, counter = worker_bus(logger=quiet)
+    assert not bus.wants(Event.TASK_SUCCEEDED)
+    bus.tally(Event.TASK_SUCCEEDED)
+    bus.tally(Event.TASK_SUCCEEDED)
+    assert counter.counts[Event.TASK_SUCCEEDED] == 2
+
+
+def test_a_logger_at_debug_wants_successes() -> None:
+    verbose = logging.getLogger("test.event_bus.verbose")
+    verbose.setLevel(logging.DEBUG)
+    bus, _ = worker_bus(logger=verbose)
+    assert bus.wants(Event.TASK_SUCCEEDED)
+    verbose.setLevel(logging.INFO)  # the level is read at each ask, not once
+    assert not bus.wants(Event.TASK_SUCCEEDED)
+
+
+def test_any_other_subscriber_wants_the_fields() -> None:
+    seen: list[tuple[Event, dict[str, Any]]] = []
+    bus, _ = worker_bus()
+    bus.subscribe(lambda event, fields: seen.append((event, fields)))
+    assert bus.wants(Event.TASK_SUCCEEDED)
+
+
+def test_a_parents_subscriber_wants_them_and_a_parents_counter_is_tallied() -> None:
+    parent = EventBus()
+    parent_counter = EventCounter()
+    parent.subscribe(parent_counter)
+    bus, counter = worker_bus(parent=parent)
+    assert not bus.wants(Event.TASK_SUCCEEDED)
+    bus.tally(Event.TASK_SUCCEEDED)
+    assert counter.counts[Event.TASK_SUCCEEDED] == parent_counter.counts[
+        Event.TASK_SUCCEEDED] == 1
+    parent.subscribe(lambda event, fields: None)  # subscribed later: still asked
+    assert bus.wants(Event.TASK_SUCCEEDED)
