@@ -32,13 +32,18 @@ lint: install
 # process (module fixtures are shared, and a test that restarts its broker stops only its
 # own); files come in collection order, which puts those holding a `long` test first
 # (tests/conftest.py), so none starts last while the other process idles.
+# Tests that take their broker down (marker `serial`) run afterwards, alone: beside another
+# process's tests the three-restart test stalled twice (a worker that got its partitions
+# back and took nothing more; never seen alone), cause not found yet.
 # TEST_PROCESSES=0 runs the suite in one process.
 TEST_PROCESSES ?= 2
 
 test: lint
 	bash .ci/install-promtool
 	bash .ci/chromium
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder \
+		-m 'not soak and not cluster and not serial'
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -m 'serial and not soak and not cluster'
 
 # The long chaos runs (100,000 tasks, 20 kill -9s and a broker outage, at-least-once and
 # exactly-once); their figures go in benchmarks/reliability.md.

@@ -15,6 +15,8 @@ import pytest
 
 from tests.chaos import Chaos, ChaosPlan
 
+pytestmark = pytest.mark.serial  # takes its broker down: run alone (`make test`)
+
 CI = ChaosPlan(tasks=6_000, kills=10, exactly_once=False)
 SOAK = [
     # The default settings (prefetch 1000, commit every 2000), as a user runs them.

@@ -13,6 +13,8 @@ import pytest
 from streamtask.config import WorkerSettings
 from tests.helpers import missing, recorder_run, summary, wait_until
 
+pytestmark = pytest.mark.serial  # takes its broker down: run alone (`make test`)
+
 TASKS = 4000
 OUTAGE = 2 * WorkerSettings().commit_interval
 """The broker stays down this long, so the worker tries to commit while it is gone."""

@@ -20,6 +20,8 @@ from streamtask.config import WorkerSettings
 from streamtask.worker import PAUSE_WHEN_FULL_FOR
 from tests.helpers import missing, recorder_run, summary, wait_until
 
+pytestmark = pytest.mark.serial  # takes its broker down: run alone (`make test`)
+
 TASKS = 12_000
 LONG = WorkerSettings().session_timeout_ms / 1000 + PAUSE_WHEN_FULL_FOR
 """Long enough to fill up, pause, and lose the partitions to the session timeout."""
