@@ -79,3 +79,19 @@ def test_a_task_too_large_to_produce_raises_produce_rejected_at_send(kafka, uniq
         small = producer.send("work", {"blob": "small"})
         producer.flush(30)
         assert small.result(0).offset >= 0  # the producer is still usable
+
+
+def test_a_fatal_error_confluent_kafka_lost_on_the_way_is_still_one_of_ours() -> None:
+    """confluent-kafka now and then raises a bare SystemError ("returned NULL without setting
+    an exception") where it meant to raise the producer's fatal error: the service still gets
+    streamtask's error naming the ACL to ask for, never the SystemError (seen in CI on the
+    secured cluster's missing-ACL test)."""
+    from streamtask.config import KafkaSettings
+    from streamtask.errors import KafkaError
+    from streamtask.kafka import clients
+
+    lost = SystemError("<built-in method flush of cimpl.Producer object> returned NULL "
+                       "without setting an exception")
+    failure = clients.producer_failure(lost, KafkaSettings(bootstrap="b:9092"), "app.work")
+    assert isinstance(failure, KafkaError)
+    assert "--operation Write --topic app.work" in str(failure)

@@ -289,6 +289,13 @@ def producer_failure(exc: BaseException, settings: KafkaSettings,
     """
     cause = exc if isinstance(exc, confluent_kafka.KafkaException) else exc.__cause__
     if not isinstance(cause, confluent_kafka.KafkaException) or not cause.args:
+        if isinstance(exc, SystemError) and cause is None:
+            # Now and then confluent-kafka loses the exception it meant to raise from the
+            # callback ("returned NULL without setting an exception"): the same fatal error.
+            return KafkaError(
+                f"the producer failed fatally ({exc}; librdkafka logged the reason as FATAL). "
+                "On a secured cluster this is usually CLUSTER_AUTHORIZATION_FAILED: "
+                + denied(settings, "Write", "topic", topic))
         return None
     error = cause.args[0]
     if error.code() == confluent_kafka.KafkaError.CLUSTER_AUTHORIZATION_FAILED:
