@@ -47,10 +47,12 @@ def test_a_failed_stage_stops_the_process_with_one_line(kafka, unique: str,
         assert "Traceback" not in output, output
         errors = [line for line in output.splitlines() if "streamtask error: " in line]
         assert len(errors) == 1, first.describe()
-        # Where the fence meets the producer decides the words: committing the transaction
-        # ("transaction failed ... fenced") or producing into it ("Local: Fatal error").
+        # Where the fence meets the producer decides the words: ending the transaction
+        # ("transaction failed (... fenced ...)", or the broker's "Unknown broker error" when
+        # the fence lands while it ends the transaction) or producing into it ("Local: Fatal
+        # error").
         assert "stage step2: " in errors[0], errors[0]
-        assert "fenced" in errors[0] or "Fatal error" in errors[0], errors[0]
+        assert "transaction failed" in errors[0] or "Fatal error" in errors[0], errors[0]
         assert "the other stages were stopped" in errors[0], errors[0]
         # step1's and fast's Workers drained and stopped (each logs worker.stopped)
         assert output.count(" worker.stopped worker=") >= 2, first.describe()
