@@ -201,7 +201,7 @@ def main() -> None:
                 if event is Event.PARTITIONS_ASSIGNED:
                     sender.go()
 
-            worker.events.subscribe(on_event)
+            worker.events.subscribe(on_event, inline=True)
             began, cpu = time.perf_counter(), bench.cpu_seconds()
             worker.run(max_tasks=tasks + 1)
             wall = time.perf_counter() - began

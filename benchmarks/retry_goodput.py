@@ -73,7 +73,7 @@ def drain(bootstrap: str, rate: float, tasks: int) -> tuple[float, float]:
                 marks.append((time.monotonic(), time.process_time()))
                 worker.stop()
 
-    worker.events.subscribe(mark)
+    worker.events.subscribe(mark, inline=True)  # timing marks
     worker.run()
     (wall0, cpu0), (wall1, cpu1) = marks[0], marks[-1]
     return wall1 - wall0, cpu1 - cpu0

@@ -1,20 +1,25 @@
 """The closed catalogue of things a worker reports, and the bus subscribers listen on.
 
-Logs, counters and (later) metrics and the execution trail are all subscribers: the worker
-loop only emits. Emitting with no subscriber costs one attribute lookup and a loop over an
-empty list, so the per-task events stay cheap on the hot path. An event only counters (and
-a logger whose level drops it) would see need not be built at all: :meth:`EventBus.wants`
-says so, and :meth:`EventBus.tally` then counts it without its fields.
+Logs, counters, metrics and the execution trail are all subscribers: the worker loop only
+emits. A subscriber runs detached by default, on a thread of its own behind a bounded queue
+(:mod:`streamtask.dispatcher`), so one that blocks or raises never holds up the loop; the
+worker's own counters and logger, and other subscribers that are cheap and never wait
+(``inline=True``), run on the loop's thread. Emitting with no subscriber costs one attribute
+lookup and a loop over an empty list, so the per-task events stay cheap on the hot path. An
+event only counters (and a logger whose level drops it) would see need not be built at all:
+:meth:`EventBus.wants` says so, and :meth:`EventBus.tally` then counts it without its fields.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+from streamtask.dispatcher import BACKLOG, Dispatcher, subscriber_name
 from streamtask.kafka.headers import describe
 
 
@@ -56,22 +61,60 @@ class EventBus:
     """Fan each emitted event out to every subscriber, in subscription order.
 
     A bus may have a ``parent`` (say, one shared by several workers): what is emitted here
-    also reaches the parent's subscribers, those subscribed later included. Subscribers run
-    on the worker's loop thread, so a subscriber that raises is reported in the log
-    (``event.subscriber_failed``: its first failure, then every 1000th) and the others, and
-    the worker, carry on: user code never ends the worker.
+    also reaches the parent's subscribers, those subscribed later included. A subscriber that
+    raises is reported in the log (``event.subscriber_failed``: its first failure, then every
+    1000th) and the others, and the worker, carry on: user code never ends the worker. One
+    that blocks holds up only its own thread (see :meth:`subscribe`).
     """
 
     def __init__(self, parent: EventBus | None = None) -> None:
         self._subscribers: list[Subscriber] = []
         self._counters: list[EventCounter] = []
+        self._dispatchers: list[Dispatcher] = []
         self._parent = parent
         self._failures: Counter[int] = Counter()
 
-    def subscribe(self, subscriber: Subscriber) -> None:
+    def subscribe(self, subscriber: Subscriber, *, inline: bool = False,
+                  backlog: int = BACKLOG) -> None:
+        """Hand ``subscriber`` every event emitted here (and on this bus's children).
+
+        By default it runs on a thread of its own, up to ``backlog`` events behind the loop;
+        past that, events it would miss are dropped and counted (:meth:`dropped`). With
+        ``inline=True`` it runs on the emitting loop's thread: only for subscribers that are
+        cheap and never wait (counters, the metrics' dict updates), since the loop waits for
+        them. An :class:`EventCounter` or :class:`EventLogger` always runs inline.
+        """
+        if isinstance(subscriber, EventCounter | EventLogger):
+            inline = True
+        if not inline:
+            dispatcher = Dispatcher(subscriber, self._failed, backlog)
+            self._dispatchers.append(dispatcher)
+            subscriber = dispatcher
         self._subscribers.append(subscriber)
         if isinstance(subscriber, EventCounter):
             self._counters.append(subscriber)
+
+    def dropped(self) -> dict[str, int]:
+        """Events dropped so far per detached subscriber of this bus (by its name), because
+        it was too far behind."""
+        out: Counter[str] = Counter()
+        for dispatcher in self._dispatchers:
+            out[dispatcher.name] += dispatcher.dropped
+        return dict(out)
+
+    def close(self, timeout: float) -> bool:
+        """Let the detached subscribers of this bus and its parents take every event emitted
+        so far (waiting at most ``timeout`` seconds in all), then stop this bus's dispatcher
+        threads (a parent's may still be fed by other workers). False if one did not take its
+        events in time. A worker calls this when it stopped."""
+        deadline = time.monotonic() + timeout
+        delivered = all([d.close(deadline - time.monotonic()) for d in self._dispatchers])
+        bus = self._parent
+        while bus is not None:
+            delivered = all([d.flush(deadline - time.monotonic()) for d in bus._dispatchers]) \
+                and delivered
+            bus = bus._parent
+        return delivered
 
     def wants(self, event: Event) -> bool:
         """Whether a subscriber here or in a parent needs ``event``'s fields: any but an
@@ -111,7 +154,7 @@ class EventBus:
     def _failed(self, subscriber: Subscriber, event: Event, error: BaseException) -> None:
         count = self._failures[id(subscriber)] = self._failures[id(subscriber)] + 1
         if count == 1 or count % 1000 == 0:
-            name = getattr(subscriber, "__qualname__", type(subscriber).__qualname__)
+            name = subscriber_name(subscriber)
             log.error("event.subscriber_failed subscriber=%s event=%s failures=%d error=%s",
                       name, event.value, count, describe(error),
                       extra={"event": "event.subscriber_failed",

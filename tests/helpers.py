@@ -15,12 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamtask import App
 from streamtask.config import KafkaSettings, WorkerSettings
@@ -410,3 +413,20 @@ def duplicate_bound(kills: int, settings: WorkerSettings) -> tuple[int, str]:
     per_kill = settings.max_buffered + settings.commit_every
     return kills * per_kill, (f"{kills} kills x (max_buffered {settings.max_buffered} + "
                               f"commit_every {settings.commit_every}) = {kills * per_kill}")
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    """Every sample on ``/metrics``, by (name, labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)

@@ -41,7 +41,7 @@ def test_outputs_held_for_a_lost_partition_are_not_committed(kafka, unique) -> N
 
     send_all(app, "double", [{"n": n} for n in range(TASKS)])
     events = EventBus()
-    events.subscribe(_stall_once_at(Event.TASK_SUCCEEDED, STALL_AT))
+    events.subscribe(_stall_once_at(Event.TASK_SUCCEEDED, STALL_AT), inline=True)
     # No commit before the stall (long interval, high count): every output is still held.
     settings = WorkerSettings(concurrency=1, commit_interval=60, session_timeout_ms=MAX_POLL_MS,
                               max_poll_interval_ms=MAX_POLL_MS)
@@ -83,7 +83,7 @@ def test_exactly_once_join_completes_each_fork_once_across_a_lost_partition(
     send_all(app, "pack", [{"order": n} for n in range(TASKS)])
     run_stages(app, {"pack": TASKS, "send_email": TASKS, "send_sms": TASKS})
     events = EventBus()
-    events.subscribe(_stall_once_at(Event.JOIN_COMPLETED, STALL_AT))
+    events.subscribe(_stall_once_at(Event.JOIN_COMPLETED, STALL_AT), inline=True)
     settings = WorkerSettings(concurrency=1, commit_interval=60, session_timeout_ms=MAX_POLL_MS,
                               max_poll_interval_ms=MAX_POLL_MS)
     stats = Worker(app, ["notified"], settings, events=events).run(idle_timeout=4.0)
@@ -96,7 +96,8 @@ def test_exactly_once_join_completes_each_fork_once_across_a_lost_partition(
 
 
 def _stall_once_at(wanted: Event, count: int) -> Callable[[Event, dict[str, object]], None]:
-    """An event subscriber that holds up the worker's loop once, past max.poll.interval.ms."""
+    """An event subscriber that holds up the worker's loop once, past max.poll.interval.ms
+    (subscribed inline: a detached one would hold up only its own thread)."""
     seen = [0]
 
     def stall(event: Event, _fields: dict[str, object]) -> None:

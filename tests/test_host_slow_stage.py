@@ -13,10 +13,9 @@ import orjson
 import pytest
 
 from streamtask.dev.broker import free_port
-from tests.helpers import wait_until
+from tests.helpers import scrape, value, wait_until
 from tests.host_helpers import StagesRun
 from tests.test_cli_errors import streamtask
-from tests.test_worker_metrics import scrape, value
 
 SLOW_TASKS = 20
 FAST_TASKS = 200

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import socket
 import threading
-import urllib.request
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from streamtask import WorkerSettings
 from streamtask.dev.broker import free_port
@@ -19,18 +17,8 @@ from streamtask.kafka.topics import ensure
 from streamtask.ops.metrics import observed_worker
 from streamtask.retry import RetryPolicy
 from tests.apps.observed_app import build
-from tests.helpers import RecorderRun, wait_until
+from tests.helpers import RecorderRun, Samples, scrape, value, wait_until
 from tests.test_cli_errors import assert_one_line_error, streamtask
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(port: int) -> Samples:
-    """Every sample on ``/metrics``, by (name, labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def bindable(port: int) -> bool:
@@ -40,12 +28,6 @@ def bindable(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of the samples named ``name`` whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
 
 
 @pytest.mark.timeout(120)

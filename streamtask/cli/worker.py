@@ -154,8 +154,9 @@ def _observed(app: App, stages: list[str] | None, settings: WorkerSettings, port
     metrics = WorkerMetrics(app.name, chosen, instance_id=settings.instance_id,
                             version=__version__)
     host = StageHost(app, stages, settings, metrics.kafka_settings(app.kafka))
-    host.subscribe(metrics)
+    host.subscribe(metrics, inline=True)
     metrics.worker = host.worker_id
+    metrics.dropped_events(lambda: host.events_dropped)
     metrics.gauge("tasks_in_flight", lambda: host.in_flight)
     metrics.gauge("tasks_held", lambda: host.held)
     return host, MetricsServer(metrics, port, addr)

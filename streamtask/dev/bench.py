@@ -428,7 +428,7 @@ def _child_streamtask(spec: RunSpec) -> RunResult:
     clock = Clock()
     app = bench_app(spec.app, spec.bootstrap, _timed(clock, _noop))
     events = EventBus()
-    events.subscribe(_CommitProgress(clock, spec.tasks))
+    events.subscribe(_CommitProgress(clock, spec.tasks), inline=True)  # stops at once
     settings = WorkerSettings(concurrency=spec.concurrency)
     if spec.observed:
         from streamtask.ops.metrics import observed_worker

@@ -241,7 +241,7 @@ def _child_streamtask(spec: bench.RunSpec, starts: _Starts) -> None:
 
     app = bench_peers.peers_app(spec.app, spec.bootstrap, noop)
     worker = Worker(app, [bench.WORK], WorkerSettings(concurrency=spec.concurrency))
-    worker.events.subscribe(_ready_on_assignment)
+    worker.events.subscribe(_ready_on_assignment, inline=True)
     tune_for_worker()  # as `streamtask worker` does
     worker.run(max_tasks=spec.tasks, idle_timeout=STALLED_AFTER)
     if len(starts.starts) < spec.tasks:

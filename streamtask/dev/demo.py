@@ -102,7 +102,7 @@ def run_demo(bootstrap: str, uploads: int = 500, console: Console | None = None,
     app = build_app(bootstrap, name, result.latencies_ms)
     ensure(app)
     bus = EventBus()
-    bus.subscribe(lambda event, fields: _count(result, event, fields))
+    bus.subscribe(lambda event, fields: _count(result, event, fields), inline=True)
     workers = [Worker(app, [stage], WorkerSettings(concurrency=8), events=bus)
                for stage in STAGES]
     for worker, stage in zip(workers, STAGES, strict=True):

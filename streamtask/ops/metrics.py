@@ -95,6 +95,7 @@ class WorkerMetrics:
         self.lag: dict[str, dict[tuple[str, int], int]] = {}
         """librdkafka client name -> (topic, partition) -> records after the committed offset."""
         self._gauges: dict[str, Callable[[], float]] = {}
+        self._dropped: Callable[[], dict[str, int]] = dict
         self._handlers: dict[Event, Callable[[Event, dict[str, Any]], None]] = {
             **dict.fromkeys(_ROUTED, self._routed),
             **dict.fromkeys(_REBALANCES, self._rebalanced),
@@ -177,6 +178,11 @@ class WorkerMetrics:
         """Export ``streamtask_<name>{app}``, read at scrape time (e.g. a worker's in-flight)."""
         self._gauges[name] = read
 
+    def dropped_events(self, read: Callable[[], dict[str, int]]) -> None:
+        """Export ``streamtask_events_dropped_total{subscriber}``, read at scrape time from
+        ``read`` (e.g. a host's :attr:`~streamtask.worker.host.StageHost.events_dropped`)."""
+        self._dropped = read
+
     def registry(self) -> CollectorRegistry:
         """A registry with these metrics and the process' own (CPU, memory, start time)."""
         registry = CollectorRegistry()
@@ -234,6 +240,9 @@ class WorkerMetrics:
                             "(one per rebalance callback).", ["kind"], self.rebalances)
         yield self._counter("streamtask_delivery_failures", "Produced records the broker never "
                             "acknowledged.", ["topic"], self.delivery_failures)
+        yield self._counter("streamtask_events_dropped", "Events a detached subscriber (the "
+                            "trail, a user's) missed because it was too far behind.",
+                            ["subscriber"], self._dropped())
         info = InfoMetricFamily("streamtask_worker", "This worker process.")
         info.add_metric([], {**self._info, "worker": self.worker})
         yield info
@@ -294,7 +303,7 @@ def observed_worker(app: App, stages: Sequence[str] | None, settings: WorkerSett
     chosen = [app.get_stage(name) for name in stages] if stages else list(app.stages.values())
     metrics = WorkerMetrics(app.name, chosen, instance_id=settings.instance_id, version=version)
     bus = events or EventBus()
-    bus.subscribe(metrics)
+    bus.subscribe(metrics, inline=True)  # dict updates: cheaper than handing them over
     worker = Worker(app, stages, settings, metrics.kafka_settings(app.kafka, interval_ms),
                     events=bus)
     metrics.worker = worker.worker_id

@@ -37,6 +37,7 @@ from streamtask.model.app import App, Handler, Stage
 from streamtask.model.envelope import Task
 from streamtask.ops import deadletters as dlq
 from streamtask.testing.clients import MemoryTransport
+from streamtask.testing.timeline import Timeline
 from streamtask.testing.views import KafkaView, LogView, MemoryView, Progress
 from streamtask.testing.watch import WatchedTransport
 from streamtask.worker import Worker
@@ -77,7 +78,8 @@ class TestRun:
         self._real = real
         self._now_ns = time.time_ns() // 1_000_000 * 1_000_000
         self._memory = None if real else MemoryTransport()
-        self._transport = WatchedTransport(self._memory or kafka.KAFKA)
+        self._timeline = Timeline(self.now_ms) if real else None
+        self._transport = WatchedTransport(self._memory or kafka.KAFKA, self._timeline)
         base = settings or WorkerSettings()
         self._settings = dataclasses.replace(
             base, commit_interval=min(base.commit_interval, 0.05),
@@ -90,7 +92,7 @@ class TestRun:
         self._forks: dict[tuple[str, str], int] = {}
         self._errors: list[BaseException] = []
         self._events = EventBus()
-        self._events.subscribe(self._observe)
+        self._events.subscribe(self._observe, inline=True)  # settled means observed
         self._groups = _groups(app)
         self._workers: list[tuple[Worker, threading.Thread]] = []
         self._original: tuple[Any, dict[str, Stage], Any] | None = None
@@ -298,6 +300,8 @@ class TestRun:
 
     def _set_time(self, now_ns: int) -> None:
         self._now_ns = max(self._now_ns, now_ns)
+        if self._timeline is not None:
+            self._timeline.moved(self.now_ms)
         if self._memory is not None:
             self._memory.log.wake()
 

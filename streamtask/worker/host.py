@@ -17,9 +17,15 @@ Workers drain and stop, and :meth:`StageHost.run` raises. A process left running
 stages would look alive to its supervisor while the failed stage's partitions sit unserved
 in its group; exiting lets the supervisor restart it, and the uncommitted tasks run again.
 
-Event subscribers added with :meth:`StageHost.subscribe` see every Worker's events one at a
-time (under a lock), so a subscriber written for one Worker's thread (metrics, the trail)
-works unchanged.
+Event subscribers added with :meth:`StageHost.subscribe` see every Worker's events. Each runs
+detached by default, on a thread of its own behind a bounded queue
+(:mod:`streamtask.dispatcher`): a subscriber that blocks (the trail producing to a topic
+whose leader is gone, a user's subscriber that sleeps) holds up no stage, and the events it
+cannot keep up with are dropped and counted (:attr:`StageHost.events_dropped`, the metric
+``streamtask_events_dropped_total``). It is still called from one thread only, so a
+subscriber written for one Worker's thread (the trail's buffer) works unchanged. An
+``inline`` subscriber (the metrics: dict updates, never a wait) runs on the Workers' loop
+threads, one call at a time under a lock.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from streamtask.config import KafkaSettings, WorkerSettings
+from streamtask.dispatcher import BACKLOG
 from streamtask.errors import ConfigurationError, StreamtaskError
 from streamtask.events import Event, EventBus, Subscriber
 from streamtask.kafka.headers import describe
@@ -44,6 +51,9 @@ JOIN_GRACE = 30.0
 STOP_SLACK = 30.0
 """Seconds a stopping Worker may take beyond its drain timeout (final commit, closing its
 clients, flushing its producer) before the host gives up waiting for it."""
+SUBSCRIBERS_CLOSE = 1.0
+"""Seconds the host waits for its detached subscribers once every Worker stopped: each Worker
+already waited for them (``worker.SUBSCRIBERS_TIMEOUT``) as it stopped."""
 _ENDED = frozenset({Event.TASK_SUCCEEDED, Event.TASK_RETRIED, Event.TASK_DEAD_LETTERED,
                     Event.JOIN_BRANCH_STORED, Event.JOIN_LATE})
 """Events that end a task, as a Worker counts them for ``max_tasks``."""
@@ -95,7 +105,7 @@ class _Progress:
 
 
 class _Serialized:
-    """A subscriber called by one Worker thread at a time."""
+    """An inline subscriber called by one Worker thread at a time."""
 
     def __init__(self, subscriber: Subscriber, lock: threading.Lock) -> None:
         self._subscriber = subscriber
@@ -133,7 +143,7 @@ class StageHost:
                         for group in plan(app, stages)]
         self._progress = [_Progress(self._task_ended) for _ in self.workers]
         for worker, progress in zip(self.workers, self._progress, strict=True):
-            worker.events.subscribe(progress)
+            worker.events.subscribe(progress, inline=True)
 
     @property
     def worker_id(self) -> str:
@@ -150,9 +160,23 @@ class StageHost:
         """Tasks received and not finished, and retry records held, over every stage."""
         return sum(worker.held for worker in self.workers)
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        """Receive every Worker's events, one event at a time; subscribe before :meth:`run`."""
-        self._relay.subscribe(_Serialized(subscriber, self._subscribers_lock))
+    @property
+    def events_dropped(self) -> dict[str, int]:
+        """Events each detached subscriber missed so far because it was too far behind."""
+        return self._relay.dropped()
+
+    def subscribe(self, subscriber: Subscriber, *, inline: bool = False,
+                  backlog: int = BACKLOG) -> None:
+        """Receive every Worker's events, one event at a time; subscribe before :meth:`run`.
+
+        Detached (the default), ``subscriber`` runs on a thread of its own and may fall
+        ``backlog`` events behind before events are dropped for it; ``inline`` only for one
+        that is cheap and never waits (see the module's doc).
+        """
+        if inline:
+            self._relay.subscribe(_Serialized(subscriber, self._subscribers_lock), inline=True)
+        else:
+            self._relay.subscribe(subscriber, backlog=backlog)
 
     def stop(self) -> None:
         """Ask every Worker to drain and exit; safe from a signal handler or any thread.
@@ -189,6 +213,7 @@ class StageHost:
         finally:
             self._stop_workers()
             self._join(threads)
+            self._relay.close(SUBSCRIBERS_CLOSE)
         self._raise_failure()
         counts: Counter[str] = Counter()
         for stats in self._stats.values():

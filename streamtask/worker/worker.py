@@ -55,6 +55,9 @@ OUTCOME_WAIT_FLOWING = 0.001
 """The same while records flow: a record arriving during the wait waits as well."""
 FLOWING_FOR = 1.0
 """Records flow while the last one came less than this many seconds ago."""
+SUBSCRIBERS_TIMEOUT = 10.0
+"""Seconds a stopped worker waits for its detached event subscribers to take their last
+events (the trail's final flush waits up to 10 s for the broker)."""
 
 __all__ = ["JOIN_GRACE", "PAUSE_WHEN_FULL_FOR", "TaskTimeout", "Worker", "WorkerStats"]
 
@@ -104,6 +107,9 @@ class Worker:
         """Every job taken in whose offset is not durable yet (running, waiting or sending)."""
         self._finished_since_commit = 0
         self._last_received = 0.0
+        self._stop_by: float | None = None
+        """Once shutting down: when draining ends, for the shutdown's drain and for the
+        revoke that closing the consumer calls, so the two together wait one drain timeout."""
         self._spans = tracing.execution_spans()
         """One OpenTelemetry span per execution, when OpenTelemetry is installed."""
 
@@ -262,6 +268,7 @@ class Worker:
         if self._intake.inputs is None:  # the clients never opened
             self._scheduler.shutdown()
             return
+        self._stop_by = time.monotonic() + self.settings.drain_timeout
         try:
             self._intake.stop()
             self._drop_waiting(lambda job: True)
@@ -273,6 +280,7 @@ class Worker:
             self._delivery.close(5.0)
             self._scheduler.shutdown()
             self.events.emit(Event.WORKER_STOPPED, worker=self.worker_id)
+            self.events.close(SUBSCRIBERS_TIMEOUT)
 
     # -- take in -----------------------------------------------------------------------------
 
@@ -468,7 +476,9 @@ class Worker:
             self._end(job)
 
     def _drain(self, busy: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + self.settings.drain_timeout
+        """Route outcomes while ``busy``, for the drain timeout at most (the shutdown's
+        drains, its own and the revoke's inside the consumer's close, share one)."""
+        deadline = self._stop_by or time.monotonic() + self.settings.drain_timeout
         while busy() and time.monotonic() < deadline:
             self._route_ended(wait=0.02)
             try:

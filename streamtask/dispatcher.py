@@ -1,0 +1,162 @@
+"""A subscriber detached from the worker loop: it runs on a thread of its own, fed through a
+bounded queue, so whatever it does (block on a slow broker, sleep, raise on every event) never
+holds up a worker loop.
+
+The loop's side costs an append and a length check: a subscriber is handed each event
+(``__call__``) and returns at once. When the subscriber falls ``backlog`` events behind, new
+events are *dropped and counted* (not coalesced: a subscriber's events are arbitrary, and only
+it could say how to merge two), and the count is logged (``event.subscriber_lagging``, the
+first drop and then every 1000th) and exported (``streamtask_events_dropped_total``). Keeping
+the loop going beats keeping an observer complete: the worker's own counters, the logs and
+the tasks themselves never depend on a detached subscriber.
+
+Each subscriber gets its own thread, so one that blocks starves no other, and a subscriber
+written for one thread (the trail's buffer) is still called from one thread only, even when
+several Workers feed it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("streamtask.events")
+
+BACKLOG = 10_000
+"""Events a detached subscriber may fall behind before new ones are dropped."""
+IDLE_WAIT = 1.0
+"""Seconds an idle dispatcher thread sleeps between looks at its queue (a safety net: an
+emitter wakes it as soon as it adds an event)."""
+
+Call = Callable[[Any, dict[str, Any]], None]
+OnError = Callable[[Call, Any, BaseException], None]
+
+
+def subscriber_name(subscriber: object) -> str:
+    """The name logs and metrics give a subscriber: its function's or its class's."""
+    return str(getattr(subscriber, "__qualname__", type(subscriber).__qualname__))
+
+
+class Dispatcher:
+    """Calls ``subscriber`` on its own daemon thread with the events handed to it.
+
+    ``on_error`` is called (on the dispatcher's thread) with the subscriber, the event and
+    the exception when the subscriber raises; the dispatcher goes on with the next event.
+    The thread starts with the first event and stops at :meth:`close` (a later event starts
+    it again).
+    """
+
+    def __init__(self, subscriber: Call, on_error: OnError, backlog: int = BACKLOG) -> None:
+        if backlog < 1:
+            raise ValueError(f"backlog must be at least 1, not {backlog}")
+        self.subscriber = subscriber
+        self.name = subscriber_name(subscriber)
+        self.backlog = backlog
+        self.dropped = 0
+        """Events dropped because the subscriber was ``backlog`` events behind."""
+        self._on_error = on_error
+        self._queue: deque[tuple[Any, Any]] = deque()
+        self._ready = threading.Event()
+        self._idle = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # -- the emitting (loop) threads' side ---------------------------------------------------
+
+    def __call__(self, event: Any, fields: dict[str, Any]) -> None:
+        """Queue ``event`` for the subscriber, or drop it if the subscriber is too far behind;
+        never waits for the subscriber."""
+        queue = self._queue
+        if len(queue) >= self.backlog:
+            self._drop(event)
+            return
+        queue.append((event, fields))
+        if self._thread is None:
+            self._start()
+        # The thread marks itself idle before its last look at the queue, and this side
+        # appended before reading the mark: one of the two sees the other, so no event waits
+        # for the safety-net timeout (except when two emitters race to an empty queue).
+        if self._idle:
+            self._ready.set()
+
+    def _drop(self, event: Any) -> None:
+        with self._lock:  # several loops may feed one subscriber: count each drop once
+            self.dropped += 1
+            dropped = self.dropped
+        if dropped == 1 or dropped % 1000 == 0:
+            name = getattr(event, "value", str(event))
+            log.warning("event.subscriber_lagging subscriber=%s dropped=%d backlog=%d "
+                        "event=%s: the subscriber is too slow (or blocked); events it misses "
+                        "are dropped so that the worker goes on",
+                        self.name, dropped, self.backlog, name,
+                        extra={"event": "event.subscriber_lagging",
+                               "fields": {"subscriber": self.name, "dropped": dropped,
+                                          "backlog": self.backlog, "event_name": name}})
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"streamtask-subscriber:{self.name}")
+                self._thread.start()
+
+    # -- the dispatcher's thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            while queue:
+                event, fields = queue.popleft()
+                if event is None:  # a marker from flush (an Event to set) or close (None)
+                    if fields is None:
+                        return
+                    fields.set()
+                    continue
+                try:
+                    self.subscriber(event, fields)
+                except BaseException as error:  # a subscriber must not end its dispatcher
+                    self._on_error(self.subscriber, event, error)
+            self._idle = True
+            self._ready.clear()
+            if not queue:
+                self._ready.wait(IDLE_WAIT)
+            self._idle = False
+
+    # -- shutting down ------------------------------------------------------------------------
+
+    def flush(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until the subscriber took every event handed
+        to it before this call; False if it did not in time (it is blocked or slow)."""
+        if self._thread is None:
+            return not self._queue
+        taken = threading.Event()
+        self._queue.append((None, taken))  # beyond the backlog: it carries no event
+        self._ready.set()
+        return taken.wait(max(0.0, timeout))
+
+    def close(self, timeout: float) -> bool:
+        """:meth:`flush`, then stop the thread; False (and a log line saying how many events
+        were not delivered) if the subscriber did not take them in time. Call it once no
+        more events come: a later event starts the thread again."""
+        delivered = self.flush(timeout)
+        thread = self._thread
+        if thread is None:
+            return delivered
+        if not delivered:
+            log.error("event.subscriber_stuck subscriber=%s undelivered=%d: it did not take "
+                      "its events in time; the worker stops without them",
+                      self.name, len(self._queue) - 1,
+                      extra={"event": "event.subscriber_stuck",
+                             "fields": {"subscriber": self.name,
+                                        "undelivered": len(self._queue) - 1}})
+            return False
+        self._queue.append((None, None))
+        self._ready.set()
+        thread.join(max(0.0, timeout))
+        with self._lock:
+            if not thread.is_alive():
+                self._thread = None
+        return True
