@@ -4,7 +4,8 @@ step's result is the next step's task), plus ``fast`` and ``slow``, two unrelate
 Worker subprocesses import it as ``tests.apps.stages_app:app``; the environment names the app
 (unique per test) and the log. Each execution appends ``<stage> <n> <pid>`` with a single
 O_APPEND write, which survives ``kill -9``. ``slow`` waits until the file ``STAGES_GATE``
-exists (the test opens the gate), so it holds its threads for as long as the test wants.
+exists (the test opens the gate), so it holds its threads for as long as the test wants;
+it logs ``slow.started`` as it begins.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def fast(task: Task) -> None:
 
 @app.stage("slow", partitions=4)
 def slow(task: Task) -> None:
+    record("slow.started", task.payload["n"])
     deadline = time.monotonic() + GATE_WAIT
     while not GATE.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
