@@ -86,6 +86,30 @@ def test_a_failed_task_runs_again_once_its_retry_is_due(side: Side) -> None:
         assert t.dead_letters("scan") == []
 
 
+def test_a_retry_waits_its_delay_after_the_clock_moved_a_day(side: Side) -> None:
+    """On a broker a record's timestamp is the wall clock's, a day behind the fake clock
+    here: the worker's cap on a retry's due time (its record's timestamp + 2 x delay) must
+    read it on the fake clock, or the retry runs at once."""
+    app = side.app()
+    failures = {"left": 1}
+
+    @app.stage("scan", partitions=1, retry=RetryPolicy(max_attempts=2, delay=300.0))
+    def scan(task: Task) -> str:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("scanner busy")
+        return "clean"
+
+    with side.run(app) as t:
+        t.advance(seconds=86_400)
+        t.send("scan", {}, key="a")
+        assert t.results("scan") == []
+        t.advance(seconds=299)
+        assert t.results("scan") == []  # due 300 s after the failure, on the fake clock
+        t.advance(seconds=2)
+        assert t.results("scan") == ["clean"]
+
+
 def test_exhausted_retries_end_in_the_dead_letter_queue_with_the_reason(side: Side) -> None:
     app = side.app()
 
