@@ -35,6 +35,29 @@ RECORDER_SOURCE = REPO_ROOT / "tests" / "apps" / "recorder.py"
 RECORDER_REF = "tests.apps.recorder:app"
 
 
+def load_app(source: Path, module_name: str, env: Mapping[str, str], prefix: str) -> App:
+    """The ``app`` of the test app module at ``source``, imported afresh (not cached) with the
+    variables of ``env`` named ``prefix*`` and ``STREAMTASK_BOOTSTRAP`` set meanwhile, as a
+    worker subprocess started with ``env`` imports it."""
+    spec = importlib.util.spec_from_file_location(module_name, source)
+    assert spec is not None and spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    keys = [k for k in env if k.startswith(prefix) or k == "STREAMTASK_BOOTSTRAP"]
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys})
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    app = module.app
+    assert isinstance(app, App)
+    return app
+
+
 @dataclass(frozen=True)
 class Execution:
     """One line of the recorder's log: task ``n`` ran in process ``pid``."""
@@ -186,23 +209,8 @@ class RecorderRun:
     # -- setup -------------------------------------------------------------------------------
 
     def _load_app(self) -> App:
-        """The recorder module imported afresh with this run's environment (not cached)."""
-        spec = importlib.util.spec_from_file_location(f"recorder_{self.name}", RECORDER_SOURCE)
-        assert spec is not None and spec.loader is not None
-        module: ModuleType = importlib.util.module_from_spec(spec)
-        keys = [k for k in self.env if k.startswith("RECORDER_") or k == "STREAMTASK_BOOTSTRAP"]
-        saved = {k: os.environ.get(k) for k in keys}
-        os.environ.update({k: self.env[k] for k in keys})
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        app = module.app
-        assert isinstance(app, App) and app.name == self.name
+        app = load_app(RECORDER_SOURCE, f"recorder_{self.name}", self.env, "RECORDER_")
+        assert app.name == self.name
         return app
 
     def ensure_topics(self) -> None:

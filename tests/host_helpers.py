@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import TracebackType
 
-from streamtask import App
 from streamtask.kafka.topics import ensure
-from tests.helpers import REPO_ROOT, WorkerProcess, wait_until
+from tests.helpers import REPO_ROOT, WorkerProcess, load_app, wait_until
 
 STAGES_SOURCE = REPO_ROOT / "tests" / "apps" / "stages_app.py"
 STAGES_REF = "tests.apps.stages_app:app"
@@ -40,28 +38,8 @@ class StagesRun:
                     "STAGES_GATE": str(self.gate), "STREAMTASK_BOOTSTRAP": bootstrap,
                     "PYTHONUNBUFFERED": "1", **env}
         self.workers: list[WorkerProcess] = []
-        self.app = self._load_app()
+        self.app = load_app(STAGES_SOURCE, f"stages_{id(self)}", self.env, "STAGES_")
         ensure(self.app)
-
-    def _load_app(self) -> App:
-        """The module imported afresh with this run's environment (not cached)."""
-        spec = importlib.util.spec_from_file_location(f"stages_{id(self)}", STAGES_SOURCE)
-        assert spec is not None and spec.loader is not None
-        module: ModuleType = importlib.util.module_from_spec(spec)
-        keys = [k for k in self.env if k.startswith("STAGES_") or k == "STREAMTASK_BOOTSTRAP"]
-        saved = {k: os.environ.get(k) for k in keys}
-        os.environ.update({k: self.env[k] for k in keys})
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        app = module.app
-        assert isinstance(app, App)
-        return app
 
     def send(self, stage: str, count: int, start: int = 0) -> None:
         with self.app.producer() as producer:

@@ -104,15 +104,18 @@ SIDES: tuple[Side, Side] = ("streamtask", "raw")
 ProgressFn = Callable[[str, int, int], None]
 """``progress(description, completed, total)``; the CLI draws it."""
 
-PROBE_SCHEMA: dict[str, Any] = {
-    "type": "record", "name": "Probe", "namespace": "streamtask.bench",
-    "doc": "A benchmark task: its number, its intended send time (epoch s), a short label.",
-    "fields": [
-        {"name": "n", "type": "long"},
-        {"name": "sent_at", "type": "double"},
-        {"name": "label", "type": "string"},
-    ],
-}
+
+
+def bench_schema(name: str, doc: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    """An Avro record schema of the benchmarks' namespace (``streamtask.bench``)."""
+    return {"type": "record", "name": name, "namespace": "streamtask.bench", "doc": doc,
+            "fields": fields}
+
+
+PROBE_SCHEMA = bench_schema(
+    "Probe", "A benchmark task: its number, its intended send time (epoch s), a short label.",
+    [{"name": "n", "type": "long"}, {"name": "sent_at", "type": "double"},
+     {"name": "label", "type": "string"}])
 
 
 class BenchError(StreamtaskError):

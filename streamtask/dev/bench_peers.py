@@ -85,38 +85,30 @@ def _millis(name: str) -> dict[str, Any]:
     return {"name": name, "type": {"type": "long", "logicalType": "timestamp-millis"}}
 
 
-BARE_TASK_SCHEMA: dict[str, Any] = {
-    "type": "record", "name": "BareTask", "namespace": "streamtask.bench",
-    "doc": "What streamtask's envelope + payload carry, as one bare record.",
-    "fields": [
+def _bare(name: str, doc: str, *, child: bool) -> dict[str, Any]:
+    """The bare record of a task (a ``child`` names its parent too): the fields streamtask's
+    envelope and payload carry, in one record."""
+    parent = [{"name": "parent_id", "type": "string"}] if child else []
+    return bench.bench_schema(name, doc, [
         {"name": "id", "type": "string"},
+        *parent,
         {"name": "type", "type": "string"},
         {"name": "payload", "type": "bytes"},
         {"name": "attempt", "type": "int"},
         _millis("created_at"),
         {"name": "run_id", "type": "string"},
         {"name": "headers", "type": {"type": "map", "values": "string"}},
-    ],
-}
-BARE_RESULT_SCHEMA: dict[str, Any] = {
-    "type": "record", "name": "BareResult", "namespace": "streamtask.bench",
-    "doc": "The result of a BareTask: what streamtask's child task of a then= stage carries.",
-    "fields": [
-        {"name": "id", "type": "string"},
-        {"name": "parent_id", "type": "string"},
-        {"name": "type", "type": "string"},
-        {"name": "payload", "type": "bytes"},
-        {"name": "attempt", "type": "int"},
-        _millis("created_at"),
-        {"name": "run_id", "type": "string"},
-        {"name": "headers", "type": {"type": "map", "values": "string"}},
-    ],
-}
-PAYLOAD_SCHEMA: dict[str, Any] = {
-    "type": "record", "name": "Blob", "namespace": "streamtask.bench",
-    "doc": "The streamtask side's payload: the bare record's 100 random bytes.",
-    "fields": [{"name": "data", "type": "bytes"}],
-}
+    ])
+
+
+BARE_TASK_SCHEMA = _bare(
+    "BareTask", "What streamtask's envelope + payload carry, as one bare record.", child=False)
+BARE_RESULT_SCHEMA = _bare(
+    "BareResult", "The result of a BareTask: what streamtask's child task of a then= stage "
+                  "carries.", child=True)
+PAYLOAD_SCHEMA = bench.bench_schema(
+    "Blob", "The streamtask side's payload: the bare record's 100 random bytes.",
+    [{"name": "data", "type": "bytes"}])
 
 
 def _read_plain(schema: dict[str, Any]) -> dict[str, Any]:
