@@ -183,6 +183,31 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
 
+class EosPipeline:
+    """The exactly-once pipeline of ``tests.apps.eos_app`` (double -> add_one -> publish ->
+    results) with its topics created and ``tasks`` tasks sent to ``double``; it starts the
+    stages' worker subprocesses."""
+
+    def __init__(self, name: str, bootstrap: str, tasks: int, tmp_path: Path) -> None:
+        from tests.apps.eos_app import build
+
+        self.app = build(name, bootstrap)
+        ensure(self.app)
+        with self.app.producer() as producer:
+            producer.send_many("double", [{"n": n} for n in range(tasks)])
+        self.env = {**os.environ, "EOS_APP": name, "STREAMTASK_BOOTSTRAP": bootstrap}
+        self.tmp_path = tmp_path
+
+    def start_worker(self, stage: str, output: str, *options: str) -> WorkerProcess:
+        """``streamtask worker`` of ``stage``, its instance id the stage's name, committing
+        every 0.3 s with 2 threads; its output goes to ``output`` in the test's directory."""
+        return WorkerProcess(
+            [sys.executable, "-m", "streamtask", "worker", "tests.apps.eos_app:app",
+             "--stage", stage, "--commit-interval", "0.3", "--instance-id", stage,
+             "--concurrency", "2", *options],
+            self.env, self.tmp_path / output)
+
+
 class RecorderRun:
     """One test's recorder app: its topics, its tasks, its worker subprocesses and its log."""
 

@@ -20,9 +20,8 @@ import pytest
 
 from streamtask import WorkerSettings
 from streamtask.dev.broker import free_port
-from streamtask.kafka.topics import ensure
 from streamtask.ops.metrics import observed_worker
-from tests.apps.observed_app import build
+from tests.apps.observed_app import build_stuck
 from tests.helpers import wait_until
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "alerts.yml"
@@ -56,12 +55,8 @@ def firing(port: int, name: str, app: str) -> bool:
                                                "`prometheus`; `make test` installs it)")
 @pytest.mark.timeout(240)
 def test_stuck_worker_fires_the_stage_stuck_alert(kafka, unique, tmp_path) -> None:
-    observed = build(kafka.bootstrap, unique, partitions=1)
+    observed = build_stuck(kafka.bootstrap, unique, behind=3)
     app = observed.app
-    ensure(app)
-    with app.producer() as producer:
-        producer.send("work", {"n": 0, "hang": True})
-        producer.send_many("work", [{"n": n} for n in range(1, 4)])
     worker, server = observed_worker(app, None, WorkerSettings(concurrency=1), port=0,
                                      addr="127.0.0.1", interval_ms=500)
     (tmp_path / "alerts.yml").write_text(compressed(RULES.read_text()))

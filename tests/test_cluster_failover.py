@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from streamtask.kafka import clients as kafka
 from streamtask.kafka.topics import ensure
 from tests.apps.eos_app import build
 from tests.helpers import (
+    EosPipeline,
     RecorderRun,
     WorkerProcess,
     duplicate_bound,
@@ -171,15 +171,10 @@ def test_kill9_of_a_leader_during_an_exactly_once_pipeline(
         cluster: LocalCluster, unique: str, tmp_path: Path) -> None:
     total = 20_000  # 5 ms per stage, 2 threads: about 50 s, past the restart
     name = f"t{unique}"
-    app = build(name, cluster.bootstrap)
-    ensure(app)
-    with app.producer() as producer:
-        producer.send_many("double", [{"n": n} for n in range(total)])
-    env = {**os.environ, "EOS_APP": name, "STREAMTASK_BOOTSTRAP": cluster.bootstrap}
-    workers = {stage: WorkerProcess(
-        [sys.executable, "-m", "streamtask", "worker", "tests.apps.eos_app:app", "--stage",
-         stage, "--commit-interval", "0.3", "--instance-id", stage, "--concurrency", "2"],
-        env, tmp_path / f"{stage}.out") for stage in ("double", "add_one", "publish")}
+    pipeline = EosPipeline(name, cluster.bootstrap, total, tmp_path)
+    app = pipeline.app
+    workers = {stage: pipeline.start_worker(stage, f"{stage}.out")
+               for stage in ("double", "add_one", "publish")}
     try:
         wait_until(lambda: written(cluster, f"{name}.results") >= total // 5, 180,
                    "a fifth of the results are written", lambda: "")

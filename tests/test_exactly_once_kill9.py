@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,9 +13,7 @@ import confluent_kafka
 import pytest
 
 from streamtask import App
-from streamtask.kafka.topics import ensure
-from tests.apps.eos_app import build
-from tests.helpers import WorkerProcess
+from tests.helpers import EosPipeline, WorkerProcess
 from tests.topic_reader import read_to_end
 
 TASKS = 1500
@@ -55,22 +51,14 @@ def results_by_n(bootstrap: str, topic: str, app: App, expected: int,
 @pytest.mark.timeout(240)
 def test_kill9_during_exactly_once_pipeline_yields_each_result_once(
         kafka, unique: str, tmp_path: Path) -> None:
-    env = {**os.environ, "EOS_APP": f"t{unique}", "STREAMTASK_BOOTSTRAP": kafka.bootstrap}
-    app = build(f"t{unique}", kafka.bootstrap)
-    ensure(app)
-    with app.producer() as producer:
-        producer.send_many("double", [{"n": n} for n in range(TASKS)])
-
+    pipeline = EosPipeline(f"t{unique}", kafka.bootstrap, TASKS, tmp_path)
+    app = pipeline.app
     workers: dict[str, WorkerProcess] = {}
     count = [0]
 
     def start(stage: str) -> None:
         count[0] += 1
-        workers[stage] = WorkerProcess(
-            [sys.executable, "-m", "streamtask", "worker", "tests.apps.eos_app:app",
-             "--stage", stage, "--commit-interval", "0.3", "--instance-id", stage,
-             "--concurrency", "2"],
-            env, tmp_path / f"{stage}-{count[0]}.out")
+        workers[stage] = pipeline.start_worker(stage, f"{stage}-{count[0]}.out")
 
     def restart_exited() -> None:
         """Like any supervisor: a worker that stopped on a transaction error is restarted."""

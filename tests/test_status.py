@@ -24,7 +24,7 @@ from streamtask.ops.status import Member, RetryLevel, Sample, Verdict, judge
 from streamtask.retry import RetryPolicy
 from streamtask.worker.joins import FORK, FROM_STAGE
 from tests.apps import observed_app
-from tests.apps.observed_app import build
+from tests.apps.observed_app import build, build_stuck
 from tests.helpers import wait_for_leaders, wait_until
 from tests.inprocess import new_app, run_worker
 from tests.test_cli_errors import assert_one_line_error, streamtask
@@ -101,12 +101,8 @@ def test_no_workers_retry_levels_and_dlq(kafka, unique) -> None:
 
 @pytest.mark.timeout(180)
 def test_a_hanging_worker_is_stuck_then_healthy_once_it_drains(kafka, unique) -> None:
-    observed = build(kafka.bootstrap, unique, partitions=1)
+    observed = build_stuck(kafka.bootstrap, unique, behind=4)
     app = observed.app
-    ensure(app)
-    with app.producer() as producer:
-        producer.send("work", {"n": 0, "hang": True})
-        producer.send_many("work", [{"n": n} for n in range(1, 5)])
     worker = Worker(app, settings=WorkerSettings(concurrency=1, commit_interval=0.2))
     errors: list[BaseException] = []
     thread = threading.Thread(target=lambda: _run(worker, errors), daemon=True)

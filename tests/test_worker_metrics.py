@@ -16,7 +16,7 @@ from streamtask.dev.broker import free_port
 from streamtask.kafka.topics import ensure
 from streamtask.ops.metrics import observed_worker
 from streamtask.retry import RetryPolicy
-from tests.apps.observed_app import build
+from tests.apps.observed_app import build, build_stuck
 from tests.helpers import RecorderRun, Samples, scrape, value, wait_until
 from tests.test_cli_errors import assert_one_line_error, streamtask
 
@@ -86,12 +86,8 @@ def check_lag_and_commits(samples: Samples, app: str) -> None:
 @pytest.mark.timeout(120)
 def test_lag_of_a_stuck_worker_is_reported(kafka, unique) -> None:
     """librdkafka reports no lag before a partition's first commit; we count from the start."""
-    observed = build(kafka.bootstrap, unique, partitions=1)
+    observed = build_stuck(kafka.bootstrap, unique, behind=3)
     app = observed.app
-    ensure(app)
-    with app.producer() as producer:
-        producer.send("work", {"n": 0, "hang": True})
-        producer.send_many("work", [{"n": n} for n in range(1, 4)])
     worker, server = observed_worker(app, None, WorkerSettings(concurrency=1), port=0,
                                      addr="127.0.0.1", interval_ms=200)
     thread = threading.Thread(target=worker.run, daemon=True)

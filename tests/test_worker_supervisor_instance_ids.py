@@ -5,18 +5,14 @@ committed once."""
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from streamtask.kafka.topics import ensure
-from tests.apps.eos_app import build
-from tests.helpers import WorkerProcess
+from tests.helpers import EosPipeline
 from tests.topic_reader import read_to_end
 
 TASKS = 400
@@ -25,17 +21,10 @@ TASKS = 400
 @pytest.mark.timeout(180)
 def test_supervised_exactly_once_children_get_one_transactional_id_each(
         kafka, unique: str, tmp_path: Path) -> None:
-    env = {**os.environ, "EOS_APP": f"t{unique}", "STREAMTASK_BOOTSTRAP": kafka.bootstrap}
-    app = build(f"t{unique}", kafka.bootstrap)
-    ensure(app)
-    with app.producer() as producer:
-        producer.send_many("double", [{"n": n} for n in range(TASKS)])
+    pipeline = EosPipeline(f"t{unique}", kafka.bootstrap, TASKS, tmp_path)
+    app = pipeline.app
     output_topic = app.stages["add_one"].topic
-    supervisor = WorkerProcess(
-        [sys.executable, "-m", "streamtask", "worker", "tests.apps.eos_app:app",
-         "--stage", "double", "--processes", "2", "--instance-id", "double",
-         "--commit-interval", "0.3", "--concurrency", "2"],
-        env, tmp_path / "supervisor.out")
+    supervisor = pipeline.start_worker("double", "supervisor.out", "--processes", "2")
     try:
         deadline = time.monotonic() + 90
         results: Counter[int] = Counter()

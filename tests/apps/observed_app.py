@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamtask import App, Task
+from streamtask.kafka.topics import ensure
 from streamtask.retry import RetryPolicy
 from tests.inprocess import new_app
 
@@ -46,4 +47,15 @@ def build(bootstrap: str, unique: str, *, partitions: int = 1,
     observed.app.stage("work", partitions=partitions, timeout=timeout,
                        retry=retry or RetryPolicy(max_attempts=1))(observed.handle)
     setattr(sys.modules[__name__], observed.app.name, observed.app)
+    return observed
+
+
+def build_stuck(bootstrap: str, unique: str, behind: int) -> Observed:
+    """:func:`build` with one partition, its topics created and ``behind + 1`` tasks sent:
+    a hanging one first, so a worker (concurrency 1) sticks on it with ``behind`` behind."""
+    observed = build(bootstrap, unique, partitions=1)
+    ensure(observed.app)
+    with observed.app.producer() as producer:
+        producer.send("work", {"n": 0, "hang": True})
+        producer.send_many("work", [{"n": n} for n in range(1, behind + 1)])
     return observed
