@@ -110,7 +110,7 @@ def test_a_run_that_cannot_start_restores_the_app(monkeypatch: pytest.MonkeyPatc
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise ConfigurationError("this worker cannot start")
 
-    monkeypatch.setattr("streamtask.testing.harness.Worker", refuse)
+    monkeypatch.setattr("streamtask.testing.harness.StageHost", refuse)
     with pytest.raises(ConfigurationError, match="cannot start"), run(app):
         pass
     assert app.transport is kafka.KAFKA

@@ -1,9 +1,12 @@
 """``streamtask.testing.run``: an app's real workers on an in-memory log, with a fake clock.
 
-The run starts one :class:`~streamtask.worker.Worker` per consumer group of the app, each in
-a thread, over :class:`~streamtask.testing.clients.MemoryTransport` (or, with
-``real=True``, over the app's own Kafka cluster), and replaces the wall clock of
-:mod:`streamtask.clock` with one that moves only when the test says so. Routing, the retry
+The run starts the app's stages as ``streamtask worker`` does, on a
+:class:`~streamtask.worker.host.StageHost` (one :class:`~streamtask.worker.Worker` per stage
+group, each on a thread; the host on one more), over
+:class:`~streamtask.testing.clients.MemoryTransport` (or, with ``real=True``, over the app's
+own Kafka cluster), and replaces the wall clock of :mod:`streamtask.clock` with one that
+moves only when the test says so. A worker that fails stops the run's other workers, as it
+stops the process's in production; the test sees its error at its next question. Routing, the retry
 ladder, dead letters, joins, compensation and exactly-once are the worker's own code.
 
 Every question a test asks (``results``, ``dead_letters``, ...) first *settles* the run:
@@ -28,7 +31,7 @@ from typing import Any
 from streamtask import clock
 from streamtask.config import WorkerSettings
 from streamtask.errors import StreamtaskError
-from streamtask.events import Event, EventBus
+from streamtask.events import Event
 from streamtask.kafka import clients as kafka
 from streamtask.kafka import headers as dl
 from streamtask.kafka import topics
@@ -40,8 +43,7 @@ from streamtask.testing.clients import MemoryTransport
 from streamtask.testing.timeline import Timeline
 from streamtask.testing.views import KafkaView, LogView, MemoryView, Progress
 from streamtask.testing.watch import WatchedTransport
-from streamtask.worker import Worker
-from streamtask.worker.host import plan
+from streamtask.worker.host import StageHost
 
 _ONE_AT_A_TIME = threading.Lock()
 """The clock is process-wide: two runs at once would move each other's time."""
@@ -91,10 +93,9 @@ class TestRun:
         self._deferred: dict[tuple[str, int, int], int] = {}
         self._forks: dict[tuple[str, str], int] = {}
         self._errors: list[BaseException] = []
-        self._events = EventBus()
-        self._events.subscribe(self._observe, inline=True)  # settled means observed
         self._groups = _groups(app)
-        self._workers: list[tuple[Worker, threading.Thread]] = []
+        self._host: StageHost | None = None
+        self._thread: threading.Thread | None = None
         self._original: tuple[Any, dict[str, Stage], Any] | None = None
         self._view: LogView | None = None
         self._producer: TaskProducer | None = None
@@ -197,13 +198,11 @@ class TestRun:
         self.app._producer = None
         try:
             self._install()
-            for stages in plan(self.app):  # the Workers `streamtask worker` would run
-                worker = Worker(self.app, [stage.name for stage in stages], self._settings,
-                                events=self._events)
-                thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
-                                          name=f"streamtask-testing-{stages[0].group}")
-                self._workers.append((worker, thread))
-                thread.start()
+            self._host = StageHost(self.app, settings=self._settings)
+            self._host.subscribe(self._observe, inline=True)  # settled means observed
+            self._thread = threading.Thread(target=self._work, args=(self._host,), daemon=True,
+                                            name="streamtask-testing")
+            self._thread.start()
         except BaseException:
             self.close()
             raise
@@ -227,10 +226,9 @@ class TestRun:
         """Stop the workers (they drain and commit), then give the app back its transport,
         handlers and the real clock."""
         try:
-            for worker, _ in self._workers:
-                worker.stop()
-            for _, thread in self._workers:
-                thread.join(self._settings.drain_timeout + 10.0)
+            if self._host is not None and self._thread is not None:
+                self._host.stop()
+                self._thread.join(self._settings.drain_timeout + 10.0)
             if self._view is not None:
                 self._view.close()
         finally:
@@ -251,9 +249,9 @@ class TestRun:
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _work(self, worker: Worker) -> None:
+    def _work(self, host: StageHost) -> None:
         try:
-            worker.run()
+            host.run()
         except BaseException as error:  # reported in the test's thread by settle
             with self._lock:
                 self._errors.append(error)
@@ -341,7 +339,8 @@ class TestRun:
         return pending
 
     def _running(self, group: str) -> str:
-        running = sum(w.in_flight for w, _ in self._workers
+        workers = self._host.workers if self._host is not None else []
+        running = sum(w.in_flight for w in workers
                       if group.removesuffix(".retry") == w.stages[0].group)
         return f" ({running} handler(s) running)" if running else ""
 
