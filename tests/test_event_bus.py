@@ -4,6 +4,8 @@ subscriber (a parent bus's too), or a logger whose level lets the event through,
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from streamtask.events import Event, EventBus, EventCounter, EventLogger
@@ -56,3 +58,40 @@ def test_a_parents_subscriber_wants_them_and_a_parents_counter_is_tallied() -> N
         Event.TASK_SUCCEEDED] == 1
     parent.subscribe(lambda event, fields: None)  # subscribed later: still asked
     assert bus.wants(Event.TASK_SUCCEEDED)
+
+
+def test_a_detached_subscriber_gets_every_event_in_order_on_its_own_thread() -> None:
+    bus = EventBus()
+    seen: list[tuple[int, str]] = []
+
+    def note(event: Event, fields: dict[str, Any]) -> None:
+        seen.append((fields["n"], threading.current_thread().name))
+
+    bus.subscribe(note)
+    for n in range(500):
+        bus.emit(Event.TASK_SUCCEEDED, n=n)
+    assert bus.close(10)
+    assert [n for n, _ in seen] == list(range(500))
+    assert {name for _, name in seen} == {f"streamtask-subscriber:{note.__qualname__}"}
+    assert bus.dropped() == {note.__qualname__: 0}
+
+
+def test_a_blocked_subscriber_drops_past_its_backlog_and_never_blocks_emit() -> None:
+    release = threading.Event()
+
+    class Stuck:
+        def __call__(self, event: Event, fields: dict[str, Any]) -> None:
+            release.wait(30)
+
+    bus = EventBus()
+    bus.subscribe(Stuck(), backlog=10)
+    began = time.monotonic()
+    for n in range(1000):
+        bus.emit(Event.TASK_SUCCEEDED, n=n)
+    assert time.monotonic() - began < 5  # the emitter never waited for the subscriber
+    assert 1000 - 11 <= bus.dropped()[Stuck.__qualname__] <= 1000 - 10  # one taken, ten queued
+    closing = time.monotonic()
+    assert not bus.close(0.5)  # it did not take its events: the stop is bounded anyway
+    assert time.monotonic() - closing < 5
+    release.set()
+    assert bus.close(10)
