@@ -117,7 +117,7 @@ class Dispatcher:
         last_event = time.monotonic()
         while True:
             if queue:
-                if not self._deliver_queued():
+                if not self._deliver_queued() and self._stopped():
                     return
                 last_event = time.monotonic()
             if time.monotonic() - last_event < BUSY_FOR:
@@ -130,6 +130,20 @@ class Dispatcher:
             if not queue:
                 self._ready.wait(IDLE_WAIT)
             self._idle = False
+
+    def _stopped(self) -> bool:
+        """At close's stop marker: end this thread, unless events came after the marker.
+
+        ``_thread`` is cleared before the queue is looked at, and an emitter reads it after
+        appending: either this thread sees the new event and goes on, or the emitter sees no
+        thread and starts one (which waits for this lock, and then finds this one going on
+        or gone)."""
+        with self._lock:
+            self._thread = None
+            if not self._queue:
+                return True
+            self._thread = threading.current_thread()
+            return False
 
     def _deliver_queued(self) -> bool:
         """Hand the subscriber every queued event; False at the stop marker."""
@@ -149,36 +163,42 @@ class Dispatcher:
 
     # -- shutting down ------------------------------------------------------------------------
 
+    def mark(self) -> threading.Event:
+        """An Event set once the subscriber took every event handed to it before this call
+        (several dispatchers can then be waited for at once)."""
+        taken = threading.Event()
+        if self._thread is None and not self._queue:
+            taken.set()  # never started, or closed after taking everything
+            return taken
+        self._queue.append((None, taken))  # beyond the backlog: it carries no event
+        if self._thread is None:
+            self._start()  # events that came as it stopped
+        self._ready.set()
+        return taken
+
     def flush(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` seconds) until the subscriber took every event handed
         to it before this call; False if it did not in time (it is blocked or slow)."""
-        if self._thread is None:
-            return not self._queue
-        taken = threading.Event()
-        self._queue.append((None, taken))  # beyond the backlog: it carries no event
-        self._ready.set()
-        return taken.wait(max(0.0, timeout))
+        return self.mark().wait(max(0.0, timeout))
 
-    def close(self, timeout: float) -> bool:
-        """:meth:`flush`, then stop the thread; False (and a log line saying how many events
-        were not delivered) if the subscriber did not take them in time. Call it once no
-        more events come: a later event starts the thread again."""
-        delivered = self.flush(timeout)
+    def close(self, timeout: float, taken: threading.Event | None = None) -> bool:
+        """Wait for ``taken`` (a :meth:`mark`; by default one made now), then stop the
+        thread; False (and a log line saying how many events were not delivered) if the
+        subscriber did not take them within ``timeout`` seconds. Call it once no more events
+        come: a later event starts the thread again."""
+        taken = taken or self.mark()
         thread = self._thread
-        if thread is None:
-            return delivered
-        if not delivered:
+        if not taken.wait(max(0.0, timeout)):
+            undelivered = sum(1 for event, _ in list(self._queue) if event is not None)
             log.error("event.subscriber_stuck subscriber=%s undelivered=%d: it did not take "
                       "its events in time; the worker stops without them",
-                      self.name, len(self._queue) - 1,
+                      self.name, undelivered,
                       extra={"event": "event.subscriber_stuck",
-                             "fields": {"subscriber": self.name,
-                                        "undelivered": len(self._queue) - 1}})
+                             "fields": {"subscriber": self.name, "undelivered": undelivered}})
             return False
+        if thread is None:
+            return True
         self._queue.append((None, None))
         self._ready.set()
         thread.join(max(0.0, timeout))
-        with self._lock:
-            if not thread.is_alive():
-                self._thread = None
         return True

@@ -108,13 +108,18 @@ class EventBus:
         threads (a parent's may still be fed by other workers). False if one did not take its
         events in time. A worker calls this when it stopped."""
         deadline = time.monotonic() + timeout
-        delivered = all([d.close(deadline - time.monotonic()) for d in self._dispatchers])
+        own = [(dispatcher, dispatcher.mark()) for dispatcher in self._dispatchers]
+        parents: list[EventBus] = []
         bus = self._parent
         while bus is not None:
-            delivered = all([d.flush(deadline - time.monotonic()) for d in bus._dispatchers]) \
-                and delivered
+            parents.append(bus)
             bus = bus._parent
-        return delivered
+        # Marked all at once, so that a blocked one does not eat the others' time.
+        theirs = [dispatcher.mark() for bus in parents for dispatcher in bus._dispatchers]
+        delivered = [taken.wait(max(0.0, deadline - time.monotonic())) for taken in theirs]
+        delivered += [dispatcher.close(deadline - time.monotonic(), taken)
+                      for dispatcher, taken in own]
+        return all(delivered)
 
     def wants(self, event: Event) -> bool:
         """Whether a subscriber here or in a parent needs ``event``'s fields: any but an
