@@ -32,6 +32,7 @@ def test_a_hung_handler_delays_shutdown_by_one_drain_timeout(kafka, unique: str,
         worker.signal(signal.SIGTERM)
         code = worker.wait(timeout=2 * DRAIN + 60)
         elapsed = time.monotonic() - began
+        print(f"stopped {elapsed:.1f}s after SIGTERM (--drain-timeout {DRAIN:g})")
         assert code == 0, worker.describe()
         assert DRAIN - 1 <= elapsed < DRAIN + SLACK, (
             f"stopped in {elapsed:.1f}s with --drain-timeout {DRAIN:g}\n{worker.describe()}")
