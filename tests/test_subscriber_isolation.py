@@ -14,7 +14,7 @@ import pytest
 from streamtask import Task, Worker, WorkerSettings
 from streamtask.cli.worker import _observed
 from streamtask.events import Event
-from tests.helpers import scrape, wait_until
+from tests.helpers import Kept, scrape, wait_until
 from tests.inprocess import new_app, send_all
 
 TASKS = 150
@@ -44,18 +44,9 @@ class Raising:
         raise RuntimeError("subscriber bug")
 
 
-class Kept(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def kept() -> Any:
-    handler = Kept()
+    handler = Kept(logging.WARNING)
     logger = logging.getLogger("streamtask.events")
     logger.addHandler(handler)
     yield handler

@@ -64,17 +64,21 @@ def test_chain_passes_each_result_to_the_next_stage(side: Side) -> None:
         assert runs == {task.id for task in t.executions("validate")}
 
 
-def test_a_failed_task_runs_again_once_its_retry_is_due(side: Side) -> None:
-    app = side.app()
+def scan_failing_once(app: App, partitions: int, retry: RetryPolicy) -> None:
+    """Stage ``scan``: its first execution fails, later ones return ``clean <file>``."""
     failures = {"left": 1}
 
-    @app.stage("scan", partitions=2, retry=RetryPolicy(max_attempts=3, delay=2.0))
+    @app.stage("scan", partitions=partitions, retry=retry)
     def scan(task: Task) -> str:
         if failures["left"]:
             failures["left"] -= 1
             raise ConnectionError("scanner busy")
         return f"clean {task.payload['file']}"
 
+
+def test_a_failed_task_runs_again_once_its_retry_is_due(side: Side) -> None:
+    app = side.app()
+    scan_failing_once(app, 2, RetryPolicy(max_attempts=3, delay=2.0))
     with side.run(app) as t:
         t.send("scan", {"file": "a.pdf"}, key="a")
         assert t.results("scan") == []  # its retry is not due yet: the clock stands still
@@ -91,23 +95,15 @@ def test_a_retry_waits_its_delay_after_the_clock_moved_a_day(side: Side) -> None
     here: the worker's cap on a retry's due time (its record's timestamp + 2 x delay) must
     read it on the fake clock, or the retry runs at once."""
     app = side.app()
-    failures = {"left": 1}
-
-    @app.stage("scan", partitions=1, retry=RetryPolicy(max_attempts=2, delay=300.0))
-    def scan(task: Task) -> str:
-        if failures["left"]:
-            failures["left"] -= 1
-            raise ConnectionError("scanner busy")
-        return "clean"
-
+    scan_failing_once(app, 1, RetryPolicy(max_attempts=2, delay=300.0))
     with side.run(app) as t:
         t.advance(seconds=86_400)
-        t.send("scan", {}, key="a")
+        t.send("scan", {"file": "a.pdf"}, key="a")
         assert t.results("scan") == []
         t.advance(seconds=299)
         assert t.results("scan") == []  # due 300 s after the failure, on the fake clock
         t.advance(seconds=2)
-        assert t.results("scan") == ["clean"]
+        assert t.results("scan") == ["clean a.pdf"]
 
 
 def test_exhausted_retries_end_in_the_dead_letter_queue_with_the_reason(side: Side) -> None:

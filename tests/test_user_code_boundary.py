@@ -12,7 +12,7 @@ from streamtask import Task, Worker, WorkerSettings
 from streamtask.events import Event, EventBus
 from streamtask.retry import RetryPolicy
 from streamtask.worker.runners import AsyncRunner, Completion
-from tests.helpers import read_to_end
+from tests.helpers import Kept, read_to_end
 from tests.inprocess import new_app, send_all
 
 
@@ -56,15 +56,6 @@ def test_a_coroutine_that_finishes_before_submit_returns_leaves_nothing_behind()
         assert runner._futures == {} and runner.executing() == []
     finally:
         runner.shutdown()
-
-
-class Kept(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 def test_a_failing_event_subscriber_is_logged_and_the_worker_runs_on(kafka, unique) -> None:
