@@ -35,6 +35,7 @@ from streamtask.model.registry import (
     Schema,
     SchemaRegistry,
     decode_body,
+    interned,
 )
 
 __all__ = [
@@ -293,7 +294,7 @@ def _without_logical_types(schema: Any) -> Any:
 
 
 def _plain_parse(schema: Schema) -> Any:
-    return parse_schema(_without_logical_types(schema.definition))
+    return interned(parse_schema(_without_logical_types(schema.definition)))
 
 
 def _registered(registry: SchemaRegistry, schema: Schema, what: str) -> Schema:
