@@ -8,6 +8,7 @@ their strings interned: each must be invisible but in CPU.
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -53,6 +54,15 @@ def test_interning_keeps_shared_parts_shared_and_terminates_on_cycles() -> None:
     cyclic["self"] = cyclic
     assert interned(cyclic) is cyclic
     assert cyclic["a"] is cyclic["b"] is shared and cyclic["self"] is cyclic
+
+
+def test_a_schema_built_with_str_subclasses_still_parses() -> None:
+    class Kind(StrEnum):
+        LONG = "long"
+
+    schema = Schema.from_definition({"type": "record", "name": "E", "namespace": "hot",
+                                     "fields": [{"name": "n", "type": Kind.LONG}]})
+    assert schema.parsed["fields"][0]["type"] == "long"
 
 
 def test_a_declared_payload_decodes_to_a_record_that_passes_on_as_its_bytes() -> None:

@@ -133,15 +133,15 @@ def interned(parsed: Any, _seen: set[int] | None = None) -> Any:
         items = list(parsed.items())
         parsed.clear()
         for key, value in items:
-            parsed[sys.intern(key) if isinstance(key, str) else key] = _interned_value(value,
-                                                                                     seen)
+            parsed[sys.intern(key) if type(key) is str else key] = _interned_value(value, seen)
     elif isinstance(parsed, list):
         parsed[:] = [_interned_value(value, seen) for value in parsed]
     return parsed
 
 
 def _interned_value(value: Any, seen: set[int]) -> Any:
-    return sys.intern(value) if isinstance(value, str) else interned(value, seen)
+    # Only exact str: sys.intern refuses subclasses (a StrEnum in a hand-built schema).
+    return sys.intern(value) if type(value) is str else interned(value, seen)
 
 
 def decode_body(data: bytes | memoryview, writer: Any, reader: Any = None,
