@@ -35,6 +35,7 @@ from streamtask.model.registry import (
     Schema,
     SchemaRegistry,
     decode_body,
+    interned,
 )
 
 __all__ = [
@@ -49,7 +50,7 @@ ENVELOPE_V2 = "streamtask.Envelope.v2"
 JSON_PAYLOAD_SCHEMA = "streamtask.JsonPayload"
 
 
-def new_task_id() -> str:
+def new_task_id(now_ms: int | None = None) -> str:
     """32 hex digits: the creation time in milliseconds (12 digits, as in UUIDv7), then 80
     random bits. A run's id is its first task's, so a run's start time can be read from its
     id, and its execution trail found by time (:mod:`streamtask.ops.trail`).
@@ -59,7 +60,7 @@ def new_task_id() -> str:
     per task that also releases the interpreter lock, which cost the worker loop a thread
     switch per task (measured).
     """
-    return f"{clock.now_ms():012x}{getrandbits(80):020x}"
+    return f"{clock.now_ms() if now_ms is None else now_ms:012x}{getrandbits(80):020x}"
 
 
 _FIELDS = ("id", "type", "payload", "key", "attempt", "created_at", "not_before", "run_id",
@@ -119,20 +120,9 @@ class Task(_TaskFields):
         An empty ``key`` or ``parent_id`` and a ``not_before`` of 0 are taken as None, as
         envelope version 2 writes them.
         """
-        task = _new_object(_Building)
-        task.id = id
-        task.type = type
-        task.payload = payload
-        task.key = key or None
-        task.attempt = attempt
-        task.created_at = clock.now_ms() if created_at is None else created_at
-        task.not_before = not_before or None
-        task.run_id = run_id or id
-        task.parent_id = parent_id or None
-        task.headers = {} if headers is None else headers
-        task.pipeline_version = pipeline_version
-        task.__class__ = cls  # type: ignore[assignment]
-        return task  # type: ignore[return-value]
+        return _build(cls, id, type, payload, key, attempt,
+                      clock.now_ms() if created_at is None else created_at, not_before, run_id,
+                      parent_id, {} if headers is None else headers, pipeline_version)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"a Task is immutable, use task.with_({name}=...) for a changed copy")
@@ -185,6 +175,38 @@ class Task(_TaskFields):
 
 
 _new_object = object.__new__
+
+
+def _build(cls: type[Task], id: str, type: str, payload: Any, key: str | None, attempt: int,
+           created_at: int, not_before: int | None, run_id: str, parent_id: str | None,
+           headers: Mapping[str, str], pipeline_version: int | None) -> Task:
+    """A task of class ``cls`` from its field values, normalised as ``Task()`` documents.
+    Positional, so the worker's per-task paths (decode, a chain's child) pay no keyword
+    handling."""
+    task = _new_object(_Building)
+    task.id = id
+    task.type = type
+    task.payload = payload
+    task.key = key or None
+    task.attempt = attempt
+    task.created_at = created_at
+    task.not_before = not_before or None
+    task.run_id = run_id or id
+    task.parent_id = parent_id or None
+    task.headers = headers
+    task.pipeline_version = pipeline_version
+    task.__class__ = cls  # type: ignore[assignment]
+    return task  # type: ignore[return-value]
+
+
+def child_task(type: str, payload: Any, parent: Task, headers: Mapping[str, str]) -> Task:
+    """The next task of ``parent``'s run for stage ``type``, as ``Task.new`` makes it with
+    the parent's key, run id, id as parent id and pipeline version (``headers`` copied):
+    one clock read for its id and creation time, no keyword handling."""
+    now = clock.now_ms()
+    return _build(Task, new_task_id(now), type, payload, parent.key, 1, now, None,
+                  parent.run_id, parent.id, dict(headers) if headers else {},
+                  parent.pipeline_version)
 
 
 def _task_of(*values: Any) -> Task:
@@ -272,7 +294,7 @@ def _without_logical_types(schema: Any) -> Any:
 
 
 def _plain_parse(schema: Schema) -> Any:
-    return parse_schema(_without_logical_types(schema.definition))
+    return interned(parse_schema(_without_logical_types(schema.definition)))
 
 
 def _registered(registry: SchemaRegistry, schema: Schema, what: str) -> Schema:
@@ -396,12 +418,25 @@ class EnvelopeCodec:
         if not 1 <= attempt < 2**31:
             raise DecodeError(f"task {env['task_id']!r}: attempt {attempt} is not between 1 "
                               f"and 2^31-1")
-        return Task(
-            env["task_id"], env["task_type"], self._decode_payload(env),
-            key=env["key"], attempt=attempt, created_at=env["created_at"],
-            not_before=not_before or env["not_before"], run_id=env["run_id"],
-            parent_id=env["parent_id"], headers=env["headers"],
-            pipeline_version=env["pipeline_version"] or None)
+        return _build(Task, env["task_id"], env["task_type"], self._decode_payload(env),
+                      env["key"], attempt, env["created_at"], not_before or env["not_before"],
+                      env["run_id"], env["parent_id"], env["headers"],
+                      env["pipeline_version"] or None)
+
+    def _declared_payload(self, env: dict[str, Any], data: bytes, schema: Schema) -> Any:
+        """A payload written with its task type's declared ``schema``, as a
+        :class:`DecodedRecord` remembering ``data`` (so it can pass on unchanged)."""
+        try:
+            record = decode_body(data, schema.parsed, None, schema.name)
+        except DecodeError as exc:
+            raise DecodeError(f"task {env['task_id']!r} ({env['task_type']}): payload: "
+                              f"{exc}") from exc
+        if type(record) is not dict:
+            return record
+        decoded = DecodedRecord(record)
+        decoded._encoded, decoded._fingerprint = data, schema.fingerprint
+        decoded._snapshot = record if self._flat[schema.fingerprint] else None
+        return decoded
 
     def _envelope_reader(self, data: bytes | memoryview) -> tuple[Any, Any]:
         """Plain schemas to read an envelope written with another envelope version."""
@@ -417,17 +452,16 @@ class EnvelopeCodec:
         task_type = env["task_type"]
         reader = self._payload_schemas.get(task_type)
         data = env["payload"]
+        if reader is not None and data[2:HEADER_SIZE] == reader.fingerprint \
+                and data[:2] == MARKER:
+            # Written with the declared schema (the common case): no registry look-up.
+            return self._declared_payload(env, data, reader)
         try:
             record, writer = self._registry.decode(data, reader)
         except DecodeError as exc:
             raise DecodeError(f"task {env['task_id']!r} ({task_type}): payload: {exc}") from exc
         if reader is not None:
-            if writer.fingerprint != reader.fingerprint or type(record) is not dict:
-                return record  # resolved from another version: no bytes to pass on
-            decoded = DecodedRecord(record)
-            decoded._encoded, decoded._fingerprint = data, writer.fingerprint
-            decoded._snapshot = record if self._flat[writer.fingerprint] else None
-            return decoded
+            return record  # resolved from another version: no bytes to pass on
         if writer.fingerprint != self._json.fingerprint:
             return record
         try:

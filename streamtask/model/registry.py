@@ -21,6 +21,7 @@ import copy
 import difflib
 import io
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -89,7 +90,7 @@ class Schema:
         # exactly the byte order that single-object encoding puts on the wire.
         fp = bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
         full_name = cast(dict[str, Any], parsed)["name"]
-        return cls(name=full_name, definition=raw, parsed=parsed, fingerprint=fp,
+        return cls(name=full_name, definition=raw, parsed=interned(parsed), fingerprint=fp,
                    header=MARKER + fp)
 
     @property
@@ -113,6 +114,34 @@ def _load_definition(definition: dict[str, Any] | str) -> dict[str, Any]:
     if not isinstance(loaded.get("name"), str):
         raise ConfigurationError(f"schema has no 'name': {str(loaded)[:80]!r}")
     return loaded
+
+
+def interned(parsed: Any, _seen: set[int] | None = None) -> Any:
+    """``parsed`` (a fastavro parsed schema) with every string in it interned, in place.
+
+    fastavro's reader and writer dispatch on the schema's type names (``"string"``,
+    ``"long"``, ...) by comparing them with their own interned constants, and look fields
+    up by name; strings parsed from JSON are not interned, so each comparison fell through
+    the identity check to a character compare, for every field of every record: 3.8 % of
+    the instructions of a task's decode and encode (``benchmarks/results.md``).
+    """
+    seen = set() if _seen is None else _seen
+    if id(parsed) in seen:
+        return parsed
+    seen.add(id(parsed))
+    if isinstance(parsed, dict):
+        items = list(parsed.items())
+        parsed.clear()
+        for key, value in items:
+            parsed[sys.intern(key) if type(key) is str else key] = _interned_value(value, seen)
+    elif isinstance(parsed, list):
+        parsed[:] = [_interned_value(value, seen) for value in parsed]
+    return parsed
+
+
+def _interned_value(value: Any, seen: set[int]) -> Any:
+    # Only exact str: sys.intern refuses subclasses (a StrEnum in a hand-built schema).
+    return sys.intern(value) if type(value) is str else interned(value, seen)
 
 
 def decode_body(data: bytes | memoryview, writer: Any, reader: Any = None,

@@ -19,7 +19,7 @@ from streamtask.errors import RoutingError, StreamtaskError
 from streamtask.events import Event
 from streamtask.kafka import headers as dl
 from streamtask.model.app import App, Stage
-from streamtask.model.envelope import Task
+from streamtask.model.envelope import Task, child_task
 from streamtask.model.pipeline import Send, next_tasks
 from streamtask.ops.tracing import TRACEPARENT, child_traceparent, new_span_id
 from streamtask.retry import DeadLettered, RetryLater, decide
@@ -339,9 +339,7 @@ def chained_record(app: App, target: Stage, parent: Task, result: Any,
     trace = headers.get(TRACEPARENT)
     if trace is not None:
         headers = {**headers, TRACEPARENT: child_traceparent(trace, span or new_span_id())}
-    child = Task.new(target.name, result, key=parent.key, run_id=parent.run_id,
-                     parent_id=parent.id, headers=headers,
-                     pipeline_version=parent.pipeline_version)
+    child = child_task(target.name, result, parent, headers)
     return Outgoing(target.topic, app.codec.encode(child), child.key or child.id, [])
 
 
