@@ -8,6 +8,9 @@ worker's own counters and logger, and other subscribers that are cheap and never
 lookup and a loop over an empty list, so the per-task events stay cheap on the hot path. An
 event only counters (and a logger whose level drops it) would see need not be built at all:
 :meth:`EventBus.wants` says so, and :meth:`EventBus.tally` then counts it without its fields.
+A task's outcome events (succeeded, failed, timed out, retried, dead-lettered) carry ``at``,
+the worker's clock when it settled the outcome (epoch ms): a detached subscriber may take
+an event long after, so the clock it reads then is not the event's time.
 """
 
 from __future__ import annotations

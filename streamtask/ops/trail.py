@@ -87,7 +87,9 @@ class TrailWriter:
     def __call__(self, event: Event, fields: dict[str, Any]) -> None:
         outcome = _OUTCOMES.get(event)
         if outcome is not None and fields.get("run_id"):
-            ended = clock.now_ms()
+            # The worker's time when the outcome was settled: this writer runs detached
+            # and may take the event much later (a slow broker), so the clock now is not it.
+            ended = fields.get("at") or clock.now_ms()
             self._buffer.append({
                 "run_id": fields["run_id"], "task_id": fields.get("task_id"),
                 "parent_id": fields.get("parent_id"),

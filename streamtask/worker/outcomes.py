@@ -97,21 +97,21 @@ def succeeded(ctx: Context, job: Job, task: Task, result: Any, span: str | None,
     too_large = oversize(children, ctx.max_record)
     if too_large is not None:  # the producer would refuse it: nothing of it is sent
         reported = Outcome(events=[execution_failed(job, task, RoutingError(too_large),
-                                                    seconds)])
+                                                    seconds, now_ms)])
         return reported.then(unproducible(ctx, job, too_large, now_ms))
     if not report:
         return Outcome(children, [(Event.TASK_SUCCEEDED, None)])
     return Outcome(children, [(Event.TASK_SUCCEEDED, {
         "task_id": task.id, "stage": job.stage.name, "children": len(children),
         "seconds": seconds, "attempt": task.attempt, "run_id": task.run_id,
-        "parent_id": task.parent_id})])
+        "parent_id": task.parent_id, "at": now_ms})])
 
 
 def failed(ctx: Context, job: Job, task: Task, error: BaseException, seconds: float,
            now_ms: int) -> Outcome:
     """The handler raised ``error`` (or its result cannot go out): the next retry level,
     or the dead-letter queue."""
-    reported = Outcome(events=[execution_failed(job, task, error, seconds)])
+    reported = Outcome(events=[execution_failed(job, task, error, seconds, now_ms)])
     decision = decide(task.attempt, error, job.stage.retry, now_ms)
     message = dl.describe(error)
     if isinstance(decision, RetryLater):
@@ -120,7 +120,7 @@ def failed(ctx: Context, job: Job, task: Task, error: BaseException, seconds: fl
             reported.events.append((Event.TASK_RETRIED, {
                 "task_id": task.id, "stage": job.stage.name, "attempt": decision.attempt,
                 "topic": out.topic, "due": decision.due, "run_id": task.run_id,
-                "parent_id": task.parent_id}))
+                "parent_id": task.parent_id, "at": now_ms}))
             reported.records.append(out)
             return reported
         decision = DeadLettered("unproducible", f"its retry record of {out.size()} "
@@ -131,12 +131,13 @@ def failed(ctx: Context, job: Job, task: Task, error: BaseException, seconds: fl
                                      task.attempt, now_ms))
 
 
-def execution_failed(job: Job, task: Task, error: BaseException, seconds: float) -> Emitted:
+def execution_failed(job: Job, task: Task, error: BaseException, seconds: float,
+                     now_ms: int) -> Emitted:
     """The event of a failed execution (the handler raised, or its result cannot go out)."""
     event = Event.TASK_TIMED_OUT if isinstance(error, TaskTimeout) else Event.TASK_FAILED
     return event, {"task_id": task.id, "stage": job.stage.name, "attempt": task.attempt,
                    "where": job.where, "error": dl.describe(error), "seconds": seconds,
-                   "run_id": task.run_id, "parent_id": task.parent_id}
+                   "run_id": task.run_id, "parent_id": task.parent_id, "at": now_ms}
 
 
 def poisoned(ctx: Context, job: Job, now_ms: int) -> Outcome:
@@ -166,7 +167,7 @@ def dead_letter(ctx: Context, job: Job, failure: dl.Failure, attempts: int,
         "stage": job.stage.name, "reason": failure.reason,
         "task_id": task.id if task else None, "where": job.where, "error": failure.message,
         "attempt": attempts, "run_id": task.run_id if task else None,
-        "parent_id": task.parent_id if task else None})])
+        "parent_id": task.parent_id if task else None, "at": now_ms})])
     if task is None or job.stage.compensate is None:
         return outcome
     compensation = compensation_record(ctx.app, job.stage, task, failure)
