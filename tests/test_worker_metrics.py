@@ -145,3 +145,37 @@ def test_a_taken_port_is_a_one_line_error() -> None:
         done = streamtask("worker", "tests.apps.recorder:app", "--metrics-port", str(taken),
                           "--metrics-addr", "127.0.0.1", "--bootstrap", "127.0.0.1:1")
     assert_one_line_error(done, f"cannot serve metrics on 127.0.0.1:{taken}")
+
+
+class Blocked:
+    """A detached subscriber stuck on its first event until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, event: Any, fields: dict[str, Any]) -> None:
+        self.release.wait(60)
+
+
+@pytest.mark.timeout(120)
+def test_events_a_blocked_subscriber_missed_are_exported(kafka, unique, monkeypatch) -> None:
+    """A worker built by ``observed_worker`` (as ``bench --observed`` builds it, the trail on
+    the worker's own bus) exports the events its detached subscribers dropped."""
+    monkeypatch.setattr("streamtask.worker.worker.SUBSCRIBERS_TIMEOUT", 1.0)
+    observed = build(kafka.bootstrap, unique)
+    ensure(observed.app)
+    with observed.app.producer() as producer:
+        producer.send_many("work", [{"n": n} for n in range(10)])
+    blocked = Blocked()
+    worker, server = observed_worker(observed.app, None, WorkerSettings(), port=0,
+                                     addr="127.0.0.1")
+    worker.events.subscribe(blocked, backlog=2)
+    try:
+        worker.run(max_tasks=10, idle_timeout=60)
+        dropped = worker.events.dropped()["Blocked"]
+        assert dropped >= 10 - 2  # each task's success at least, but those queued
+        assert value(scrape(server.port), "streamtask_events_dropped_total",
+                     subscriber="Blocked") == dropped
+    finally:
+        blocked.release.set()
+        server.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -307,6 +308,16 @@ def observed_worker(app: App, stages: Sequence[str] | None, settings: WorkerSett
     worker = Worker(app, stages, settings, metrics.kafka_settings(app.kafka, interval_ms),
                     events=bus)
     metrics.worker = worker.worker_id
+    metrics.dropped_events(lambda: _dropped(bus, worker.events))
     metrics.gauge("tasks_in_flight", lambda: worker.in_flight)
     metrics.gauge("tasks_held", lambda: worker.held)
     return worker, MetricsServer(metrics, port, addr)
+
+
+def _dropped(*buses: EventBus) -> dict[str, int]:
+    """Events dropped per detached subscriber, over ``buses`` (a worker's own bus, where
+    its trail is subscribed, and the bus the caller gave it)."""
+    out: Counter[str] = Counter()
+    for bus in buses:
+        out.update(bus.dropped())
+    return dict(out)
