@@ -295,6 +295,11 @@ class WorkerSettings:
     max_poll_interval_ms: int = 300_000
     instance_id: str | None = None
     """Stable identity of this worker (exactly-once: its transactional id survives restarts)."""
+    rejoin_timeout: float = 60.0
+    """Seconds a consumer may stay out of its group while the cluster answers before the
+    worker closes and re-creates it (:mod:`streamtask.worker.liveness`). Rejoining after an
+    outage takes a few seconds to a session timeout or two; librdkafka has been seen never
+    to rejoin."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -303,6 +308,8 @@ class WorkerSettings:
             raise ConfigurationError("commit_interval must be a positive number of seconds")
         if self.drain_timeout < 0:
             raise ConfigurationError("drain_timeout must be zero or more seconds")
+        if self.rejoin_timeout <= 0:
+            raise ConfigurationError("rejoin_timeout must be a positive number of seconds")
 
     @property
     def max_buffered(self) -> int:

@@ -83,6 +83,19 @@ class Intake:
         self.inputs = subscribe(group, self._inputs)
         if self._retry_delays:
             self.retries = subscribe(f"{group}.retry", sorted(self._retry_delays))
+        return self._owners()
+
+    def reopen(self, old: Any, subscribe: Subscribe, group: str) -> dict[str, Any]:
+        """Replace the consumer ``old`` (stuck: :mod:`streamtask.worker.liveness`) with a new
+        one of the same group and topics; returns the new owners. Closing ``old`` is the
+        caller's."""
+        if old is self.inputs:
+            self.inputs = subscribe(group, self._inputs)
+        elif old is self.retries:
+            self.retries = subscribe(f"{group}.retry", sorted(self._retry_delays))
+        return self._owners()
+
+    def _owners(self) -> dict[str, Any]:
         self._owner = {topic: self.retries if topic in self._retry_delays else self.inputs
                        for topic in self._by_topic}
         return self._owner

@@ -42,6 +42,7 @@ from streamtask.worker.delivery import Delivery, open_delivery
 from streamtask.worker.intake import PAUSE_WHEN_FULL_FOR, Intake
 from streamtask.worker.job import Job, Outgoing, Poison, TopicPartition, names
 from streamtask.worker.joins import JoinRuntime, Late, Rejected, Stored
+from streamtask.worker.liveness import GroupWatch
 from streamtask.worker.offsets import PartitionOffsets
 from streamtask.worker.outcomes import Outcome, TaskTimeout
 from streamtask.worker.scheduler import Scheduler
@@ -106,6 +107,9 @@ class Worker:
         self._last_received = 0.0
         self._spans = tracing.execution_spans()
         """One OpenTelemetry span per execution, when OpenTelemetry is installed."""
+        self._group_watch = GroupWatch(self.settings.rejoin_timeout)
+        self._retired: set[Any] = set()
+        """Consumers replaced because they were stuck: their callbacks are ignored."""
 
     def stop(self) -> None:
         """Ask the loop to drain and exit; safe to call from a signal handler or thread."""
@@ -150,13 +154,20 @@ class Worker:
         self._delivery.attach(self._intake.open(self._subscribe, self._group_id))
 
     def _subscribe(self, group: str, topics: list[str]) -> Any:
+        opened: list[Any] = []
+
+        def on_commit(error: Any, partitions: list[Any]) -> None:
+            if not (opened and opened[0] in self._retired):  # a retired one closes elsewhere
+                self._delivery.on_commit(error, partitions)
+
         consumer = self.app.transport.consumer(
             self.kafka, group,
             **{"session.timeout.ms": self.settings.session_timeout_ms,
                "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
                "max.poll.interval.ms": self.settings.max_poll_interval_ms,
-               "on_commit": self._delivery.on_commit,
+               "on_commit": on_commit,
                "client.id": self.worker_id})
+        opened.append(consumer)
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         return consumer
@@ -222,6 +233,7 @@ class Worker:
             self._route_overdue()
             self._release_due()
             self._expire_joins()
+            self._recreate_stuck()
             now = time.monotonic()
             if now >= next_commit or self._finished_since_commit >= self.settings.commit_every \
                     or self._delivery.retry_due(now):
@@ -417,9 +429,33 @@ class Worker:
         self._finished_since_commit = 0
         self._delivery.commit(asynchronous, only)
 
+    # -- liveness ----------------------------------------------------------------------------
+
+    def _recreate_stuck(self) -> None:
+        """Close and re-create each consumer stuck out of its group while the cluster
+        answers (:mod:`streamtask.worker.liveness`). What it held counts as lost: its
+        uncommitted tasks run again. The old one closes on a thread of its own, as closing a
+        stuck client may itself hang, and its callbacks are ignored from now on."""
+        for consumer, seconds in self._group_watch.stuck(self._intake.consumers):
+            group = self._group_id if consumer is self._intake.inputs \
+                else f"{self._group_id}.retry"
+            held = consumer.assignment()
+            if held:
+                self._on_lost(consumer, held)
+            self._retired.add(consumer)
+            self._group_watch.forget(consumer)
+            self._delivery.attach(self._intake.reopen(consumer, self._subscribe,
+                                                      self._group_id))
+            threading.Thread(target=_close_quietly, args=(consumer,), daemon=True,
+                             name="streamtask-close-stuck-consumer").start()
+            self.events.emit(Event.CONSUMER_RECREATED, group=group,
+                             out_of_group_seconds=round(seconds, 1))
+
     # -- rebalance ---------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        if consumer in self._retired:
+            return
         self._just_assigned = True
         self._joins.restore((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
@@ -429,8 +465,10 @@ class Worker:
         self.events.emit(Event.PARTITIONS_ASSIGNED,
                          partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
 
-    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         """Finish (bounded) the revoked partitions' running tasks and commit before they go."""
+        if consumer in self._retired:
+            return
         revoked = {(p.topic, p.partition) for p in partitions}
         self._intake.held.drop(revoked)
         self._joins.drop(revoked)
@@ -442,7 +480,9 @@ class Worker:
         self._forget(revoked)
         self.events.emit(Event.PARTITIONS_REVOKED, partitions=names(revoked))
 
-    def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        if consumer in self._retired:
+            return
         lost = {(p.topic, p.partition) for p in partitions}
         self._intake.held.drop(lost)
         self._joins.drop(lost)
@@ -476,3 +516,11 @@ class Worker:
             except DeliveryFailed:  # latched: the loop raises it at its next serve
                 return
             self._route_overdue()
+
+
+def _close_quietly(consumer: Any) -> None:
+    """Close a consumer replaced because it was stuck; it may fail or hang, harmlessly."""
+    try:
+        consumer.close()
+    except Exception as error:  # a stuck client's close may fail: nothing depends on it
+        log.debug("closing a stuck consumer failed: %s", describe(error))

@@ -1,0 +1,87 @@
+"""Liveness: a worker's consumer never stays out of its group while the cluster answers.
+
+librdkafka rejoins a consumer group by itself after a broker outage, nearly always. Beside
+other load, after the third of three broker restarts in a row, a worker's input consumer was
+seen never to rejoin: its group coordinator's request sat in librdkafka's out-queue and timed
+out every minute, for good, while the broker answered everything else. Nothing in the worker
+would ever notice: it was alive, polling, and took no task again.
+
+:class:`GroupWatch` notices it. It looks at each consumer once a second, without asking the
+broker: a consumer with no member id is out of its group. Once one has been out for
+``rejoin_timeout`` (see :class:`~streamtask.config.WorkerSettings`) it asks the cluster for
+metadata through that consumer's own connections (not the coordinator's): if the cluster
+answers, the consumer is stuck, and the worker closes and re-creates it. If the cluster does
+not answer, this is an outage, which re-creating cannot cure: the bound starts again.
+Re-creating loses nothing: what the old consumer held is treated as lost (its uncommitted
+tasks run again, at least once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+CHECK_EVERY = 1.0
+"""Seconds between two looks at the consumers (a look asks the broker nothing)."""
+PROBE_TIMEOUT = 2.0
+"""Seconds the metadata request that tells a stuck consumer from an outage may take."""
+
+
+def answers(consumer: Any) -> bool:
+    """Whether the cluster answers a metadata request through ``consumer``'s connections."""
+    try:
+        consumer.list_topics(timeout=PROBE_TIMEOUT)
+    except Exception:  # librdkafka's KafkaException (timeout, transport): no answer
+        return False
+    return True
+
+
+def member_id(consumer: Any) -> str | None:
+    """The consumer's member id in its group; None while it is out of the group. A client
+    with no notion of membership (the in-memory transport's) counts as a member."""
+    read = getattr(consumer, "memberid", None)
+    return read() if read is not None else "member"
+
+
+class GroupWatch:
+    """Tells which consumers have been out of their group for longer than the bound while
+    the cluster answers. The worker loop calls :meth:`stuck` on every turn."""
+
+    def __init__(self, rejoin_timeout: float, *,
+                 probe: Callable[[Any], bool] = answers,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rejoin_timeout = rejoin_timeout
+        self._probe = probe
+        self._clock = clock
+        self._out_since: dict[int, float] = {}
+        """Per consumer (by id), since when it has been seen out of its group."""
+        self._next_look = 0.0
+
+    def stuck(self, consumers: Sequence[Any]) -> list[tuple[Any, float]]:
+        """The consumers stuck out of their group, each with the seconds it has been out."""
+        now = self._clock()
+        if now < self._next_look:
+            return []
+        self._next_look = now + CHECK_EVERY
+        stuck = []
+        for consumer in consumers:
+            seconds = self._out_for(consumer, now)
+            if seconds is None or seconds < self.rejoin_timeout:
+                continue
+            if self._probe(consumer):
+                stuck.append((consumer, seconds))
+            else:  # an outage: re-creating cannot help; count again from now
+                self._out_since[id(consumer)] = self._clock()
+        return stuck
+
+    def _out_for(self, consumer: Any, now: float) -> float | None:
+        if member_id(consumer):
+            self._out_since.pop(id(consumer), None)
+            return None
+        since = self._out_since.setdefault(id(consumer), now)
+        return now - since
+
+    def forget(self, consumer: Any) -> None:
+        """``consumer`` was closed (its id may be reused by the next one)."""
+        self._out_since.pop(id(consumer), None)
