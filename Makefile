@@ -34,7 +34,10 @@ lint: install
 # (tests/conftest.py), so none starts last while the other process idles.
 # Tests that take their broker down (marker `serial`) run afterwards, alone: beside another
 # process's tests the three-restart test stalled twice (a worker that got its partitions
-# back and took nothing more; never seen alone), cause not found yet.
+# back and took nothing more; never seen alone). A worker whose consumer stays out of its
+# group is now re-created, and an exactly-once worker no longer hangs in librdkafka after a
+# restart; the at-least-once stall was not reproduced since (12 runs beside other broker
+# tests), so the stop-gap stays until it is proven gone.
 # TEST_PROCESSES=0 runs the suite in one process.
 TEST_PROCESSES ?= 2
 
@@ -46,9 +49,11 @@ test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -m 'serial and not soak and not cluster'
 
 # The long chaos runs (100,000 tasks, 20 kill -9s and a broker outage, at-least-once and
-# exactly-once); their figures go in benchmarks/reliability.md.
+# exactly-once); their figures go in benchmarks/reliability.md. Also a broker restart in the
+# middle of a rebalance (90 s).
 soak: install
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -s -m soak tests/test_chaos_pipeline.py
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -s -m soak tests/test_chaos_pipeline.py \
+		tests/test_broker_restart_during_rebalance.py
 
 # Broker failover on a local 3-broker cluster (three JVMs, a few minutes): not in `make test`.
 test-cluster: install

@@ -73,11 +73,10 @@ def test_exactly_once_worker_survives_or_stops_cleanly_on_a_broker_restart(
         worker = start()
         wait_until(lambda: results.count() >= 300, 90, "results are committed",
                    worker.describe)
-        stopped = len(worker.output())
+        # Not waiting for the worker to log the outage: a worker stuck in a transactional
+        # call serves no librdkafka log line until it returns.
         try:
             kafka.local.down()
-            wait_until(lambda: "Connection refused" in worker.output()[stopped:], 30,
-                       "the worker notices the broker is gone", worker.describe)
             time.sleep(OUTAGE)
         finally:
             kafka.local.up(timeout=120)
