@@ -1,9 +1,10 @@
-"""The liveness watch's decision, with no Kafka: a consumer out of its group for longer than
-the bound is stuck only while the cluster answers; during an outage the bound starts again."""
+"""The liveness watches' decisions, with no Kafka: a consumer out of its group for longer than
+the bound is stuck only while the cluster answers (during an outage the bound starts again);
+one that gave no record for longer than the bound is stuck only while records wait for it."""
 
 from __future__ import annotations
 
-from streamtask.worker.liveness import CHECK_EVERY, GroupWatch
+from streamtask.worker.liveness import CHECK_EVERY, FetchWatch, GroupWatch
 
 
 class Consumer:
@@ -87,3 +88,43 @@ def test_looks_at_most_once_a_check_interval() -> None:
     assert group.stuck([consumer])
     assert not group.stuck([consumer])  # same instant: no second look
     assert len(probes) == 1
+
+
+def fetch_watch(waiting: list[bool]) -> tuple[FetchWatch, Clock]:
+    clock = Clock()
+    return FetchWatch(10.0, probe=lambda _c: True, waiting=lambda _c, _p: waiting[-1],
+                      clock=clock), clock
+
+
+def test_quiet_past_the_bound_while_records_wait_is_stuck() -> None:
+    group, clock = fetch_watch([True])
+    consumer = Consumer()
+    assert group.stuck([(consumer, ["tp"])]) == []
+    clock.now = 10.5
+    assert group.stuck([(consumer, ["tp"])]) == [(consumer, 10.5)]
+
+
+def test_a_consumer_that_gives_records_or_is_not_expected_to_is_never_stuck() -> None:
+    group, clock = fetch_watch([True])
+    consumer = Consumer()
+    for _ in range(30):
+        clock.now += CHECK_EVERY
+        group.heard(consumer)
+        assert group.stuck([(consumer, ["tp"])]) == []
+    for _ in range(30):  # the worker is full or every partition paused: nothing expected
+        clock.now += CHECK_EVERY
+        assert group.stuck([(consumer, [])]) == []
+
+
+def test_quiet_with_nothing_to_fetch_restarts_the_bound() -> None:
+    waiting = [False]
+    group, clock = fetch_watch(waiting)
+    consumer = Consumer()
+    group.stuck([(consumer, ["tp"])])
+    clock.now = 10.5
+    assert group.stuck([(consumer, ["tp"])]) == []  # idle: no record waits
+    waiting.append(True)
+    clock.now = 15.0
+    assert group.stuck([(consumer, ["tp"])]) == []
+    clock.now = 21.0
+    assert group.stuck([(consumer, ["tp"])]) == [(consumer, 10.5)]

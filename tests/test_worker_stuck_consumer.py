@@ -1,20 +1,24 @@
-"""A consumer that stays out of its group while the broker answers is closed and re-created,
-so the worker never stays alive but idle.
+"""A consumer stuck while the broker answers is closed and re-created, so the worker never
+stays alive but idle: one out of its group, and one back in its group, its partitions
+assigned, that fetches nothing while records wait.
 
-librdkafka was seen (after the third of three broker restarts, beside other load) to leave a
-worker's input consumer out of its group for good: its JoinGroup request sat in the
-coordinator's out-queue and timed out every minute. No test can make librdkafka do that on
-demand, so this one puts a real consumer into the same state behind the worker's back: once
-the worker has run tasks, its input consumer leaves the group (``unsubscribe``) and will not
-ask to come back, while the broker stays up. Tasks sent after that run only if the worker
-notices and re-creates the consumer; without :mod:`streamtask.worker.liveness` it would poll
-the stranded consumer for ever and run nothing more.
+librdkafka was seen in both states after broker restarts (beside other load): a worker's
+input consumer never rejoining its group (its JoinGroup request sat in the coordinator's
+out-queue and timed out every minute), and a worker that got its partitions back and took
+nothing more for minutes while its loop polled. No test can make librdkafka do either on
+demand, so these put a real consumer into the same state behind the worker's back, once the
+worker has run tasks: it leaves the group (``unsubscribe``) and will not ask to come back,
+or its partitions are paused (librdkafka then fetches nothing) while the worker believes
+them flowing. Tasks sent after that run only if the worker notices and re-creates the
+consumer; without :mod:`streamtask.worker.liveness` it would poll the stranded consumer for
+ever and run nothing more.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,8 +46,17 @@ class RecordingTransport(kafka.KafkaTransport):
         return opened
 
 
+def leave_the_group(consumer: Any) -> None:
+    consumer.unsubscribe()
+
+
+def stop_fetching(consumer: Any) -> None:
+    consumer.pause(consumer.assignment())
+
+
 @pytest.mark.timeout(180)
-def test_a_consumer_stranded_out_of_its_group_is_recreated(kafka) -> None:
+@pytest.mark.parametrize("strand", [leave_the_group, stop_fetching])
+def test_a_stranded_consumer_is_recreated(kafka, strand: Callable[[Any], None]) -> None:
     app = App(f"stuck-{uuid.uuid4().hex[:8]}", kafka=kafka.settings)
     transport = RecordingTransport()
     app.transport = transport
@@ -64,8 +77,7 @@ def test_a_consumer_stranded_out_of_its_group_is_recreated(kafka) -> None:
     try:
         wait_until(lambda: len(ran) == FIRST, 90, "the first tasks ran")
         stranded, opened = transport.opened[0], len(transport.opened)  # [0]: the inputs'
-        stranded.unsubscribe()  # out of the group, and librdkafka will not rejoin it
-        wait_until(lambda: stranded.memberid() is None, 30, "the consumer left its group")
+        strand(stranded)
         with app.producer() as producer:
             producer.send_many("work", ({"n": n} for n in range(FIRST, FIRST + SECOND)))
         wait_until(lambda: len(ran) == FIRST + SECOND, 90, "the tasks sent afterwards ran",

@@ -14,6 +14,13 @@ answers, the consumer is stuck, and the worker closes and re-creates it. If the 
 not answer, this is an outage, which re-creating cannot cure: the bound starts again.
 Re-creating loses nothing: what the old consumer held is treated as lost (its uncommitted
 tasks run again, at least once).
+
+:class:`FetchWatch` notices the other stall seen after a restart: a consumer back in its
+group, its partitions assigned again, that hands out no record for good while records wait
+(librdkafka never started fetching them). A consumer that gave no record for
+``rejoin_timeout`` while the worker had room and some of its partitions were not paused is
+asked, once, whether records wait: the broker's high watermark at least ``WAITING`` past the
+group's committed offset on one of those partitions. If so it is re-created too.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ CHECK_EVERY = 1.0
 """Seconds between two looks at the consumers (a look asks the broker nothing)."""
 PROBE_TIMEOUT = 2.0
 """Seconds the metadata request that tells a stuck consumer from an outage may take."""
+WAITING = 2
+"""Records past the committed offset that count as waiting: the last committed transaction's
+marker alone (one offset) is no record to fetch."""
 
 
 def answers(consumer: Any) -> bool:
@@ -85,3 +95,61 @@ class GroupWatch:
     def forget(self, consumer: Any) -> None:
         """``consumer`` was closed (its id may be reused by the next one)."""
         self._out_since.pop(id(consumer), None)
+
+
+def records_wait(consumer: Any, partitions: list[Any]) -> bool:
+    """Whether the broker holds records past the group's committed offset on one of
+    ``partitions`` (a committed offset the coordinator cannot give counts as waiting)."""
+    try:
+        committed = consumer.committed(partitions, timeout=PROBE_TIMEOUT)
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=PROBE_TIMEOUT, cached=False)
+            if high - (tp.offset if tp.offset >= 0 else low) >= WAITING:
+                return True
+    except Exception:  # librdkafka's KafkaException: the coordinator does not answer
+        return True
+    return False
+
+
+class FetchWatch:
+    """Tells which consumers have handed out no record for longer than the bound while
+    records wait for them. The intake reports each consumer that gave records
+    (:meth:`heard`); the worker says which partitions should be fetching (unpaused, with room)
+    and calls :meth:`stuck` on every turn."""
+
+    def __init__(self, timeout: float, *,
+                 probe: Callable[[Any], bool] = answers,
+                 waiting: Callable[[Any, list[Any]], bool] = records_wait,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self._probe = probe
+        self._waiting = waiting
+        self._clock = clock
+        self._quiet_since: dict[int, float] = {}
+        """Per consumer (by id), since when it should have fetched and gave nothing."""
+        self._next_look = 0.0
+
+    def heard(self, consumer: Any) -> None:
+        """``consumer`` handed out records (or its assignment changed): it is not stuck."""
+        self._quiet_since.pop(id(consumer), None)
+
+    def stuck(self, fetching: Sequence[tuple[Any, list[Any]]]) -> list[tuple[Any, float]]:
+        """Of each consumer with the partitions it should be fetching now (none: the worker
+        is full, or all are paused), those stuck, with the seconds they have been quiet."""
+        now = self._clock()
+        if now < self._next_look:
+            return []
+        self._next_look = now + CHECK_EVERY
+        stuck = []
+        for consumer, partitions in fetching:
+            if not partitions:
+                self.heard(consumer)  # nothing expected from it: not quiet
+                continue
+            seconds = now - self._quiet_since.setdefault(id(consumer), now)
+            if seconds < self.timeout:
+                continue
+            if self._probe(consumer) and self._waiting(consumer, partitions):
+                stuck.append((consumer, seconds))
+            else:  # an outage, or nothing to fetch: look again a whole bound later
+                self._quiet_since[id(consumer)] = self._clock()
+        return stuck

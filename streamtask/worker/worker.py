@@ -42,7 +42,7 @@ from streamtask.worker.delivery import Delivery, open_delivery
 from streamtask.worker.intake import PAUSE_WHEN_FULL_FOR, Intake
 from streamtask.worker.job import Job, Outgoing, Poison, TopicPartition, names
 from streamtask.worker.joins import JoinRuntime, Late, Rejected, Stored
-from streamtask.worker.liveness import GroupWatch
+from streamtask.worker.liveness import FetchWatch, GroupWatch
 from streamtask.worker.offsets import PartitionOffsets
 from streamtask.worker.outcomes import Outcome, TaskTimeout
 from streamtask.worker.scheduler import Scheduler
@@ -108,6 +108,8 @@ class Worker:
         self._spans = tracing.execution_spans()
         """One OpenTelemetry span per execution, when OpenTelemetry is installed."""
         self._group_watch = GroupWatch(self.settings.rejoin_timeout)
+        self._fetch_watch = FetchWatch(self.settings.rejoin_timeout)
+        self._intake.heard = self._fetch_watch.heard
         self._retired: set[Any] = set()
         """Consumers replaced because they were stuck: their callbacks are ignored."""
 
@@ -432,11 +434,16 @@ class Worker:
     # -- liveness ----------------------------------------------------------------------------
 
     def _recreate_stuck(self) -> None:
-        """Close and re-create each consumer stuck out of its group while the cluster
-        answers (:mod:`streamtask.worker.liveness`). What it held counts as lost: its
-        uncommitted tasks run again. The old one closes on a thread of its own, as closing a
-        stuck client may itself hang, and its callbacks are ignored from now on."""
-        for consumer, seconds in self._group_watch.stuck(self._intake.consumers):
+        """Close and re-create each consumer stuck out of its group, or fetching nothing
+        while records wait, while the cluster answers (:mod:`streamtask.worker.liveness`).
+        What it held counts as lost: its uncommitted tasks run again. The old one closes on
+        a thread of its own, as closing a stuck client may itself hang, and its callbacks
+        are ignored from now on."""
+        stuck = [(c, s, "out of its group")
+                 for c, s in self._group_watch.stuck(self._intake.consumers)]
+        stuck += [(c, s, "fetches nothing while records wait")
+                  for c, s in self._fetch_watch.stuck(self._intake.fetching())]
+        for consumer, seconds, reason in stuck:
             group = self._group_id if consumer is self._intake.inputs \
                 else f"{self._group_id}.retry"
             held = consumer.assignment()
@@ -444,18 +451,20 @@ class Worker:
                 self._on_lost(consumer, held)
             self._retired.add(consumer)
             self._group_watch.forget(consumer)
+            self._fetch_watch.heard(consumer)
             self._delivery.attach(self._intake.reopen(consumer, self._subscribe,
                                                       self._group_id))
             threading.Thread(target=_close_quietly, args=(consumer,), daemon=True,
                              name="streamtask-close-stuck-consumer").start()
-            self.events.emit(Event.CONSUMER_RECREATED, group=group,
-                             out_of_group_seconds=round(seconds, 1))
+            self.events.emit(Event.CONSUMER_RECREATED, group=group, reason=reason,
+                             stuck_seconds=round(seconds, 1))
 
     # -- rebalance ---------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         if consumer in self._retired:
             return
+        self._fetch_watch.heard(consumer)  # the quiet time counts from the new assignment
         self._just_assigned = True
         self._joins.restore((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
