@@ -296,10 +296,11 @@ class WorkerSettings:
     instance_id: str | None = None
     """Stable identity of this worker (exactly-once: its transactional id survives restarts)."""
     rejoin_timeout: float = 60.0
-    """Seconds a consumer may stay out of its group while the cluster answers before the
-    worker closes and re-creates it (:mod:`streamtask.worker.liveness`). Rejoining after an
-    outage takes a few seconds to a session timeout or two; librdkafka has been seen never
-    to rejoin."""
+    """Seconds a consumer may stay out of its group, or hand out no record while records
+    wait for it, while the cluster answers, before the worker closes and re-creates it
+    (:mod:`streamtask.worker.liveness`). Rejoining after an outage takes a few seconds to a
+    session timeout or two; librdkafka has been seen never to rejoin, and never to fetch
+    again."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

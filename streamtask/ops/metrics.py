@@ -233,8 +233,8 @@ class WorkerMetrics:
         for name, help_text in (("commits", "Offset commits requested."),
                                 ("commit_failures", "Offset commits that failed."),
                                 ("consumer_recreations", "Consumers closed and re-created "
-                                 "because they stayed out of their group while the cluster "
-                                 "answered.")):
+                                 "because they stayed out of their group, or fetched nothing "
+                                 "while records waited, while the cluster answered.")):
             counter = CounterMetricFamily(f"streamtask_{name}", help_text, labels=["app"])
             counter.add_metric([app], self.counters[name])
             yield counter
