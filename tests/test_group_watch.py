@@ -4,7 +4,7 @@ one that gave no record for longer than the bound is stuck only while records wa
 
 from __future__ import annotations
 
-from streamtask.worker.liveness import CHECK_EVERY, FetchWatch, GroupWatch
+from streamtask.worker.liveness import CHECK_EVERY, DeliveryWatch, FetchWatch, GroupWatch
 
 
 class Consumer:
@@ -128,3 +128,24 @@ def test_quiet_with_nothing_to_fetch_restarts_the_bound() -> None:
     assert group.stuck([(consumer, ["tp"])]) == []
     clock.now = 21.0
     assert group.stuck([(consumer, ["tp"])]) == [(consumer, 10.5)]
+
+
+def test_a_producer_is_stuck_only_when_every_held_task_waits_for_acks_past_the_bound() -> None:
+    answers = [True]
+    clock = Clock()
+    watch = DeliveryWatch(10.0, probe=lambda _p: answers[-1], clock=clock)
+    assert watch.stuck("p", True, 5) is None
+    clock.now = 5.0
+    assert watch.stuck("p", True, 6) is None  # a task became durable: the bound restarts
+    clock.now = 14.0
+    assert watch.stuck("p", False, 6) is None  # a task runs or waits its turn: not stuck
+    clock.now = 15.0
+    assert watch.stuck("p", True, 6) is None
+    clock.now = 25.5
+    answers.append(False)  # the broker is down: an outage, not a stuck producer
+    assert watch.stuck("p", True, 6) is None
+    answers.append(True)
+    clock.now = 30.0
+    assert watch.stuck("p", True, 6) is None
+    clock.now = 36.0
+    assert watch.stuck("p", True, 6) == 10.5

@@ -90,7 +90,7 @@ class WorkerMetrics:
         self.durations: dict[str, _Histogram] = {}
         self.commit_latency = _Histogram(COMMIT_BUCKETS)
         self.counters: dict[str, int] = {"commits": 0, "commit_failures": 0,
-                                         "consumer_recreations": 0}
+                                         "consumer_recreations": 0, "client_recreations": 0}
         self.rebalances: dict[str, int] = {}
         self.delivery_failures: dict[str, int] = {}
         self.lag: dict[str, dict[tuple[str, int], int]] = {}
@@ -104,6 +104,7 @@ class WorkerMetrics:
             Event.OFFSETS_COMMIT_FAILED: self._commit_failed,
             Event.DELIVERY_FAILED: self._delivery_failed,
             Event.CONSUMER_RECREATED: self._consumer_recreated,
+            Event.CLIENTS_RECREATED: self._clients_recreated,
         }
 
     # -- subscriber: called on the worker loop's thread ------------------------------------
@@ -145,6 +146,9 @@ class WorkerMetrics:
 
     def _consumer_recreated(self, _event: Event, _fields: dict[str, Any]) -> None:
         self.counters["consumer_recreations"] += 1
+
+    def _clients_recreated(self, _event: Event, _fields: dict[str, Any]) -> None:
+        self.counters["client_recreations"] += 1
 
     def _delivery_failed(self, _event: Event, fields: dict[str, Any]) -> None:
         topic = fields["topic"]
@@ -234,7 +238,10 @@ class WorkerMetrics:
                                 ("commit_failures", "Offset commits that failed."),
                                 ("consumer_recreations", "Consumers closed and re-created "
                                  "because they stayed out of their group, or fetched nothing "
-                                 "while records waited, while the cluster answered.")):
+                                 "while records waited, while the cluster answered."),
+                                ("client_recreations", "Times every client was re-created "
+                                 "because no acknowledgement came while the cluster "
+                                 "answered.")):
             counter = CounterMetricFamily(f"streamtask_{name}", help_text, labels=["app"])
             counter.add_metric([app], self.counters[name])
             yield counter

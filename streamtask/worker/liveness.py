@@ -153,3 +153,40 @@ class FetchWatch:
             else:  # an outage, or nothing to fetch: look again a whole bound later
                 self._quiet_since[id(consumer)] = self._clock()
         return stuck
+
+
+class DeliveryWatch:
+    """Tells when every task the worker holds has been waiting for acknowledgements, and no
+    task became durable, for longer than the bound while the cluster answers: a producer
+    that acknowledges nothing. (Seen after broker restarts: partitions assigned again, the
+    worker full of tasks whose results were never acknowledged, until the records' own
+    timeout, five minutes later, failed the worker.)"""
+
+    def __init__(self, timeout: float, *,
+                 probe: Callable[[Any], bool] = answers,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self._probe = probe
+        self._clock = clock
+        self._since: float | None = None
+        self._durable = -1
+        self._next_look = 0.0
+
+    def stuck(self, producer: Any, only_sending: bool, durable: int) -> float | None:
+        """The seconds nothing became durable while every held task only waited for
+        acknowledgements (``only_sending``; ``durable`` counts tasks made durable so far),
+        once that passes the bound and the cluster answers through ``producer``."""
+        now = self._clock()
+        if now < self._next_look:
+            return None
+        self._next_look = now + CHECK_EVERY
+        if not only_sending or durable != self._durable:
+            self._since, self._durable = None, durable
+            return None
+        if self._since is None:
+            self._since = now
+        seconds = now - self._since
+        if seconds < self.timeout:
+            return None
+        self._since = self._clock()  # an outage, or a restart now: count again from here
+        return seconds if self._probe(producer) else None

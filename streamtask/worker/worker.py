@@ -38,11 +38,11 @@ from streamtask.kafka.headers import describe
 from streamtask.model.app import App
 from streamtask.ops import tracing
 from streamtask.worker import outcomes
-from streamtask.worker.delivery import Delivery, open_delivery
+from streamtask.worker.delivery import AtLeastOnce, Delivery, open_delivery
 from streamtask.worker.intake import PAUSE_WHEN_FULL_FOR, Intake
 from streamtask.worker.job import Job, Outgoing, Poison, TopicPartition, names
 from streamtask.worker.joins import JoinRuntime, Late, Rejected, Stored
-from streamtask.worker.liveness import FetchWatch, GroupWatch
+from streamtask.worker.liveness import DeliveryWatch, FetchWatch, GroupWatch
 from streamtask.worker.offsets import PartitionOffsets
 from streamtask.worker.outcomes import Outcome, TaskTimeout
 from streamtask.worker.scheduler import Scheduler
@@ -110,6 +110,9 @@ class Worker:
         self._group_watch = GroupWatch(self.settings.rejoin_timeout)
         self._fetch_watch = FetchWatch(self.settings.rejoin_timeout)
         self._intake.heard = self._fetch_watch.heard
+        self._delivery_watch = DeliveryWatch(self.settings.rejoin_timeout)
+        self._durable_count = 0
+        """Tasks made durable so far (the delivery watch's sign of progress)."""
         self._retired: set[Any] = set()
         """Consumers replaced because they were stuck: their callbacks are ignored."""
 
@@ -149,7 +152,8 @@ class Worker:
 
     def _open_clients(self) -> None:
         self._scheduler.start()
-        producer = self.app.transport.producer(self.kafka, **self._transactional())
+        producer = self._producer = self.app.transport.producer(self.kafka,
+                                                                **self._transactional())
         self._delivery: Delivery = open_delivery(producer, self.kafka, self.events,
                                                  self._finish, self._partitions,
                                                  exactly_once=self._eos)
@@ -236,6 +240,7 @@ class Worker:
             self._release_due()
             self._expire_joins()
             self._recreate_stuck()
+            self._recreate_unacknowledged()
             now = time.monotonic()
             if now >= next_commit or self._finished_since_commit >= self.settings.commit_every \
                     or self._delivery.retry_due(now):
@@ -417,6 +422,7 @@ class Worker:
     def _finish(self, job: Job) -> None:
         """The task's outcome is durable: its offset may be committed (the delivery calls
         this)."""
+        self._durable_count += 1
         if self._partitions.get(job.tp) is job.partition:
             job.partition.finished(job.offset)
             self._finished_since_commit += 1
@@ -446,18 +452,49 @@ class Worker:
         for consumer, seconds, reason in stuck:
             group = self._group_id if consumer is self._intake.inputs \
                 else f"{self._group_id}.retry"
-            held = consumer.assignment()
-            if held:
-                self._on_lost(consumer, held)
-            self._retired.add(consumer)
-            self._group_watch.forget(consumer)
-            self._fetch_watch.heard(consumer)
-            self._delivery.attach(self._intake.reopen(consumer, self._subscribe,
-                                                      self._group_id))
-            threading.Thread(target=_close_quietly, args=(consumer,), daemon=True,
-                             name="streamtask-close-stuck-consumer").start()
+            self._recreate(consumer)
             self.events.emit(Event.CONSUMER_RECREATED, group=group, reason=reason,
                              stuck_seconds=round(seconds, 1))
+
+    def _recreate(self, consumer: Any) -> None:
+        """Replace ``consumer`` by a new one; what it held counts as lost."""
+        held = consumer.assignment()
+        if held:
+            self._on_lost(consumer, held)
+        self._retired.add(consumer)
+        self._group_watch.forget(consumer)
+        self._fetch_watch.heard(consumer)
+        self._delivery.attach(self._intake.reopen(consumer, self._subscribe, self._group_id))
+        threading.Thread(target=_close_quietly, args=(consumer,), daemon=True,
+                         name="streamtask-close-stuck-consumer").start()
+
+    def _recreate_unacknowledged(self) -> None:
+        """Re-create every client when each held task has only waited for acknowledgements,
+        and none came, for the bound while the cluster answers (at-least-once: every held
+        task runs again; exactly-once bounds its transactional calls instead). The old
+        producer's records are purged and its reports never served."""
+        delivery = self._delivery
+        if not isinstance(delivery, AtLeastOnce):
+            return
+        only_sending = bool(self._live) and not self._scheduler.running \
+            and all(job.pending_acks for job in self._live)
+        seconds = self._delivery_watch.stuck(self._producer, only_sending,
+                                             self._durable_count)
+        if seconds is None:
+            return
+        for consumer in list(self._intake.consumers):
+            self._recreate(consumer)
+        for job in [job for job in self._live if not job.running]:
+            self._end(job)
+        self._producer = self.app.transport.producer(self.kafka)
+        old = delivery.replace(self._producer)
+        self._retired.add(old)
+        try:
+            old.purge()
+        except Exception as error:  # a stuck client may refuse: it is never used again
+            log.debug("purging a stuck producer failed: %s", describe(error))
+        self.events.emit(Event.CLIENTS_RECREATED, reason="no acknowledgement while the "
+                         "cluster answers", stuck_seconds=round(seconds, 1))
 
     # -- rebalance ---------------------------------------------------------------------------
 
