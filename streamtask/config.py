@@ -297,10 +297,11 @@ class WorkerSettings:
     """Stable identity of this worker (exactly-once: its transactional id survives restarts)."""
     rejoin_timeout: float = 60.0
     """Seconds a consumer may stay out of its group, or hand out no record while records
-    wait for it, while the cluster answers, before the worker closes and re-creates it
-    (:mod:`streamtask.worker.liveness`). Rejoining after an outage takes a few seconds to a
-    session timeout or two; librdkafka has been seen never to rejoin, and never to fetch
-    again."""
+    wait for it, while the cluster answers, before the worker closes and re-creates it; and
+    (at-least-once) that held tasks may all wait for acknowledgements that do not come
+    before every client is re-created (:mod:`streamtask.worker.liveness`). Rejoining after
+    an outage takes a few seconds to a session timeout or two; after broker restarts a
+    consumer was seen never to rejoin, and a worker never to take a record again."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
