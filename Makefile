@@ -50,10 +50,10 @@ test: lint
 
 # The long chaos runs (100,000 tasks, 20 kill -9s and a broker outage, at-least-once and
 # exactly-once); their figures go in benchmarks/reliability.md. Also a broker restart in the
-# middle of a rebalance (90 s).
+# middle of a rebalance (90 s) and one while retries are held (52 s).
 soak: install
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -s -m soak tests/test_chaos_pipeline.py \
-		tests/test_broker_restart_during_rebalance.py
+		tests/test_broker_restart_during_rebalance.py tests/test_broker_restart_holding_retries.py
 
 # Broker failover on a local 3-broker cluster (three JVMs, a few minutes): not in `make test`.
 test-cluster: install

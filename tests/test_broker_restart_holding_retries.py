@@ -17,7 +17,7 @@ import pytest
 from streamtask.config import WorkerSettings
 from tests.helpers import recorder_run, summary, wait_until
 
-pytestmark = pytest.mark.serial  # takes its broker down: run alone (`make test`)
+pytestmark = [pytest.mark.serial, pytest.mark.soak]  # 52 s, broker down: `make soak`
 
 TASKS = 200
 DELAY = 40
