@@ -34,7 +34,9 @@ lint: install
 # (tests/conftest.py), so none starts last while the other process idles.
 # Tests that take their broker down (marker `serial`) run afterwards, alone: beside another
 # process's tests the three-restart test stalled twice (a worker that got its partitions
-# back and took nothing more; never seen alone), cause not found yet.
+# back and took nothing more; never seen alone). Seen again here in 2 of 19 three-restart
+# runs beside other broker tests; since the worker re-creates stuck clients
+# (streamtask/worker/liveness.py) 8 of 8 passed, too few to call it gone: the stop-gap stays.
 # TEST_PROCESSES=0 runs the suite in one process.
 TEST_PROCESSES ?= 2
 
@@ -46,9 +48,11 @@ test: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -m 'serial and not soak and not cluster'
 
 # The long chaos runs (100,000 tasks, 20 kill -9s and a broker outage, at-least-once and
-# exactly-once); their figures go in benchmarks/reliability.md.
+# exactly-once); their figures go in benchmarks/reliability.md. Also a broker restart in the
+# middle of a rebalance (90 s) and one while retries are held (52 s).
 soak: install
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -s -m soak tests/test_chaos_pipeline.py
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -q -s -m soak tests/test_chaos_pipeline.py \
+		tests/test_broker_restart_during_rebalance.py tests/test_broker_restart_holding_retries.py
 
 # Broker failover on a local 3-broker cluster (three JVMs, a few minutes): not in `make test`.
 test-cluster: install

@@ -295,6 +295,13 @@ class WorkerSettings:
     max_poll_interval_ms: int = 300_000
     instance_id: str | None = None
     """Stable identity of this worker (exactly-once: its transactional id survives restarts)."""
+    rejoin_timeout: float = 60.0
+    """Seconds a consumer may stay out of its group, or hand out no record while records
+    wait for it, while the cluster answers, before the worker closes and re-creates it; and
+    (at-least-once) that held tasks may all wait for acknowledgements that do not come
+    before every client is re-created (:mod:`streamtask.worker.liveness`). Rejoining after
+    an outage takes a few seconds to a session timeout or two; after broker restarts a
+    consumer was seen never to rejoin, and a worker never to take a record again."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -303,6 +310,8 @@ class WorkerSettings:
             raise ConfigurationError("commit_interval must be a positive number of seconds")
         if self.drain_timeout < 0:
             raise ConfigurationError("drain_timeout must be zero or more seconds")
+        if self.rejoin_timeout <= 0:
+            raise ConfigurationError("rejoin_timeout must be a positive number of seconds")
 
     @property
     def max_buffered(self) -> int:

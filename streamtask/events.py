@@ -33,6 +33,8 @@ class Event(StrEnum):
     PARTITIONS_ASSIGNED = "partitions.assigned"
     PARTITIONS_REVOKED = "partitions.revoked"
     PARTITIONS_LOST = "partitions.lost"
+    CONSUMER_RECREATED = "consumer.recreated"
+    CLIENTS_RECREATED = "clients.recreated"
     OFFSETS_COMMITTED = "offsets.committed"
     OFFSETS_COMMIT_ACKNOWLEDGED = "offsets.commit_acknowledged"
     OFFSETS_COMMIT_FAILED = "offsets.commit_failed"
@@ -185,6 +187,8 @@ _LEVELS = {
     Event.OFFSETS_COMMITTED: logging.DEBUG,
     Event.OFFSETS_COMMIT_ACKNOWLEDGED: logging.DEBUG,
     Event.OFFSETS_COMMIT_FAILED: logging.WARNING,
+    Event.CONSUMER_RECREATED: logging.WARNING,
+    Event.CLIENTS_RECREATED: logging.WARNING,
     Event.DELIVERY_FAILED: logging.DEBUG,  # the worker raises DeliveryFailed on the first
     Event.TASK_FAILED: logging.WARNING,
     Event.TASK_TIMED_OUT: logging.WARNING,

@@ -90,7 +90,8 @@ class WorkerMetrics:
         self.dead_letters: dict[tuple[str, str], int] = {}
         self.durations: dict[str, _Histogram] = {}
         self.commit_latency = _Histogram(COMMIT_BUCKETS)
-        self.counters: dict[str, int] = {"commits": 0, "commit_failures": 0}
+        self.counters: dict[str, int] = {"commits": 0, "commit_failures": 0,
+                                         "consumer_recreations": 0, "client_recreations": 0}
         self.rebalances: dict[str, int] = {}
         self.delivery_failures: dict[str, int] = {}
         self.lag: dict[str, dict[tuple[str, int], int]] = {}
@@ -104,6 +105,8 @@ class WorkerMetrics:
             Event.OFFSETS_COMMIT_ACKNOWLEDGED: self._commit_acknowledged,
             Event.OFFSETS_COMMIT_FAILED: self._commit_failed,
             Event.DELIVERY_FAILED: self._delivery_failed,
+            Event.CONSUMER_RECREATED: self._consumer_recreated,
+            Event.CLIENTS_RECREATED: self._clients_recreated,
         }
 
     # -- subscriber: called on the worker loop's thread ------------------------------------
@@ -142,6 +145,12 @@ class WorkerMetrics:
 
     def _commit_failed(self, _event: Event, _fields: dict[str, Any]) -> None:
         self.counters["commit_failures"] += 1
+
+    def _consumer_recreated(self, _event: Event, _fields: dict[str, Any]) -> None:
+        self.counters["consumer_recreations"] += 1
+
+    def _clients_recreated(self, _event: Event, _fields: dict[str, Any]) -> None:
+        self.counters["client_recreations"] += 1
 
     def _delivery_failed(self, _event: Event, fields: dict[str, Any]) -> None:
         topic = fields["topic"]
@@ -233,7 +242,13 @@ class WorkerMetrics:
         commits.add_metric([app], self.commit_latency.buckets(), self.commit_latency.sum)
         yield commits
         for name, help_text in (("commits", "Offset commits requested."),
-                                ("commit_failures", "Offset commits that failed.")):
+                                ("commit_failures", "Offset commits that failed."),
+                                ("consumer_recreations", "Consumers closed and re-created "
+                                 "because they stayed out of their group, or fetched nothing "
+                                 "while records waited, while the cluster answered."),
+                                ("client_recreations", "Times every client was re-created "
+                                 "because no acknowledgement came while the cluster "
+                                 "answered.")):
             counter = CounterMetricFamily(f"streamtask_{name}", help_text, labels=["app"])
             counter.add_metric([app], self.counters[name])
             yield counter

@@ -173,6 +173,12 @@ class AtLeastOnce(_Producing):
     def forget(self, tps: set[TopicPartition]) -> None:
         """Nothing is held: what was sent for them is sent (at least once)."""
 
+    def replace(self, producer: Any) -> Any:
+        """Produce through ``producer`` from now on; returns the old one, whose reports are
+        never served again (its tasks were abandoned and run again)."""
+        old, self._producer = self._producer, producer
+        return old
+
 
 class Transactional(_Producing):
     """Records are held and go out with their offsets, in one transaction per commit."""

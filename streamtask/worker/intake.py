@@ -64,6 +64,8 @@ class Intake:
         self.paused = False
         """Every partition paused because the worker stayed full (see ``_flow_control``)."""
         self._full_since: float | None = None
+        self.heard: Callable[[Any], None] = lambda _consumer: None
+        """Told of each consumer that handed out records (the worker's liveness watch)."""
 
     @property
     def topics(self) -> list[str]:
@@ -83,6 +85,19 @@ class Intake:
         self.inputs = subscribe(group, self._inputs)
         if self._retry_delays:
             self.retries = subscribe(f"{group}.retry", sorted(self._retry_delays))
+        return self._owners()
+
+    def reopen(self, old: Any, subscribe: Subscribe, group: str) -> dict[str, Any]:
+        """Replace the consumer ``old`` (stuck: :mod:`streamtask.worker.liveness`) with a new
+        one of the same group and topics; returns the new owners. Closing ``old`` is the
+        caller's."""
+        if old is self.inputs:
+            self.inputs = subscribe(group, self._inputs)
+        elif old is self.retries:
+            self.retries = subscribe(f"{group}.retry", sorted(self._retry_delays))
+        return self._owners()
+
+    def _owners(self) -> dict[str, Any]:
         self._owner = {topic: self.retries if topic in self._retry_delays else self.inputs
                        for topic in self._by_topic}
         return self._owner
@@ -101,10 +116,7 @@ class Intake:
         if not self._flow_control(room):
             return 0, []
         room = max(1, room)
-        messages = []
-        if self.retries is not None:  # retries first, so a busy input cannot starve them
-            messages = self.retries.consume(max(1, room // 2), 0)
-        messages += self.inputs.consume(max(1, room - len(messages)), 0)
+        messages = self._queued(room)
         wait = 0.0 if busy else 0.005 if live else 0.1
         if self.retries is not None:  # the blocking poll below only watches the inputs
             wait = min(wait, 0.02)
@@ -113,11 +125,26 @@ class Intake:
             wait = min(wait, until_due)
         if not messages and wait:
             first = self.inputs.poll(wait)
+            if first is not None:
+                self.heard(self.inputs)
             if first is not None and room > 1:
                 messages = [first, *self.inputs.consume(room - 1, 0)]
             elif first is not None:
                 messages = [first]
         return len(messages), self._receive(messages)
+
+    def _queued(self, room: int) -> list[Any]:
+        """Up to ``room`` records the consumers already hold, without waiting."""
+        messages = []
+        if self.retries is not None:  # retries first, so a busy input cannot starve them
+            messages = self.retries.consume(max(1, room // 2), 0)
+            if messages:
+                self.heard(self.retries)
+        inputs = self.inputs.consume(max(1, room - len(messages)), 0)
+        if inputs:
+            self.heard(self.inputs)
+            messages += inputs
+        return messages
 
     def _receive(self, messages: list[Any]) -> list[Job]:
         jobs = []
@@ -224,6 +251,16 @@ class Intake:
             self.pause(job.tp)
         elif self.window.drained(job.tp, job.partition):
             self.resume_if_free(job.tp)
+
+    def fetching(self) -> list[tuple[Any, list[Any]]]:
+        """Each consumer with the partitions it should be fetching from now: none while the
+        worker is full, else those assigned that no pause holds."""
+        if self.paused or self._full_since is not None:
+            return [(consumer, []) for consumer in self.consumers]
+        held = self.held.paused | self.window.paused
+        return [(consumer, [tp for tp in consumer.assignment()
+                            if (tp.topic, tp.partition) not in held])
+                for consumer in self.consumers]
 
     @property
     def full(self) -> bool:

@@ -8,18 +8,29 @@ transaction together with the offsets (``send_offsets_to_transaction``), and the
 commits. Downstream consumers read ``read_committed``, so they see each output exactly once.
 Any transaction error stops the worker: the open transaction is aborted by the broker, its
 outputs stay invisible, and the uncommitted tasks run again after a restart.
+
+A transactional call that never returns is an error too. librdkafka's
+``send_offsets_to_transaction`` ignores its timeout when the group coordinator goes away
+mid-call (librdkafka issue 5456): after a broker restart an exactly-once worker sat in it
+for good, alive and idle. So each call that talks to the cluster runs on a helper thread and
+the loop waits for it at most its timeout plus ``HANG_GRACE``; past that the worker stops as
+for any transaction error, and makes no further transactional call on that producer.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from streamtask.errors import KafkaError
 from streamtask.kafka import clients as kafka
 from streamtask.worker.job import TopicPartition
+
+HANG_GRACE = 10.0
+"""Seconds past its own timeout a transactional call may take before it counts as hung."""
 
 
 class Transactions:
@@ -31,6 +42,8 @@ class Transactions:
         self._held: dict[TopicPartition, list[tuple[int, int, Sequence[Any]]]] = {}
         self._order = itertools.count()
         self._dirty = False
+        self._broken: str | None = None
+        """Why the producer may not be used any more (a call hung), once one did."""
         self._call(producer.init_transactions, timeout)
         self._call(producer.begin_transaction)
 
@@ -73,9 +86,39 @@ class Transactions:
 
     def _call(self, method: Callable[..., Any], *args: Any) -> None:
         try:
-            method(*args)
+            if args:  # a call to the cluster, with a timeout: bounded whatever librdkafka does
+                self._bounded(method, *args)
+            else:
+                method()
         except kafka.KafkaException as exc:
-            raise KafkaError(
-                f"transaction failed ({exc}); stopping so the uncommitted tasks run again "
-                "after a restart (their outputs stay invisible to read_committed readers)"
-            ) from exc
+            raise _failed(str(exc)) from exc
+
+    def _bounded(self, method: Callable[..., Any], *args: Any) -> None:
+        """``method(*args)`` on a helper thread; raises what it raised, or a
+        :class:`KafkaError` when it has not returned within the timeout plus ``HANG_GRACE``."""
+        if self._broken is not None:
+            raise _failed(self._broken)
+        raised: list[BaseException] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                method(*args)
+            except BaseException as exc:  # handed to the loop's thread below
+                raised.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=call, daemon=True, name="streamtask-transaction").start()
+        if not done.wait(self._timeout + HANG_GRACE):
+            self._broken = (f"{getattr(method, '__name__', 'a transactional call')} did not "
+                            f"return within {self._timeout + HANG_GRACE:.0f}s")
+            raise _failed(self._broken)
+        if raised:
+            raise raised[0]
+
+
+def _failed(reason: str) -> KafkaError:
+    return KafkaError(f"transaction failed ({reason}); stopping so the uncommitted tasks run "
+                      "again after a restart (their outputs stay invisible to read_committed "
+                      "readers)")

@@ -38,10 +38,11 @@ from streamtask.kafka.headers import describe
 from streamtask.model.app import App
 from streamtask.ops import tracing
 from streamtask.worker import outcomes
-from streamtask.worker.delivery import Delivery, open_delivery
+from streamtask.worker.delivery import AtLeastOnce, Delivery, open_delivery
 from streamtask.worker.intake import PAUSE_WHEN_FULL_FOR, Intake
 from streamtask.worker.job import Job, Outgoing, Poison, TopicPartition, names
 from streamtask.worker.joins import JoinRuntime, Late, Rejected, Stored
+from streamtask.worker.liveness import DeliveryWatch, FetchWatch, GroupWatch
 from streamtask.worker.offsets import PartitionOffsets
 from streamtask.worker.outcomes import Outcome, TaskTimeout
 from streamtask.worker.scheduler import Scheduler
@@ -112,6 +113,14 @@ class Worker:
         revoke that closing the consumer calls, so the two together wait one drain timeout."""
         self._spans = tracing.execution_spans()
         """One OpenTelemetry span per execution, when OpenTelemetry is installed."""
+        self._group_watch = GroupWatch(self.settings.rejoin_timeout)
+        self._fetch_watch = FetchWatch(self.settings.rejoin_timeout)
+        self._intake.heard = self._fetch_watch.heard
+        self._delivery_watch = DeliveryWatch(self.settings.rejoin_timeout)
+        self._durable_count = 0
+        """Tasks made durable so far (the delivery watch's sign of progress)."""
+        self._retired: set[Any] = set()
+        """Consumers replaced because they were stuck: their callbacks are ignored."""
 
     def stop(self) -> None:
         """Ask the loop to drain and exit; safe to call from a signal handler or thread."""
@@ -149,20 +158,28 @@ class Worker:
 
     def _open_clients(self) -> None:
         self._scheduler.start()
-        producer = self.app.transport.producer(self.kafka, **self._transactional())
+        producer = self._producer = self.app.transport.producer(self.kafka,
+                                                                **self._transactional())
         self._delivery: Delivery = open_delivery(producer, self.kafka, self.events,
                                                  self._finish, self._partitions,
                                                  exactly_once=self._eos)
         self._delivery.attach(self._intake.open(self._subscribe, self._group_id))
 
     def _subscribe(self, group: str, topics: list[str]) -> Any:
+        opened: list[Any] = []
+
+        def on_commit(error: Any, partitions: list[Any]) -> None:
+            if not (opened and opened[0] in self._retired):  # a retired one closes elsewhere
+                self._delivery.on_commit(error, partitions)
+
         consumer = self.app.transport.consumer(
             self.kafka, group,
             **{"session.timeout.ms": self.settings.session_timeout_ms,
                "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 3),
                "max.poll.interval.ms": self.settings.max_poll_interval_ms,
-               "on_commit": self._delivery.on_commit,
+               "on_commit": on_commit,
                "client.id": self.worker_id})
+        opened.append(consumer)
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         return consumer
@@ -228,6 +245,8 @@ class Worker:
             self._route_overdue()
             self._release_due()
             self._expire_joins()
+            self._recreate_stuck()
+            self._recreate_unacknowledged()
             now = time.monotonic()
             if now >= next_commit or self._finished_since_commit >= self.settings.commit_every \
                     or self._delivery.retry_due(now):
@@ -411,6 +430,7 @@ class Worker:
     def _finish(self, job: Job) -> None:
         """The task's outcome is durable: its offset may be committed (the delivery calls
         this)."""
+        self._durable_count += 1
         if self._partitions.get(job.tp) is job.partition:
             job.partition.finished(job.offset)
             self._finished_since_commit += 1
@@ -425,9 +445,71 @@ class Worker:
         self._finished_since_commit = 0
         self._delivery.commit(asynchronous, only)
 
+    # -- liveness ----------------------------------------------------------------------------
+
+    def _recreate_stuck(self) -> None:
+        """Close and re-create each consumer stuck out of its group, or fetching nothing
+        while records wait, while the cluster answers (:mod:`streamtask.worker.liveness`).
+        What it held counts as lost: its uncommitted tasks run again. The old one closes on
+        a thread of its own, as closing a stuck client may itself hang, and its callbacks
+        are ignored from now on."""
+        stuck = [(c, s, "out of its group")
+                 for c, s in self._group_watch.stuck(self._intake.consumers)]
+        stuck += [(c, s, "fetches nothing while records wait")
+                  for c, s in self._fetch_watch.stuck(self._intake.fetching())]
+        for consumer, seconds, reason in stuck:
+            group = self._group_id if consumer is self._intake.inputs \
+                else f"{self._group_id}.retry"
+            self._recreate(consumer)
+            self.events.emit(Event.CONSUMER_RECREATED, group=group, reason=reason,
+                             stuck_seconds=round(seconds, 1))
+
+    def _recreate(self, consumer: Any) -> None:
+        """Replace ``consumer`` by a new one; what it held counts as lost."""
+        held = consumer.assignment()
+        if held:
+            self._on_lost(consumer, held)
+        self._retired.add(consumer)
+        self._group_watch.forget(consumer)
+        self._fetch_watch.heard(consumer)
+        self._delivery.attach(self._intake.reopen(consumer, self._subscribe, self._group_id))
+        threading.Thread(target=_close_quietly, args=(consumer,), daemon=True,
+                         name="streamtask-close-stuck-consumer").start()
+
+    def _recreate_unacknowledged(self) -> None:
+        """Re-create every client when each held task has only waited for acknowledgements,
+        and none came, for the bound while the cluster answers (at-least-once: every held
+        task runs again; exactly-once bounds its transactional calls instead). The old
+        producer's records are purged and its reports never served."""
+        delivery = self._delivery
+        if not isinstance(delivery, AtLeastOnce):
+            return
+        only_sending = bool(self._live) and not self._scheduler.running \
+            and all(job.pending_acks for job in self._live)
+        seconds = self._delivery_watch.stuck(self._producer, only_sending,
+                                             self._durable_count)
+        if seconds is None:
+            return
+        for consumer in list(self._intake.consumers):
+            self._recreate(consumer)
+        for job in [job for job in self._live if not job.running]:
+            self._end(job)
+        self._producer = self.app.transport.producer(self.kafka)
+        old = delivery.replace(self._producer)
+        self._retired.add(old)
+        try:
+            old.purge()
+        except Exception as error:  # a stuck client may refuse: it is never used again
+            log.debug("purging a stuck producer failed: %s", describe(error))
+        self.events.emit(Event.CLIENTS_RECREATED, reason="no acknowledgement while the "
+                         "cluster answers", stuck_seconds=round(seconds, 1))
+
     # -- rebalance ---------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        if consumer in self._retired:
+            return
+        self._fetch_watch.heard(consumer)  # the quiet time counts from the new assignment
         self._just_assigned = True
         self._joins.restore((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
@@ -437,8 +519,10 @@ class Worker:
         self.events.emit(Event.PARTITIONS_ASSIGNED,
                          partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
 
-    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         """Finish (bounded) the revoked partitions' running tasks and commit before they go."""
+        if consumer in self._retired:
+            return
         revoked = {(p.topic, p.partition) for p in partitions}
         self._intake.held.drop(revoked)
         self._joins.drop(revoked)
@@ -450,7 +534,9 @@ class Worker:
         self._forget(revoked)
         self.events.emit(Event.PARTITIONS_REVOKED, partitions=names(revoked))
 
-    def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        if consumer in self._retired:
+            return
         lost = {(p.topic, p.partition) for p in partitions}
         self._intake.held.drop(lost)
         self._joins.drop(lost)
@@ -486,3 +572,11 @@ class Worker:
             except DeliveryFailed:  # latched: the loop raises it at its next serve
                 return
             self._route_overdue()
+
+
+def _close_quietly(consumer: Any) -> None:
+    """Close a consumer replaced because it was stuck; it may fail or hang, harmlessly."""
+    try:
+        consumer.close()
+    except Exception as error:  # a stuck client's close may fail: nothing depends on it
+        log.debug("closing a stuck consumer failed: %s", describe(error))
