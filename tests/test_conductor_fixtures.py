@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from streamtask.conductor.definitions import walk
 from streamtask.errors import ConfigurationError
-from streamtask.model.workflow import _walk, load_workflow, passthrough_handlers
+from streamtask.model.workflow import load_workflow, passthrough_handlers
 from streamtask.ops.check import WARNING, check
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "conductor"
@@ -27,7 +28,7 @@ def definitions() -> list[tuple[str, dict[str, Any]]]:
     found = []
     for path in sorted(FIXTURES.glob("*.json")):
         definition = json.loads(path.read_text())
-        if not any(task.get("type") in TEST_ONLY for task in _walk(definition["tasks"])):
+        if not any(task.get("type") in TEST_ONLY for task in walk(definition["tasks"])):
             found.append((path.name, definition))
     return found
 
@@ -73,7 +74,7 @@ def test_each_failure_is_one_line_naming_every_unsupported_type(
                  "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "HTTP",
                  "EXCLUSIVE_JOIN", "WAIT", "HUMAN", "SUB_WORKFLOW",
                  "FORK_JOIN_DYNAMIC", "PERMISSIVE", "START_WORKFLOW"}
-    for task in _walk(definition["tasks"]):
+    for task in walk(definition["tasks"]):
         kind = task.get("type", "SIMPLE")
         if kind not in supported:
             assert f"({kind})" in error, (name, kind, error)
