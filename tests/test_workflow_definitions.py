@@ -215,15 +215,15 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
 def test_unknown_options_are_reported_unless_off_or_ignored() -> None:
     definition = {"name": "w", "failureWorkflow": "cleanup",
                   "tasks": [simple("a", asyncComplete=True, rateLimitPerFrequency=10),
-                            simple("b", startDelay=5)]}
+                            simple("b", onStateChange={"x": 1})]}
     with pytest.raises(ConfigurationError) as caught:
         load_workflow(definition, passthrough_handlers(definition))
     message = str(caught.value)
-    for word in ("asyncComplete", "rateLimitPerFrequency", "startDelay", "failureWorkflow"):
+    for word in ("asyncComplete", "rateLimitPerFrequency", "onStateChange", "failureWorkflow"):
         assert word in message
     # Exported definitions spell out defaults: empty or off values change nothing.
     load(simple("a", optional=False, startDelay=0, inputParameters={}, asyncComplete=False))
-    app = load(simple("a", startDelay=5), ignore=["startDelay"])
+    app = load(simple("a", onStateChange={"x": 1}), ignore=["onStateChange"])
     assert list(app.stages) == ["a", END]
 
 
@@ -250,8 +250,8 @@ def test_passthrough_handlers_cover_nested_and_untyped_simple_tasks() -> None:
      "HUMAN 'w': a waiting task inside a FORK_JOIN branch is not supported"),
     ([{"name": "w", "type": "WAIT", "inputParameters": {"duration": "soon"}}],
      "duration 'soon' is not like"),
-    ([{"name": "w", "type": "WAIT", "inputParameters": {"until": "2030-01-01"}}],
-     "'until' is not supported"),
+    ([{"name": "w", "type": "WAIT", "inputParameters": {"until": "2030-01-01 25:00"}}],
+     "until '2030-01-01 25:00' is not a real date and time"),
     ([{"name": "l", "type": "DO_WHILE", "loopOver": [simple("a")]}],
      "needs a loopCondition (JavaScript) or items"),
     ([switch("s", {"x": [simple("a")]}) | {"evaluatorType": "python"}],

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from streamtask.conductor import dynamic, failures, starts, subworkflows, systemtasks
+from streamtask.conductor import dynamic, failures, starts, subworkflows, systemtasks, timers
 from streamtask.conductor.context import CASE, END, ROUTE, Body, Step, SwitchSpec, Workflow
 from streamtask.conductor.definitions import (
     DECISION,
@@ -86,7 +86,14 @@ from streamtask.conductor.taskdefs import (
     settings,
     unsupported_options,
 )
-from streamtask.conductor.waits import DEFAULT_DEADLINE, parse_duration, resume
+from streamtask.conductor.timers import TIMER_POLICY, parse_until
+from streamtask.conductor.waits import (
+    DEFAULT_DEADLINE,
+    parse_duration,
+    resume,
+    timed_park,
+    timed_signals,
+)
 from streamtask.errors import ConfigurationError
 from streamtask.model.app import App, Handler
 from streamtask.model.pipeline import JoinSpec, Switch, Then
@@ -98,7 +105,7 @@ if TYPE_CHECKING:
 
 MAX_SUB_WORKFLOW_DEPTH = 8
 """How deep sub-workflows may nest."""
-_DESCRIPTIVE = {"name", "taskReferenceName", "type", "description"}
+_DESCRIPTIVE = {"name", "taskReferenceName", "type", "description", "startDelay"}
 _TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive"}
 _OPTIONS: dict[str, set[str]] = {
     SIMPLE: _TASK, HTTP: _TASK, INLINE: _TASK, JSON_JQ: _TASK, SET_VARIABLE: _TASK,
@@ -125,6 +132,8 @@ _BODIES: dict[str, Body] = {
     SET_VARIABLE: systemtasks.set_variable, TERMINATE: systemtasks.terminate,
     INLINE: systemtasks.inline, JSON_JQ: systemtasks.json_jq_transform,
     HTTP: systemtasks.http}
+TIMER = "timer"
+"""The kind of a ``<task>_delay`` stage: holds a run for the task's ``startDelay``."""
 SIGNAL = "signal"
 """The kind of a WAIT/HUMAN task's signal stage: passes signals on to its resume join."""
 _SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN, DYNAMIC,
@@ -164,6 +173,8 @@ class Decl:
     """For a body that needs the handlers (FORK_JOIN_DYNAMIC)."""
     compensate: str | None = None
     rate_limit: RateLimit | None = None
+    handler: Handler | None = field(default=None, repr=False)
+    """The stage's handler itself, for stages that are not a step around a body (timers)."""
 
     def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
                 switches: Mapping[str, SwitchSpec]) -> None:
@@ -171,8 +182,8 @@ class Decl:
         step = replace(self.step, ends=self.then == END, route=route,
                        switch=switches[route.ref] if route is not None else None)
         body = self.make_body(handlers) if self.make_body is not None else self.body
-        handler = passthrough if self.kind == SIGNAL else step_handler(
-            step, handlers.get(self.task_name) if self.kind == SIMPLE else None, body)
+        handler = self.handler or (passthrough if self.kind == SIGNAL else step_handler(
+            step, handlers.get(self.task_name) if self.kind == SIMPLE else None, body))
         if self.kind == JOIN:
             assert not isinstance(self.then, Switch) and self.timeout is not None
             external = self.branches[1:] if self.step.waits else ()
@@ -296,6 +307,13 @@ class Compiler:
                 self.sequence(inner, after, (*at, number))  # report what is inside too
             return after
         self.check_options(task, kind, at)
+        part = self.unit_of(task, kind, join, after, at)
+        delay = self.start_delay(task, at)
+        return self.delayed(task, part, delay, at) if delay else part
+
+    def unit_of(self, task: Mapping[str, Any], kind: str, join: Mapping[str, Any] | None,
+                after: Part, at: Where) -> Part:
+        """The stages of one (supported) task, by its type."""
         if kind == FORK_JOIN:
             return self.fork(task, join, after, at)
         if kind in (SWITCH, DECISION):
@@ -310,6 +328,26 @@ class Compiler:
             self.dynamic[ref_name(task)] = ref_name(join) if join else \
                 f"{ref_name(task)}_join"
         return self.task(task, kind, after, at)
+
+    def start_delay(self, task: Mapping[str, Any], at: Where) -> float:
+        """A task's ``startDelay`` in seconds (0: none)."""
+        value = task.get("startDelay") or 0
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            self.note(at, f"{task_label(task)}: startDelay must be a number of seconds >= 0, "
+                      f"not {value!r}")
+            return 0.0
+        return float(value)
+
+    def delayed(self, task: Mapping[str, Any], part: Part, seconds: float, at: Where) -> Part:
+        """``part`` behind a stage ``<task>_delay`` that holds each run ``seconds`` first
+        (see :mod:`streamtask.conductor.timers`)."""
+        entry = self.stage_of(part, f"the start of {task_label(task)}")
+        name = f"{self.stage_name(task)}_delay"
+        self.add(Decl(name, TIMER, at, task_ref(task),
+                      Step(self.workflow, f"{ref_name(task)}_delay", ROUTE), entry,
+                      retry=TIMER_POLICY, timeout=None,
+                      handler=timers.start_delay(name, seconds)))
+        return replace(part, entry=name)
 
     def sub_workflow(self, task: Mapping[str, Any], after: Part, at: Where) -> Part:
         """A SUB_WORKFLOW: the child's tasks in a frame (see
@@ -452,17 +490,21 @@ class Compiler:
         if self.fork_depth:
             self.note(at, f"{kind} {label}: a waiting task inside a FORK_JOIN branch is not "
                       "supported (signals are keyed by run)")
-        duration = self.duration(task, kind, inputs, at)
+        timed = kind == WAIT and self.timed(task, inputs, at)
+        duration = None if timed else self.duration(task, kind, inputs, at)
         deadline = duration or self.deadline(task)
         then = after.entry
         if not isinstance(then, str):
             then = self.stage_of(after, f"the task after {label}")
         resume_stage, signal = f"{name}_resume", f"{name}_signal"
         self.signals[ref] = signal
-        self.add(Decl(name, ROUTE, at, task_ref(task), Step(self.workflow, ref, ROUTE),
-                       resume_stage, body=_route))
+        park = Step(self.workflow, ref, ROUTE, inputs if timed else None)
+        self.add(Decl(name, ROUTE, at, task_ref(task), park, resume_stage, body=_route,
+                      handler=timed_park(park, resume_stage, signal, deadline) if timed
+                      else None))
         self.add(Decl(signal, SIGNAL, at, task_ref(task), Step(self.workflow, ref, ROUTE),
-                       resume_stage))
+                      resume_stage, retry=TIMER_POLICY if timed else None,
+                      handler=timed_signals(signal) if timed else None))
         step = Step(self.workflow, ref, kind, inputs, waits=(name, signal),
                     tolerate="optional" if task.get("optional") else None, retry=NO_RETRIES)
         self.add(Decl(resume_stage, JOIN, (*at, 1), task_ref(task), step, then,
@@ -476,18 +518,38 @@ class Compiler:
         """A WAIT's literal ``duration`` in seconds (None: it waits for a signal)."""
         if kind != WAIT or not isinstance(inputs, Mapping):
             return None
-        if inputs.get("until") is not None:
-            self.note(at, f"WAIT {task_label(task)}: 'until' is not supported; give a duration")
         value = inputs.get("duration")
         if value is None:
             return None
         try:
-            if not isinstance(value, str) or "${" in value:
-                raise ConfigurationError(f"duration must be literal text, not {value!r}")
+            if not isinstance(value, str):
+                raise ConfigurationError(f"duration must be text like '2d 3h', not {value!r}")
             return parse_duration(value) or None
         except ConfigurationError as exc:
             self.note(at, f"WAIT {task_label(task)}: {exc}")
             return None
+
+    def timed(self, task: Mapping[str, Any], inputs: Any, at: Where) -> bool:
+        """Whether a WAIT is timed when the run reaches it (``until``, or a ``duration``
+        given by an expression); literal values are checked now."""
+        if not isinstance(inputs, Mapping):
+            return False
+        until, duration = inputs.get("until"), inputs.get("duration")
+        if until is not None and duration is not None:
+            self.note(at, f"WAIT {task_label(task)}: give one of until or duration, not both")
+            return False
+        if until is None:
+            return isinstance(duration, str) and "${" in duration
+        try:
+            if not isinstance(until, str):
+                raise ConfigurationError(f"until must be text like '2026-12-24 18:00', not "
+                                         f"{until!r}")
+            if "${" not in until:
+                parse_until(until)
+        except ConfigurationError as exc:
+            self.note(at, f"WAIT {task_label(task)}: {exc}")
+            return False
+        return True
 
     def deadline(self, task: Mapping[str, Any]) -> float:
         """How long a task waits for its signal: its task definition's timeout, else
