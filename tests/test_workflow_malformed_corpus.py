@@ -78,6 +78,8 @@ EXPECTED = {
     "retry_count_string": "retryCount must be a whole number >= 0, not '3'",
     "schema_version_1": "schemaVersion 1 is not supported",
     "start_workflow_unknown": "workflow 'nope' is not given to the loader",
+    "sub_workflow_by_name_no_candidates": "its name is given by '${workflow.input.child}', "
+                                          "and no workflow given to the loader",
     "sub_workflow_inline_bad_tasks": "sub-workflow 'c' has no tasks",
     "sub_workflow_inline_cycle": "sub-workflow 'wf' would contain itself",
     "sub_workflow_inline_not_object": "sub-workflow 'c' is neither inline",

@@ -351,11 +351,29 @@ class Compiler:
 
     def sub_workflow(self, task: Mapping[str, Any], after: Part, at: Where) -> Part:
         """A SUB_WORKFLOW: the child's tasks in a frame (see
-        :mod:`streamtask.conductor.subworkflows`)."""
-        label, ref, name = task_label(task), ref_name(task), self.stage_name(task)
+        :mod:`streamtask.conductor.subworkflows`); a child named by an expression is one of
+        the candidates :meth:`sub_workflow_by_name` compiles."""
+        param = task.get("subWorkflowParam")
+        param = param if isinstance(param, Mapping) else {}
+        named = param.get("name")
+        if isinstance(named, str) and "${" in named and \
+                not isinstance(param.get("workflowDefinition"), Mapping):
+            return self.sub_workflow_by_name(task, named, after, at)
         raw = self.child_definition(task, at)
         if raw is None:
             return after
+        name = self.stage_name(task)
+        leave = after.entry if isinstance(after.entry, str) else \
+            self.stage_of(after, f"the task after {task_label(task)}")
+        self.child_stages(task, raw, name, leave, at)
+        return Part(name, f"{name}_done", task, at)
+
+    def child_stages(self, task: Mapping[str, Any], raw: Mapping[str, Any], name: str,
+                     leave: str, at: Where, chosen: str | None = None) -> None:
+        """The stages of one child: ``name`` opens its frame, its tasks run as
+        ``<name>__<task>``, ``<name>_done`` closes the frame and goes on to ``leave``.
+        ``chosen`` is the record of the choice among candidates, dropped on entering."""
+        label, ref = task_label(task), ref_name(task)
         child = Workflow(str(raw["name"]), raw.get("version"), mapping_of(raw, "outputParameters"),
                          mapping_of(raw, "inputTemplate"), mapping_of(raw, "variables"),
                          self.workflow.context_limit)
@@ -365,8 +383,6 @@ class Compiler:
             self.note(at, f"SUB_WORKFLOW {label}: the failureWorkflow of a sub-workflow is not "
                       "supported")
         done = f"{name}_done"
-        leave = after.entry if isinstance(after.entry, str) else \
-            self.stage_of(after, f"the task after {label}")
         saved = (self.workflow, self.prefix, self.end, self.shared_names, self.within)
         self.workflow, self.prefix, self.end = child, f"{name}__", done
         self.shared_names, self.within = shared_names(raw["tasks"]), (*self.within, child.name)
@@ -378,11 +394,46 @@ class Compiler:
         tolerate = "optional" if task.get("optional") else \
             "permissive" if task.get("permissive") else None
         self.add(Decl(name, ROUTE, at, task_ref(task),
-                       Step(self.workflow, ref, ROUTE, task.get("inputParameters") or {}),
-                       enter, body=subworkflows.enter(ref, child)))
+                      Step(self.workflow, ref, ROUTE, task.get("inputParameters") or {}),
+                      enter, body=subworkflows.enter(ref, child, chosen)))
         self.add(Decl(done, ROUTE, (*at, 2), task_ref(task),
-                       Step(self.workflow, ref, ROUTE, tolerate=tolerate, retry=NO_RETRIES),
-                       leave, body=subworkflows.leave(ref, child)))
+                      Step(self.workflow, ref, ROUTE, tolerate=tolerate, retry=NO_RETRIES),
+                      leave, body=subworkflows.leave(ref, child)))
+
+    def sub_workflow_by_name(self, task: Mapping[str, Any], expression: str, after: Part,
+                             at: Where) -> Part:
+        """A SUB_WORKFLOW whose child is named by an expression: every workflow given to the
+        loader that can run there (compiles cleanly, and does not contain this workflow) is
+        compiled in as a candidate ``<task>-<n>``; the stage ``<task>`` resolves the name and
+        picks one, and every candidate ends at ``<task>_done``. A name no candidate has
+        dead-letters the run at ``<task>_unknown``, saying which names it knows."""
+        label, ref, name = task_label(task), ref_name(task), self.stage_name(task)
+        leave = after.entry if isinstance(after.entry, str) else \
+            self.stage_of(after, f"the task after {label}")
+        done, unknown, chosen = f"{name}_done", f"{name}_unknown", f"{ref}_name"
+        targets: dict[Any, str] = {}
+        for number, (child, raw) in enumerate(sorted(self.sub_workflows.items())):
+            if child in self.within or len(self.within) > MAX_SUB_WORKFLOW_DEPTH or \
+                    not isinstance(raw.get("tasks"), list) or not raw["tasks"] or \
+                    nesting(raw["tasks"]) > MAX_NESTING:
+                continue
+            stage, where = f"{name}-{number}", (*at, 3 + number)
+            if self.compiles(functools.partial(self.child_stages, task,
+                                               with_names({**raw, "name": child}), stage, done,
+                                               where, chosen)):
+                targets[child] = stage
+        if not targets:
+            self.note(at, f"SUB_WORKFLOW {label}: its name is given by {expression!r}, and no "
+                      "workflow given to the loader (sub_workflows=[...], or --sub-workflow "
+                      "FILE) can run there")
+            return after
+        self.switches[chosen] = SwitchSpec(chosen, "value-param", "name", {"name": expression})
+        self.add(Decl(name, ROUTE, at, task_ref(task), Step(self.workflow, ref, ROUTE),
+                      CaseSwitch(CASE, targets, unknown, ref=chosen), body=_route))
+        self.add(Decl(unknown, ROUTE, (*at, 1), task_ref(task), Step(self.workflow, ref, ROUTE),
+                      done, body=subworkflows.unknown(ref, expression, chosen, tuple(targets))))
+        self.add(Decl(done, ROUTE, (*at, 2), task_ref(task),
+                      Step(self.workflow, f"{ref}_done", ROUTE), leave, body=_route))
         return Part(name, done, task, at)
 
     def failure_workflow(self, name: Any) -> None:
