@@ -378,7 +378,7 @@ class Compiler:
                          mapping_of(raw, "inputTemplate"), mapping_of(raw, "variables"),
                          self.workflow.context_limit)
         self.problems.extend((at, f"SUB_WORKFLOW {label}: {p}")
-                             for p in workflow_problems(raw, self.ignore))
+                             for p in workflow_problems(raw, self.ignore, child=True))
         if raw.get("failureWorkflow"):
             self.note(at, f"SUB_WORKFLOW {label}: the failureWorkflow of a sub-workflow is not "
                       "supported")

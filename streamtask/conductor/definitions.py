@@ -35,6 +35,7 @@ WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ow
                   "failureWorkflow"}
 NESTED = ("forkTasks", "decisionCases", "defaultCase", "loopOver")
 
+WORKFLOW_TIMEOUT_POLICIES = ("TIME_OUT_WF", "ALERT_ONLY")
 MAX_NESTING = 50
 """How deep tasks may nest in tasks (branches, cases, loop bodies) in one definition."""
 
@@ -159,7 +160,10 @@ def tasks_of(raw: Mapping[str, Any]) -> list[Any]:
     return tasks
 
 
-def workflow_problems(raw: Mapping[str, Any], ignore: set[str]) -> list[str]:
+def workflow_problems(raw: Mapping[str, Any], ignore: set[str], *,
+                      child: bool = False) -> list[str]:
+    """What is wrong with a definition's own fields (``child``: a sub-workflow's, whose
+    ``timeoutSeconds`` is not enforced, so it is refused)."""
     found = []
     if not isinstance(raw.get("name"), str | None):
         found.append(f"name must be text, not {raw['name']!r}")
@@ -171,8 +175,10 @@ def workflow_problems(raw: Mapping[str, Any], ignore: set[str]) -> list[str]:
                                 or version < 1):
         found.append(f"version must be an integer of 1 or more, not {version!r}")
     unknown = [key for key in raw if key not in WORKFLOW_KEYS | ignore and raw[key]]
-    if raw.get("timeoutSeconds"):
-        unknown.append("timeoutSeconds")  # a workflow-wide deadline: not supported yet
+    if raw.get("timeoutSeconds") and child:
+        unknown.append("timeoutSeconds")  # a sub-workflow's own deadline: not enforced
+    elif raw.get("timeoutSeconds") or raw.get("timeoutPolicy") is not None:
+        found.extend(timeout_problems(raw))
     if unknown:
         found.append(f"unsupported workflow option(s) {', '.join(sorted(unknown))} "
                      "(pass ignore=[...] to accept losing them)")
@@ -181,6 +187,18 @@ def workflow_problems(raw: Mapping[str, Any], ignore: set[str]) -> list[str]:
             found.append(f"{key} must be an object")
     found.extend(f"outputParameters: {problem}"
                  for problem in expression_problems(raw.get("outputParameters")))
+    return found
+
+
+def timeout_problems(raw: Mapping[str, Any]) -> list[str]:
+    """A workflow's ``timeoutSeconds`` must be a number >= 0 and its ``timeoutPolicy`` one
+    of Conductor's two for workflows."""
+    found, seconds = [], raw.get("timeoutSeconds", 0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        found.append(f"timeoutSeconds must be a number >= 0, not {seconds!r}")
+    if raw.get("timeoutPolicy", "ALERT_ONLY") not in WORKFLOW_TIMEOUT_POLICIES:
+        found.append(f"timeoutPolicy {raw['timeoutPolicy']!r} is not one of "
+                     f"{', '.join(WORKFLOW_TIMEOUT_POLICIES)}")
     return found
 
 

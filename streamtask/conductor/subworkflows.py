@@ -21,13 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streamtask.conductor.context import COMPLETED, LAST, RUNNING, Body, Workflow
+from streamtask.conductor.context import COMPLETED, FRAMES, LAST, RUNNING, Body, Workflow
 from streamtask.conductor.expressions import resolve
 from streamtask.model.envelope import Task
 from streamtask.retry import DeadLetter
-
-FRAMES = "frames"
-"""The context key holding the parents of the running sub-workflow, innermost last."""
 
 
 def enter(ref: str, child: Workflow, chosen: str | None = None) -> Body:

@@ -123,7 +123,8 @@ def load_workflow(definition: Mapping[str, Any] | str | Path, handlers: Mapping[
         title = "workflow"
     workflow = Workflow(title, raw.get("version"), mapping_of(raw, "outputParameters"),
                         mapping_of(raw, "inputTemplate"), mapping_of(raw, "variables"),
-                        context_limit)
+                        context_limit, _number(raw.get("timeoutSeconds")),
+                        str(raw.get("timeoutPolicy") or "ALERT_ONLY"))
     compiler = Compiler(workflow, defaults, task_defs_of(task_defs), set(ignore), raw)
     compiler.max_iterations = max_iterations
     compiler.sub_workflows = registry_of(sub_workflows)
@@ -172,3 +173,9 @@ def _read(definition: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         raise ConfigurationError(f"workflow {raw.get('name')!r} nests tasks {depth} levels "
                                  f"deep (branches, cases, loops); at most {MAX_NESTING}")
     return raw
+
+
+def _number(value: Any) -> float:
+    """A workflow's ``timeoutSeconds`` as seconds (a bad value is reported, and 0 here)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        and value > 0 else 0.0
