@@ -73,7 +73,7 @@ def test_each_failure_is_one_line_naming_every_unsupported_type(
     supported = {"SIMPLE", "FORK_JOIN", "JOIN", "SWITCH", "DECISION", "DO_WHILE",
                  "TERMINATE", "SET_VARIABLE", "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "HTTP",
                  "EXCLUSIVE_JOIN", "WAIT", "HUMAN", "SUB_WORKFLOW",
-                 "FORK_JOIN_DYNAMIC", "PERMISSIVE", "START_WORKFLOW"}
+                 "FORK_JOIN_DYNAMIC", "PERMISSIVE", "START_WORKFLOW", "EVENT"}
     for task in walk(definition["tasks"]):
         kind = task.get("type", "SIMPLE")
         if kind not in supported:

@@ -196,7 +196,7 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
          "loopCondition": "false", "loopOver": [simple("inside"), {
              "name": "deep", "taskReferenceName": "deep_ref", "type": "KAFKA_PUBLISH"}]},
         fork("f", [{"name": "call", "taskReferenceName": "call_ref", "type": "HTTP"},
-                   {"name": "wait", "taskReferenceName": "wait_ref", "type": "EVENT"}],
+                   {"name": "wait", "taskReferenceName": "wait_ref", "type": "GRAPHQL"}],
              [simple("b")]),
         switch("s", {"x": [{"name": "pause", "taskReferenceName": "pause_ref",
                             "type": "NOOP"}]}),
@@ -206,7 +206,7 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
         load(*tasks)
     message = str(caught.value)
     assert "\n" not in message
-    for name, kind in [("deep", "KAFKA_PUBLISH"), ("wait", "EVENT"),
+    for name, kind in [("deep", "KAFKA_PUBLISH"), ("wait", "GRAPHQL"),
                        ("pause", "NOOP"), ("child", "BUSINESS_RULE")]:
         assert f"'{name}' (ref '{name}_ref') ({kind})" in message
     assert message.index("deep") < message.index("wait") < message.index("child")
@@ -283,9 +283,9 @@ def test_invalid_definitions_say_what_is_wrong(tasks: list[Any], needle: str) ->
 def test_several_kinds_of_problem_come_in_one_error() -> None:
     with pytest.raises(ConfigurationError) as caught:
         load_workflow({"name": "w", "tasks": [simple("a", retryCount="x"),
-                                              {"name": "h", "type": "EVENT"}]}, {})
+                                              {"name": "h", "type": "NOOP"}]}, {})
     message = str(caught.value)
-    assert "unsupported task type(s): 'h' (EVENT)" in message
+    assert "unsupported task type(s): 'h' (NOOP)" in message
     assert "retryCount must be" in message and "no handler for task(s) a" in message
 
 

@@ -40,6 +40,8 @@ EXPECTED = {
     "duplicate_refs_nested": "taskReferenceName 'r' is used 2 times",
     "empty_file": "is not valid JSON",
     "empty_tasks": "needs a non-empty 'tasks' list",
+    "event_no_sink": "EVENT 'e' (ref 'e'): sink None is not supported: give kafka:<topic>",
+    "event_sink_conductor": "sink 'conductor' is not supported: give kafka:<topic>",
     "exclusive_join_string_join_on": "joinOn must be a list of task references",
     "failure_workflow_number": "failureWorkflow 5",
     "failure_workflow_self": "failureWorkflow 'wf' is not given to the loader",

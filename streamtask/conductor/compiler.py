@@ -34,12 +34,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from streamtask.conductor import dynamic, failures, starts, subworkflows, systemtasks, timers
+from streamtask.conductor import (
+    dynamic,
+    failures,
+    sinks,
+    starts,
+    subworkflows,
+    systemtasks,
+    timers,
+)
 from streamtask.conductor.context import CASE, END, ROUTE, Body, Step, SwitchSpec, Workflow
 from streamtask.conductor.definitions import (
     DECISION,
     DO_WHILE,
     DYNAMIC,
+    EVENT,
     EXCLUSIVE_JOIN,
     FORK_JOIN,
     HTTP,
@@ -109,6 +118,7 @@ _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description", "startDelay"
 _TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive"}
 _OPTIONS: dict[str, set[str]] = {
     SIMPLE: _TASK, HTTP: _TASK, INLINE: _TASK, JSON_JQ: _TASK, SET_VARIABLE: _TASK,
+    EVENT: _TASK | {"sink"},
     LAMBDA: _TASK | {"scriptExpression"},
     TERMINATE: {"inputParameters"},
     START_WORKFLOW: {"inputParameters", "optional"},
@@ -137,7 +147,7 @@ TIMER = "timer"
 SIGNAL = "signal"
 """The kind of a WAIT/HUMAN task's signal stage: passes signals on to its resume join."""
 _SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN, DYNAMIC,
-           START_WORKFLOW}
+           START_WORKFLOW, EVENT}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # as streamtask.model.app requires
 _JAVASCRIPT = ("javascript", "graaljs")
 
@@ -171,6 +181,8 @@ class Decl:
     on_timeout: str = "dead-letter"
     make_body: Callable[[Mapping[str, Handler]], Body] | None = field(default=None, repr=False)
     """For a body that needs the handlers (FORK_JOIN_DYNAMIC)."""
+    make_app_body: Callable[[App], Body] | None = field(default=None, repr=False)
+    """For a body that needs the app (EVENT publishes through its transport)."""
     compensate: str | None = None
     rate_limit: RateLimit | None = None
     handler: Handler | None = field(default=None, repr=False)
@@ -181,7 +193,8 @@ class Decl:
         route = self.then if isinstance(self.then, CaseSwitch) else None
         step = replace(self.step, ends=self.then == END, route=route,
                        switch=switches[route.ref] if route is not None else None)
-        body = self.make_body(handlers) if self.make_body is not None else self.body
+        body = self.make_body(handlers) if self.make_body is not None else \
+            self.make_app_body(app) if self.make_app_body is not None else self.body
         handler = self.handler or (passthrough if self.kind == SIGNAL else step_handler(
             step, handlers.get(self.task_name) if self.kind == SIMPLE else None, body))
         if self.kind == JOIN:
@@ -667,8 +680,20 @@ class Compiler:
         self.add(Decl(name, SIMPLE if kind == SIMPLE else kind, at, task_ref(task), step, then,
                        options.retry, options.timeout, concurrency=options.concurrency,
                        task_name=str(task["name"]), body=self.body(task, kind, at),
-                       make_body=make_body, rate_limit=options.rate_limit))
+                       make_body=make_body, rate_limit=options.rate_limit,
+                       make_app_body=self.sink(task, at) if kind == EVENT else None))
         return Part(name, name, task, at)
+
+    def sink(self, task: Mapping[str, Any], at: Where) -> Callable[[App], Body]:
+        """An EVENT's publisher (see :mod:`streamtask.conductor.sinks`); a literal sink that
+        is not ``kafka:<topic>`` is reported now."""
+        sink = task.get("sink")
+        if not (isinstance(sink, str) and "${" in sink):
+            try:
+                sinks.topic_of(sink)
+            except ConfigurationError as exc:
+                self.note(at, f"EVENT {task_label(task)}: {exc}")
+        return sinks.publisher(str(sink), self.workflow)
 
     def check_terminate(self, task: Mapping[str, Any], tolerate: str | None,
                         at: Where) -> None:

@@ -28,6 +28,7 @@ TERMINATE, SET_VARIABLE, INLINE, LAMBDA = "TERMINATE", "SET_VARIABLE", "INLINE",
 JSON_JQ, HTTP, EXCLUSIVE_JOIN = "JSON_JQ_TRANSFORM", "HTTP", "EXCLUSIVE_JOIN"
 DO_WHILE, WAIT, HUMAN, SUB_WORKFLOW = "DO_WHILE", "WAIT", "HUMAN", "SUB_WORKFLOW"
 DYNAMIC, PERMISSIVE, START_WORKFLOW = "FORK_JOIN_DYNAMIC", "PERMISSIVE", "START_WORKFLOW"
+EVENT = "EVENT"
 WORKFLOW_KEYS = {"name", "version", "tasks", "description", "schemaVersion", "ownerEmail",
                   "ownerApp", "inputParameters", "createTime", "updateTime", "createdBy",
                   "updatedBy", "restartable", "outputParameters", "inputTemplate",
