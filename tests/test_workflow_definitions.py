@@ -214,12 +214,13 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
 
 def test_unknown_options_are_reported_unless_off_or_ignored() -> None:
     definition = {"name": "w", "failureWorkflow": "cleanup",
-                  "tasks": [simple("a", asyncComplete=True, rateLimitPerFrequency=10),
+                  "tasks": [simple("a", pollTimeoutSeconds=5, rateLimitPerFrequency=10),
                             simple("b", onStateChange={"x": 1})]}
     with pytest.raises(ConfigurationError) as caught:
         load_workflow(definition, passthrough_handlers(definition))
     message = str(caught.value)
-    for word in ("asyncComplete", "rateLimitPerFrequency", "onStateChange", "failureWorkflow"):
+    for word in ("pollTimeoutSeconds", "rateLimitPerFrequency", "onStateChange",
+                 "failureWorkflow"):
         assert word in message
     # Exported definitions spell out defaults: empty or off values change nothing.
     load(simple("a", optional=False, startDelay=0, inputParameters={}, asyncComplete=False))

@@ -98,6 +98,7 @@ from streamtask.conductor.taskdefs import (
 from streamtask.conductor.timers import TIMER_POLICY, parse_until
 from streamtask.conductor.waits import (
     DEFAULT_DEADLINE,
+    completion,
     parse_duration,
     resume,
     timed_park,
@@ -115,7 +116,8 @@ if TYPE_CHECKING:
 MAX_SUB_WORKFLOW_DEPTH = 8
 """How deep sub-workflows may nest."""
 _DESCRIPTIVE = {"name", "taskReferenceName", "type", "description", "startDelay"}
-_TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive"}
+_TASK = {"inputParameters", "taskDefinition", *TASK_LEVEL, "optional", "permissive",
+         "asyncComplete"}
 _OPTIONS: dict[str, set[str]] = {
     SIMPLE: _TASK, HTTP: _TASK, INLINE: _TASK, JSON_JQ: _TASK, SET_VARIABLE: _TASK,
     EVENT: _TASK | {"sink"},
@@ -672,6 +674,9 @@ class Compiler:
         step = Step(self.workflow, ref_name(task), kind, task.get("inputParameters") or {},
                     options.input_template, tolerate=tolerate, retry=options.retry)
         then = self.end if kind == TERMINATE else after.entry
+        last = name
+        if task.get("asyncComplete") is True:
+            then = last = self.async_completion(task, kind, name, after, at)
         make_body = None
         if kind == DYNAMIC:
             make_body = functools.partial(
@@ -682,7 +687,33 @@ class Compiler:
                        task_name=str(task["name"]), body=self.body(task, kind, at),
                        make_body=make_body, rate_limit=options.rate_limit,
                        make_app_body=self.sink(task, at) if kind == EVENT else None))
-        return Part(name, name, task, at)
+        return Part(name, last, task, at)
+
+    def async_completion(self, task: Mapping[str, Any], kind: str, name: str, after: Part,
+                         at: Where) -> str:
+        """``asyncComplete``: the task's stage parks the run at a resume join, as a WAIT
+        does, until a signal completes it (:meth:`WorkflowApp.signal`, ``streamtask
+        signal``); its output is the task's merged with the signal's, as Conductor merges an
+        external update. Returns the resume join, where the run goes on."""
+        ref, label = ref_name(task), task_label(task)
+        if kind in (TERMINATE, DYNAMIC, EXCLUSIVE_JOIN):
+            self.note(at, f"{kind} {label} cannot be asyncComplete")
+        if self.fork_depth:
+            self.note(at, f"{kind} {label}: an asyncComplete task inside a FORK_JOIN branch is "
+                      "not supported (signals are keyed by run)")
+        then = after.entry if isinstance(after.entry, str) else \
+            self.stage_of(after, f"the task after {label}")
+        resume_stage, signal = f"{name}_resume", f"{name}_signal"
+        self.signals[ref] = signal
+        self.add(Decl(signal, SIGNAL, at, task_ref(task), Step(self.workflow, ref, ROUTE),
+                      resume_stage))
+        step = Step(self.workflow, ref, kind, task.get("inputParameters") or {},
+                    waits=(name, signal), retry=NO_RETRIES,
+                    tolerate="optional" if task.get("optional") else None)
+        self.add(Decl(resume_stage, JOIN, (*at, 1), task_ref(task), step, then,
+                      timeout=self.deadline(task), branches=(name, signal),
+                      body=completion(ref)))
+        return resume_stage
 
     def sink(self, task: Mapping[str, Any], at: Where) -> Callable[[App], Body]:
         """An EVENT's publisher (see :mod:`streamtask.conductor.sinks`); a literal sink that

@@ -96,6 +96,18 @@ def resume(ref: str, has_duration: bool) -> Body:
     return run
 
 
+def completion(ref: str) -> Body:
+    """The resume join's body after an ``asyncComplete`` task: the task's own output merged
+    with the signal's (Conductor merges an external update into the task's output)."""
+    signalled = resume(ref, has_duration=False)
+
+    def run(task: Task, inputs: Any, ctx: dict[str, Any]) -> Any:
+        earlier = ctx["tasks"].get(ref, {}).get("output")
+        return {**(earlier if isinstance(earlier, Mapping) else {}),
+                **signalled(task, inputs, ctx)}
+    return run
+
+
 def timed_park(step: Step, resume_stage: str, signal_stage: str, deadline: float) -> Handler:
     """The park stage of a timed WAIT: the run's context to the resume join, and a timer to
     the signal stage, due when the wait ends (see the module docstring)."""

@@ -73,14 +73,16 @@ class WorkflowApp(App):
     def signal(self, run_id: str, task_ref: str, output: Mapping[str, Any] | None = None, *,
                status: str = "COMPLETED", reason: str | None = None,
                timeout: float = 30.0) -> None:
-        """Complete (or fail) the WAIT or HUMAN task ``task_ref`` of run ``run_id`` with
-        ``output``; returns once the broker has the signal. A signal may arrive before the
-        run reaches the task: it waits there (see :mod:`streamtask.conductor.waits`)."""
+        """Complete (or fail) the WAIT, HUMAN or asyncComplete task ``task_ref`` of run
+        ``run_id`` with ``output``; returns once the broker has the signal. A signal may
+        arrive before the run reaches the task: it waits there (see
+        :mod:`streamtask.conductor.waits`)."""
         stage = self.signals.get(task_ref)
         if stage is None:
             known = ", ".join(sorted(self.signals)) or "none"
-            raise ConfigurationError(f"workflow {self.workflow.name!r} has no WAIT or HUMAN "
-                                     f"task {task_ref!r} (waiting tasks: {known})")
+            raise ConfigurationError(f"workflow {self.workflow.name!r} has no WAIT, HUMAN or "
+                                     f"asyncComplete task {task_ref!r} (waiting tasks: "
+                                     f"{known})")
         task = Task.new(stage, signal_payload(output or {}, status, reason), run_id=run_id,
                         key=run_id, pipeline_version=self.version)
         with self.producer() as producer:
