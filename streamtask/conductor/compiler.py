@@ -12,11 +12,14 @@ how (the README's workflow section lists every option):
   stage sends to the join (the ``JOIN`` that follows, or an implicit ``<fork name>_join``).
 * ``SWITCH`` / ``DECISION``: routing, not a stage: the stage in front of the switch picks
   the case (value-param or JavaScript) after its own task.
-* ``DO_WHILE`` (:mod:`streamtask.conductor.loops`), ``WAIT`` / ``HUMAN``
-  (:mod:`streamtask.conductor.waits`), ``SUB_WORKFLOW``
+* ``DO_WHILE`` (:mod:`streamtask.conductor.loops`), ``WAIT`` / ``HUMAN`` and
+  ``asyncComplete`` tasks (:mod:`streamtask.conductor.waits`), ``SUB_WORKFLOW``, by name or
+  by an expression naming one of several candidates
   (:mod:`streamtask.conductor.subworkflows`), ``FORK_JOIN_DYNAMIC``
-  (:mod:`streamtask.conductor.dynamic`) and the system tasks of
-  :mod:`streamtask.conductor.systemtasks`.
+  (:mod:`streamtask.conductor.dynamic`), ``EVENT`` (:mod:`streamtask.conductor.sinks`) and
+  the system tasks of :mod:`streamtask.conductor.systemtasks`.
+* a task's ``startDelay``: a ``<task>_delay`` stage in front of it, and a WAIT ``until`` a
+  time or for a ``duration`` given by an expression (:mod:`streamtask.conductor.timers`).
 
 Where a fork or switch has no stage in front of it (the first task of the workflow, of a
 branch or of a case), a routing stage named after that task passes the context on.
@@ -31,7 +34,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from streamtask.conductor import (
@@ -71,7 +74,6 @@ from streamtask.conductor.definitions import (
     mapping_of,
     nested_lists,
     nesting,
-    passthrough,
     ref_name,
     shared_names,
     strings_in,
@@ -85,9 +87,9 @@ from streamtask.conductor.definitions import (
 )
 from streamtask.conductor.expressions import problems as expression_problems
 from streamtask.conductor.failures import FAILURE
-from streamtask.conductor.handlers import step_handler
 from streamtask.conductor.loops import DEFAULT_MAX_ITERATIONS, Loop
 from streamtask.conductor.scripts import missing_extra
+from streamtask.conductor.stages import SIGNAL, TIMER, CaseSwitch, Decl, Part
 from streamtask.conductor.taskdefs import (
     CONDUCTOR_DEFAULTS,
     SYSTEM_DEFAULTS,
@@ -106,9 +108,8 @@ from streamtask.conductor.waits import (
 )
 from streamtask.errors import ConfigurationError
 from streamtask.model.app import App, Handler
-from streamtask.model.pipeline import JoinSpec, Switch, Then
-from streamtask.retry import NO_RETRIES, RetryPolicy
-from streamtask.worker.ratelimit import RateLimit
+from streamtask.model.pipeline import Switch
+from streamtask.retry import NO_RETRIES
 
 if TYPE_CHECKING:
     from streamtask.conductor.starts import Loader
@@ -144,84 +145,12 @@ _BODIES: dict[str, Body] = {
     SET_VARIABLE: systemtasks.set_variable, TERMINATE: systemtasks.terminate,
     INLINE: systemtasks.inline, JSON_JQ: systemtasks.json_jq_transform,
     HTTP: systemtasks.http}
-TIMER = "timer"
-"""The kind of a ``<task>_delay`` stage: holds a run for the task's ``startDelay``."""
-SIGNAL = "signal"
-"""The kind of a WAIT/HUMAN task's signal stage: passes signals on to its resume join."""
 _SYSTEM = {HTTP, INLINE, JSON_JQ, SET_VARIABLE, LAMBDA, TERMINATE, EXCLUSIVE_JOIN, DYNAMIC,
            START_WORKFLOW, EVENT}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")  # as streamtask.model.app requires
 _JAVASCRIPT = ("javascript", "graaljs")
 
 
-
-
-@dataclass(frozen=True)
-class CaseSwitch(Switch):
-    """A SWITCH/DECISION: routes on the case the stage in front of it chose (``ref``)."""
-
-    ref: str = ""
-
-
-
-@dataclass
-class Decl:
-    """A stage to declare: a task's (``kind`` task), a join, or a routing stage."""
-
-    name: str
-    kind: str
-    position: Where
-    ref: str
-    step: Step
-    then: Then = None
-    retry: RetryPolicy | None = None
-    timeout: float | None = None
-    branches: tuple[str, ...] = ()
-    concurrency: int | None = None
-    task_name: str = ""
-    body: Body | None = field(default=None, repr=False)
-    on_timeout: str = "dead-letter"
-    make_body: Callable[[Mapping[str, Handler]], Body] | None = field(default=None, repr=False)
-    """For a body that needs the handlers (FORK_JOIN_DYNAMIC)."""
-    make_app_body: Callable[[App], Body] | None = field(default=None, repr=False)
-    """For a body that needs the app (EVENT publishes through its transport)."""
-    compensate: str | None = None
-    rate_limit: RateLimit | None = None
-    handler: Handler | None = field(default=None, repr=False)
-    """The stage's handler itself, for stages that are not a step around a body (timers)."""
-
-    def declare(self, app: App, handlers: Mapping[str, Handler], partitions: int,
-                switches: Mapping[str, SwitchSpec]) -> None:
-        route = self.then if isinstance(self.then, CaseSwitch) else None
-        step = replace(self.step, ends=self.then == END, route=route,
-                       switch=switches[route.ref] if route is not None else None)
-        body = self.make_body(handlers) if self.make_body is not None else \
-            self.make_app_body(app) if self.make_app_body is not None else self.body
-        handler = self.handler or (passthrough if self.kind == SIGNAL else step_handler(
-            step, handlers.get(self.task_name) if self.kind == SIMPLE else None, body))
-        if self.kind == JOIN:
-            assert not isinstance(self.then, Switch) and self.timeout is not None
-            external = self.branches[1:] if self.step.waits else ()
-            app.stage(self.name, then=self.then, partitions=partitions, retry=NO_RETRIES,
-                      join=JoinSpec(self.branches, self.timeout, self.on_timeout, external),
-                      compensate=self.compensate)(handler)
-        else:
-            app.stage(self.name, then=self.then, retry=self.retry or NO_RETRIES,
-                      timeout=self.timeout, partitions=partitions,
-                      concurrency=self.concurrency, compensate=self.compensate,
-                      rate_limit=self.rate_limit)(handler)
-
-
-@dataclass(frozen=True)
-class Part:
-    """A compiled task sequence: where tasks enter it (``entry``), the stage that ends it
-    (``last``, if one does), and the first task with its position (``head``, ``at``), whose
-    routing stage stands in where a single stage is needed but ``entry`` is a fork/switch."""
-
-    entry: Then
-    last: str | None = None
-    head: Mapping[str, Any] | None = None
-    at: Where = ()
 
 
 class Compiler:
