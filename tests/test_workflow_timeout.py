@@ -82,3 +82,13 @@ def test_alert_only_logs_once_and_the_run_completes(kafka, unique,
 def test_bad_workflow_timeouts_are_refused_at_load(options: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConfigurationError, match=needle):
         load_workflow({**definition("TIME_OUT_WF"), **options}, {"slow": slow, "after": slow})
+
+
+def test_a_sub_workflows_own_timeout_is_refused_unless_ignored() -> None:
+    child = {"name": "c", "timeoutSeconds": 60, "tasks": [{"name": "x", "taskReferenceName": "x"}]}
+    parent = {"name": "p", "tasks": [{"name": "s", "taskReferenceName": "s",
+                                      "type": "SUB_WORKFLOW", "subWorkflowParam": {"name": "c"}}]}
+    with pytest.raises(ConfigurationError, match=r"SUB_WORKFLOW 's' .* timeoutSeconds"):
+        load_workflow(parent, {"x": dict}, sub_workflows=[child])
+    app = load_workflow(parent, {"x": dict}, sub_workflows=[child], ignore=["timeoutSeconds"])
+    assert "s__x" in app.stages

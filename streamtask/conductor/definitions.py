@@ -176,7 +176,7 @@ def workflow_problems(raw: Mapping[str, Any], ignore: set[str], *,
                                 or version < 1):
         found.append(f"version must be an integer of 1 or more, not {version!r}")
     unknown = [key for key in raw if key not in WORKFLOW_KEYS | ignore and raw[key]]
-    if raw.get("timeoutSeconds") and child:
+    if raw.get("timeoutSeconds") and child and "timeoutSeconds" not in ignore:
         unknown.append("timeoutSeconds")  # a sub-workflow's own deadline: not enforced
     elif raw.get("timeoutSeconds") or raw.get("timeoutPolicy") is not None:
         found.extend(timeout_problems(raw))
