@@ -81,9 +81,9 @@ def test_workflow_file_errors_are_one_line(tmp_path: Path) -> None:
     unsupported = tmp_path / "unsupported.json"
     unsupported.write_text('{"name": "w", "tasks": [{"name": "a"}, '
                            '{"name": "loop", "taskReferenceName": "l", "type": "DYNAMIC"}, '
-                           '{"name": "pause", "taskReferenceName": "p", "type": "EVENT"}]}')
+                           '{"name": "pause", "taskReferenceName": "p", "type": "NOOP"}]}')
     assert_one_line_error(streamtask("graph", str(unsupported)),
-                          "'loop' (ref 'l') (DYNAMIC)", "'pause' (ref 'p') (EVENT)")
+                          "'loop' (ref 'l') (DYNAMIC)", "'pause' (ref 'p') (NOOP)")
     assert_one_line_error(streamtask("pipeline", "check", str(tmp_path / "none.json")),
                           "cannot read workflow file")
 

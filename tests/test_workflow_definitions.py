@@ -196,7 +196,7 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
          "loopCondition": "false", "loopOver": [simple("inside"), {
              "name": "deep", "taskReferenceName": "deep_ref", "type": "KAFKA_PUBLISH"}]},
         fork("f", [{"name": "call", "taskReferenceName": "call_ref", "type": "HTTP"},
-                   {"name": "wait", "taskReferenceName": "wait_ref", "type": "EVENT"}],
+                   {"name": "wait", "taskReferenceName": "wait_ref", "type": "GRAPHQL"}],
              [simple("b")]),
         switch("s", {"x": [{"name": "pause", "taskReferenceName": "pause_ref",
                             "type": "NOOP"}]}),
@@ -206,7 +206,7 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
         load(*tasks)
     message = str(caught.value)
     assert "\n" not in message
-    for name, kind in [("deep", "KAFKA_PUBLISH"), ("wait", "EVENT"),
+    for name, kind in [("deep", "KAFKA_PUBLISH"), ("wait", "GRAPHQL"),
                        ("pause", "NOOP"), ("child", "BUSINESS_RULE")]:
         assert f"'{name}' (ref '{name}_ref') ({kind})" in message
     assert message.index("deep") < message.index("wait") < message.index("child")
@@ -214,16 +214,17 @@ def test_every_unsupported_task_is_listed_in_one_error() -> None:
 
 def test_unknown_options_are_reported_unless_off_or_ignored() -> None:
     definition = {"name": "w", "failureWorkflow": "cleanup",
-                  "tasks": [simple("a", asyncComplete=True, rateLimitPerFrequency=10),
-                            simple("b", startDelay=5)]}
+                  "tasks": [simple("a", pollTimeoutSeconds=5, rateLimitPerFrequency=10),
+                            simple("b", onStateChange={"x": 1})]}
     with pytest.raises(ConfigurationError) as caught:
         load_workflow(definition, passthrough_handlers(definition))
     message = str(caught.value)
-    for word in ("asyncComplete", "rateLimitPerFrequency", "startDelay", "failureWorkflow"):
+    for word in ("pollTimeoutSeconds", "rateLimitPerFrequency", "onStateChange",
+                 "failureWorkflow"):
         assert word in message
     # Exported definitions spell out defaults: empty or off values change nothing.
     load(simple("a", optional=False, startDelay=0, inputParameters={}, asyncComplete=False))
-    app = load(simple("a", startDelay=5), ignore=["startDelay"])
+    app = load(simple("a", onStateChange={"x": 1}), ignore=["onStateChange"])
     assert list(app.stages) == ["a", END]
 
 
@@ -250,8 +251,8 @@ def test_passthrough_handlers_cover_nested_and_untyped_simple_tasks() -> None:
      "HUMAN 'w': a waiting task inside a FORK_JOIN branch is not supported"),
     ([{"name": "w", "type": "WAIT", "inputParameters": {"duration": "soon"}}],
      "duration 'soon' is not like"),
-    ([{"name": "w", "type": "WAIT", "inputParameters": {"until": "2030-01-01"}}],
-     "'until' is not supported"),
+    ([{"name": "w", "type": "WAIT", "inputParameters": {"until": "2030-01-01 25:00"}}],
+     "until '2030-01-01 25:00' is not a real date and time"),
     ([{"name": "l", "type": "DO_WHILE", "loopOver": [simple("a")]}],
      "needs a loopCondition (JavaScript) or items"),
     ([switch("s", {"x": [simple("a")]}) | {"evaluatorType": "python"}],
@@ -283,9 +284,9 @@ def test_invalid_definitions_say_what_is_wrong(tasks: list[Any], needle: str) ->
 def test_several_kinds_of_problem_come_in_one_error() -> None:
     with pytest.raises(ConfigurationError) as caught:
         load_workflow({"name": "w", "tasks": [simple("a", retryCount="x"),
-                                              {"name": "h", "type": "EVENT"}]}, {})
+                                              {"name": "h", "type": "NOOP"}]}, {})
     message = str(caught.value)
-    assert "unsupported task type(s): 'h' (EVENT)" in message
+    assert "unsupported task type(s): 'h' (NOOP)" in message
     assert "retryCount must be" in message and "no handler for task(s) a" in message
 
 

@@ -76,7 +76,8 @@ def test_a_missing_or_dynamic_or_recursive_child_is_reported() -> None:
         return {"name": "parent", "tasks": [{"name": "s", "taskReferenceName": "s",
                                             "type": "SUB_WORKFLOW", "subWorkflowParam": param}]}
     for param, needle in [({"name": "nowhere"}, "neither inline"),
-                          ({"name": "${workflow.input.child}"}, "must be a workflow's name"),
+                          ({"name": "${workflow.input.child}"},
+                           "and no workflow given to the loader"),
                           ({"name": "parent"}, "would contain itself")]:
         with pytest.raises(ConfigurationError, match=needle):
             load_workflow(parent(param), {}, sub_workflows=[parent({"name": "parent"})])

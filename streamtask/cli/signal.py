@@ -1,4 +1,4 @@
-"""``streamtask signal``: complete a waiting WAIT or HUMAN task of a workflow run."""
+"""``streamtask signal``: complete a waiting WAIT, HUMAN or asyncComplete task of a run."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def signal(
     run_id: Annotated[str, typer.Argument(
         metavar="RUN_ID", help="The run, as printed by workflow start.")],
     task_ref: Annotated[str, typer.Argument(
-        metavar="TASK_REF", help="The taskReferenceName of the WAIT or HUMAN task.")],
+        metavar="TASK_REF",
+        help="The taskReferenceName of the WAIT, HUMAN or asyncComplete task.")],
     output: Annotated[str, typer.Option(
         "--output", "-o", help="The task's output as a JSON object.")] = "{}",
     status: Annotated[str, typer.Option(

@@ -21,18 +21,21 @@ itself advises for payloads above a few hundred kilobytes.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from streamtask import clock
 from streamtask.conductor.expressions import resolve
 from streamtask.conductor.scripts import run_javascript
 from streamtask.errors import RoutingError
 from streamtask.model.envelope import Task
-from streamtask.model.pipeline import Switch
+from streamtask.model.pipeline import Send, Switch
 from streamtask.retry import DeadLetter, DeadLettered, RetryPolicy, decide
+from streamtask.worker.joins import FORK
 
 if TYPE_CHECKING:
     from streamtask.conductor.loops import Loop
@@ -46,7 +49,13 @@ LAST = "last"
 DEFAULT_CONTEXT_LIMIT = 900_000
 """Bytes of JSON a run's context may take; below the stages' 1 MB record limit."""
 
-RUNNING, COMPLETED, FAILED = "RUNNING", "COMPLETED", "FAILED"
+RUNNING, COMPLETED, FAILED, TIMED_OUT = "RUNNING", "COMPLETED", "FAILED", "TIMED_OUT"
+FRAMES = "frames"
+"""The context key holding the parents of the running sub-workflow, innermost last."""
+DEADLINE = "deadline"
+"""The context key of a run's workflow timeout: ``{at, seconds, policy}`` (see
+:meth:`Step.overdue`)."""
+log = logging.getLogger("streamtask.workflow")
 ROUTE = "ROUTE"
 """The task type of a routing stage: it passes the context on to a fork or switch."""
 
@@ -65,6 +74,9 @@ class Workflow:
     input_template: Mapping[str, Any] = field(default_factory=dict)
     variables: Mapping[str, Any] = field(default_factory=dict)
     context_limit: int = DEFAULT_CONTEXT_LIMIT
+    timeout: float = 0.0
+    """The workflow's ``timeoutSeconds`` (0: none), counted from the run's start."""
+    timeout_policy: str = "ALERT_ONLY"
 
     def new_context(self, workflow_input: Mapping[str, Any] | None,
                     correlation_id: str | None = None) -> dict[str, Any]:
@@ -73,9 +85,14 @@ class Workflow:
         given = dict(workflow_input or {})
         if given:
             given = {**self.input_template, **given}
-        return {"workflow": {"input": given, "variables": copy.deepcopy(dict(self.variables)),
-                             "status": RUNNING, "correlationId": correlation_id},
-                "tasks": {}}
+        ctx: dict[str, Any] = {
+            "workflow": {"input": given, "variables": copy.deepcopy(dict(self.variables)),
+                         "status": RUNNING, "correlationId": correlation_id},
+            "tasks": {}}
+        if self.timeout > 0:
+            ctx[DEADLINE] = {"at": clock.now_ms() + round(self.timeout * 1000),
+                             "seconds": self.timeout, "policy": self.timeout_policy}
+        return ctx
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,9 @@ class Step:
     def run(self, task: Task, body: Body) -> Any:
         """Begin, run ``body``, finish: the whole step for a synchronous body."""
         ctx, inputs = self.begin(task)
+        ended = self.overdue(task, ctx)
+        if ended is not None:
+            return ended
         try:
             output = body(task.with_(payload=inputs), inputs, ctx)
         except Exception as exc:
@@ -164,11 +184,44 @@ class Step:
     async def run_async(self, task: Task, body: Callable[[Task], Any]) -> Any:
         """The step around an ``async`` handler."""
         ctx, inputs = self.begin(task)
+        ended = self.overdue(task, ctx)
+        if ended is not None:
+            return ended
         try:
             output = await body(task.with_(payload=inputs))
         except Exception as exc:
             return self.failed(task, ctx, inputs, exc)
         return self.finish(task, ctx, inputs, output)
+
+    def overdue(self, task: Task, ctx: dict[str, Any]) -> Send | None:
+        """The run past its workflow's ``timeoutSeconds``, checked as each task starts
+        (outside fork branches, whose join checks after them): under TIME_OUT_WF it ends
+        here, TIMED_OUT, without running the task (the end stage starts its failure
+        workflow); under ALERT_ONLY it is logged once and goes on."""
+        deadline = ctx.get(DEADLINE)
+        if not isinstance(deadline, dict) or FORK in task.headers or \
+                clock.now_ms() < deadline.get("at", 0):
+            return None
+        frames = ctx.get(FRAMES) or []
+        top = frames[0]["workflow"] if frames else ctx["workflow"]
+        if top.get("status", RUNNING) != RUNNING:
+            return None  # it already ended: its failure workflow runs
+        reason = f"workflow timed out after {deadline.get('seconds'):g}s (timeoutSeconds)"
+        if deadline.get("policy") != "TIME_OUT_WF":
+            if not deadline.get("alerted"):
+                deadline["alerted"] = True
+                log.warning("workflow.timed_out run=%s task=%s policy=ALERT_ONLY: %s",
+                            task.run_id, self.ref, reason,
+                            extra={"event": "workflow.timed_out", "fields": {
+                                "run_id": task.run_id, "task": self.ref,
+                                "policy": "ALERT_ONLY", "reason": reason}})
+            return None
+        if frames:  # inside a sub-workflow: the outermost run is what timed out
+            ctx["workflow"], ctx["tasks"] = top, frames[0]["tasks"]
+            ctx.pop(FRAMES)
+        top.update(status=TIMED_OUT, reasonForIncompletion=reason)
+        top.setdefault("output", {})
+        return Send(END, ctx)
 
     def failed(self, task: Task, ctx: dict[str, Any], inputs: Any, exc: Exception) -> Any:
         """Re-raise unless the task tolerates failure and this failure would dead-letter."""

@@ -53,6 +53,49 @@ def _resolve_text(text: str, document: Mapping[str, Any], task_id: str) -> Any:
     return text.replace(_ESCAPED, "${")
 
 
+def problems(template: Any) -> list[str]:
+    """What is wrong with the expressions in ``template``, found before any run: a ``${``
+    that is never closed, or a path outside the subset above (Conductor would resolve
+    either to text or null without a word, hiding the mistake)."""
+    found: list[str] = []
+    pending = [template]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, Mapping):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and "${" in value:
+            found.extend(_text_problems(value))
+    return found
+
+
+def _text_problems(text: str) -> list[str]:
+    shown, found = text if len(text) <= 80 else text[:77] + "...", []
+    text = text.replace("$${", _ESCAPED)
+    while (match := _INNERMOST.search(text)) is not None:
+        path = match.group(1).strip()
+        if path and path != TASK_ID and not _parses(path):
+            found.append(f"expression '${{{path}}}' in {shown!r} is not a path (use dotted "
+                         "names, [n], ['key'] or [*]; JsonPath filters and deep scans are "
+                         "not supported)")
+        text = text[:match.start()] + "0" + text[match.end():]  # as an inner value would
+    if "${" in text:
+        found.append(f"{shown!r} opens an expression with '${{' that is never closed")
+    return found
+
+
+def _parses(path: str) -> bool:
+    path = path[1:] if path.startswith("$") else path
+    position = 0
+    while position < len(path):
+        match = _TOKEN.match(path, position)
+        if match is None:
+            return False
+        position = match.end()
+    return True
+
+
 def _lookup(path: str, document: Mapping[str, Any], task_id: str) -> Any:
     if not path:
         return ""

@@ -2,8 +2,9 @@
 
 It is compiled into the app like a sub-workflow, as stages ``_failure__<task>`` between
 ``_failure`` and ``_failure_done``. A run goes to ``_failure`` when one of its tasks is
-dead-lettered (every stage of the workflow compensates to it) and when it ends FAILED or
-TERMINATED by a TERMINATE task or a permissive task's failure. The failure workflow's
+dead-lettered (every stage of the workflow compensates to it), when it ends TIMED_OUT
+(its workflow's timeoutSeconds under TIME_OUT_WF), and when it ends FAILED or TERMINATED
+by a TERMINATE task or a permissive task's failure. The failure workflow's
 input is, as in Conductor, the run's input plus ``workflowId``, ``reason``,
 ``failureStatus``, ``failureTaskId`` (the dead-lettered task, when one was) and
 ``failedWorkflow`` (the failed run: id, status, input, output and each task's status).
@@ -27,8 +28,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from streamtask.conductor.context import FAILED, LAST, RUNNING, Body, Workflow
-from streamtask.conductor.subworkflows import FRAMES, child_output
+from streamtask.conductor.context import FAILED, FRAMES, LAST, RUNNING, Body, Workflow
+from streamtask.conductor.subworkflows import child_output
 from streamtask.model.envelope import Task
 
 FAILURE = "_failure"

@@ -40,12 +40,12 @@ def step_handler(step: Step, user: Handler | None, body: Body | None) -> Handler
 
 def end_handler(on_end: Handler | None, failure: str | None = None) -> Handler:
     """The handler of the end stage: tells ``on_end`` (if any) and ends the run. A run that
-    ended FAILED or TERMINATED goes to its ``failure`` workflow first, once."""
+    ended FAILED, TERMINATED or TIMED_OUT goes to its ``failure`` workflow first, once."""
     def end(task: Task) -> Send | None:
         workflow = task.payload.get("workflow", {}) if isinstance(task.payload, Mapping) \
             else {}
-        if failure is not None and workflow.get("status") in ("FAILED", "TERMINATED") and \
-                not workflow.get(HANDLED):
+        if failure is not None and not workflow.get(HANDLED) and \
+                workflow.get("status") in ("FAILED", "TERMINATED", "TIMED_OUT"):
             return Send(failure, task.payload)
         if on_end is not None:
             on_end(task)

@@ -21,18 +21,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streamtask.conductor.context import COMPLETED, LAST, RUNNING, Body, Workflow
+from streamtask.conductor.context import COMPLETED, FRAMES, LAST, RUNNING, Body, Workflow
 from streamtask.conductor.expressions import resolve
 from streamtask.model.envelope import Task
 from streamtask.retry import DeadLetter
 
-FRAMES = "frames"
-"""The context key holding the parents of the running sub-workflow, innermost last."""
 
-
-def enter(ref: str, child: Workflow) -> Body:
-    """The start stage's body: set the parent aside, start the child on the input."""
+def enter(ref: str, child: Workflow, chosen: str | None = None) -> Body:
+    """The start stage's body: set the parent aside, start the child on the input (for a
+    child chosen by name, the record of the choice, ``chosen``, is dropped first)."""
     def run(task: Task, inputs: Any, ctx: dict[str, Any]) -> Any:
+        if chosen is not None:
+            ctx["tasks"].pop(chosen, None)
         frame = {"workflow": ctx["workflow"], "tasks": ctx["tasks"], "last": ctx.get(LAST),
                  "ref": ref, "input": inputs}
         ctx.setdefault(FRAMES, []).append(frame)
@@ -63,6 +63,17 @@ def leave(ref: str, child: Workflow) -> Body:
             raise DeadLetter(f"sub-workflow {child.name!r} ({ref!r}) ended "
                              f"{'FAILED' if status == RUNNING else status}: {reason}")
         return {}
+    return run
+
+
+def unknown(ref: str, expression: str, chosen: str, known: tuple[str, ...]) -> Body:
+    """The body of a SUB_WORKFLOW's ``<task>_unknown``: its name resolved to no workflow the
+    app was loaded with; the run is dead-lettered here, saying what it got and knows."""
+    def run(task: Task, inputs: Any, ctx: dict[str, Any]) -> Any:
+        record = ctx["tasks"].pop(chosen, None) or {}
+        got = (record.get("input") or {}).get("name")
+        raise DeadLetter(f"SUB_WORKFLOW {ref!r}: workflow {got!r} (from {expression}) is not "
+                         f"one this app was loaded with; known: {', '.join(known)}")
     return run
 
 

@@ -48,6 +48,9 @@ SUPPORTED = {"retryCount", "retryLogic", "retryDelaySeconds", "backoffScaleFacto
              "rateLimitFrequencyInSeconds"}
 DOCUMENTATION = {"name", "description", "inputKeys", "outputKeys", "ownerEmail", "ownerApp",
                  "createTime", "updateTime", "createdBy", "updatedBy", "tags"}
+MAX_RETRY_COUNT = 1000
+"""Retries a task may have (Conductor's docs say 10, its code sets no bound); each retry
+is one entry of the stage's ladder."""
 TASK_LEVEL = {"retryCount", "retryLogic", "retryDelaySeconds", "timeoutSeconds"}
 """Options a workflow task may carry itself (``retryCount`` is Conductor's; the others are
 accepted there for definitions written for earlier streamtask versions)."""
@@ -97,6 +100,10 @@ def settings(options: Mapping[str, Any], where: str, problems: list[str]) -> Tas
     """The stage settings of merged TaskDef ``options``; problems are appended, each
     prefixed with ``where``, and sane values used in their place."""
     count = _whole(options, "retryCount", where, problems, 0)
+    if count > MAX_RETRY_COUNT:
+        problems.append(f"{where}: retryCount {count} is over {MAX_RETRY_COUNT}; a task that "
+                        "must outlast that many failures needs a longer delay, not more retries")
+        count = MAX_RETRY_COUNT
     logic = options.get("retryLogic")
     if logic not in RETRY_LOGIC:
         problems.append(f"{where}: retryLogic {logic!r} is not one of {', '.join(RETRY_LOGIC)}")

@@ -17,6 +17,13 @@ deadline (its task definition's ``timeoutSeconds``, else :data:`DEFAULT_DEADLINE
 run is dead-lettered with "join ... timed out". A signal for a run that is not waiting is
 dead-lettered too (at the deadline, or at once when the task has a duration).
 
+A WAIT ``until`` a time, or for a ``duration`` given by an expression, is timed when the
+run reaches it (:func:`timed_park`): the park stage resolves the task's input and sends the
+signal stage a timer (:mod:`streamtask.conductor.timers`) that becomes a signal once due.
+An input that resolves to nothing, or to something that is not a time, dead-letters the run
+there with the reason; so does a time past the task's deadline, which would end the wait
+first.
+
 Signals are keyed by run id, so a waiting task inside a FORK_JOIN branch (whose results
 are keyed by the fork) is not supported.
 """
@@ -27,9 +34,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from streamtask.conductor.context import Body
+from streamtask import clock
+from streamtask.conductor.context import Body, Step
+from streamtask.conductor.timers import DUE, hold, parse_until
 from streamtask.errors import ConfigurationError
+from streamtask.model.app import Handler
 from streamtask.model.envelope import Task
+from streamtask.model.pipeline import Send
 from streamtask.retry import DeadLetter
 
 DEFAULT_DEADLINE = 30 * 86_400.0
@@ -82,4 +93,64 @@ def resume(ref: str, has_duration: bool) -> Body:
             raise DeadLetter(f"{ref!r} was signalled FAILED: {sent.get('reason') or 'no reason'}")
         output = sent.get("output")
         return dict(output) if isinstance(output, Mapping) else {}
+    return run
+
+
+def completion(ref: str) -> Body:
+    """The resume join's body after an ``asyncComplete`` task: the task's own output merged
+    with the signal's (Conductor merges an external update into the task's output)."""
+    signalled = resume(ref, has_duration=False)
+
+    def run(task: Task, inputs: Any, ctx: dict[str, Any]) -> Any:
+        earlier = ctx["tasks"].get(ref, {}).get("output")
+        return {**(earlier if isinstance(earlier, Mapping) else {}),
+                **signalled(task, inputs, ctx)}
+    return run
+
+
+def timed_park(step: Step, resume_stage: str, signal_stage: str, deadline: float) -> Handler:
+    """The park stage of a timed WAIT: the run's context to the resume join, and a timer to
+    the signal stage, due when the wait ends (see the module docstring)."""
+    def run(task: Task) -> Any:
+        ctx, inputs = step.begin(task)
+        due = ends_at(step.ref, step.inputs, inputs)
+        if due - clock.now_ms() > deadline * 1000:
+            raise DeadLetter(f"WAIT {step.ref!r} would end after its deadline of {deadline:g}s "
+                             "(its task definition's timeoutSeconds, else 30 days)")
+        parked = step.finish(task, ctx, inputs, {})
+        timer = hold(signal_stage, signal_payload({}), due)
+        return [Send(resume_stage, parked),
+                timer if isinstance(timer, Send) else Send(signal_stage, timer)]
+    return run
+
+
+def ends_at(ref: str, template: Any, inputs: Any) -> int:
+    """When a timed WAIT ends (epoch ms), from its resolved ``until`` or ``duration``."""
+    given = {key: inputs.get(key) for key in ("until", "duration")
+             if isinstance(inputs, Mapping) and inputs.get(key) not in (None, "")}
+    if len(given) != 1:
+        shown = {key: template.get(key) for key in ("until", "duration")
+                 if isinstance(template, Mapping) and key in template}
+        found = "both" if given else "nothing"
+        raise DeadLetter(f"WAIT {ref!r}: {shown} resolved to {found}; it needs one of until "
+                         "or duration")
+    (key, value), = given.items()
+    try:
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{key} must be text, not {value!r}")
+        if key == "until":
+            return parse_until(value)
+        return clock.now_ms() + round(parse_duration(value) * 1000)
+    except ConfigurationError as exc:
+        raise DeadLetter(f"WAIT {ref!r}: {exc}") from exc
+
+
+def timed_signals(stage: str) -> Handler:
+    """The signal stage of a timed WAIT: signals pass on to the resume join, a timer hops on
+    its stage's levels until due, then passes on as a signal with empty output."""
+    def run(task: Task) -> Any:
+        payload = task.payload
+        if isinstance(payload, Mapping) and isinstance(payload.get(DUE), int):
+            return hold(stage, dict(payload), payload[DUE])
+        return payload
     return run

@@ -25,6 +25,10 @@ class Send:
     stage: str
     payload: Any
     key: str | None = None
+    delay: float | None = None
+    """Hold the task back this many seconds: it goes to the stage's shortest retry level at
+    least that long, due then, so the retries' due-time machinery serves it (no partition
+    sleeps). The stage must have such a level."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class NextTask(NamedTuple):
     stage: str
     payload: Any
     key: str | None = None
+    delay: float | None = None
 
 
 def targets_of(then: Then) -> list[str]:
@@ -109,7 +114,7 @@ def next_tasks(then: Then, result: Any) -> list[NextTask]:
     out: list[NextTask] = []
     for item in items:
         if isinstance(item, Send):
-            out.append(NextTask(item.stage, item.payload, item.key))
+            out.append(NextTask(item.stage, item.payload, item.key, item.delay))
         elif isinstance(then, Switch):
             out.append(NextTask(then.target(item), item))
         elif isinstance(then, str):

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from streamtask import clock
 from streamtask.errors import RoutingError, StreamtaskError
 from streamtask.events import Event
 from streamtask.kafka import headers as dl
@@ -320,12 +321,27 @@ def child_records(app: App, stage: Stage, parent: Task, result: Any,
                          parent_id=parent.id, headers=headers,
                          pipeline_version=parent.pipeline_version)
         value = app.codec.encode(child)
-        if target.join is not None:  # every branch of a fork meets on one join partition
+        if nxt.delay is not None:
+            out.append(delayed_record(target, child, value, nxt.delay))
+        elif target.join is not None:  # every branch of a fork meets on one join partition
             fork_id = joins.fork_of(child.headers, child.run_id)
             out.append(Outgoing(target.topic, value, fork_id, [(joins.FROM_STAGE, stage.name)]))
         else:
             out.append(Outgoing(target.topic, value, child.key or child.id, []))
     return out
+
+
+def delayed_record(target: Stage, child: Task, value: bytes, delay: float) -> Outgoing:
+    """A child held back ``delay`` seconds (:attr:`Send.delay`): on ``target``'s shortest
+    retry level at least that long, with the retry headers saying when it is due, as
+    :meth:`~streamtask.kafka.producer.TaskProducer.send_later` sends one."""
+    level = next((d for d in target.retry.ladder() if d >= delay), None)
+    if level is None or target.join is not None:
+        raise RoutingError(f"stage {target.name!r} cannot hold a task back {delay:g}s: it "
+                           "needs a retry level at least that long (and no join)")
+    due = clock.now_ms() + max(round(delay * 1000), 0)
+    return Outgoing(target.retry_topic(level), value, child.key or child.id,
+                    [(dl.RETRY_ATTEMPTS, dl.int32(child.attempt)), (dl.RETRY_DUE, dl.int64(due))])
 
 
 _MANY = (list, tuple, Send)
