@@ -61,6 +61,15 @@ def _is_sensitive(key: str) -> bool:
     return any(word in key.lower() for word in _SENSITIVE)
 
 
+def _is_server(server: str) -> bool:
+    """``host[:port]`` (a scheme such as ``SSL://`` may lead), the port a number 1-65535."""
+    address = server.strip().rpartition("://")[2]
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        return bool(address)
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 @dataclass(frozen=True, repr=False)
 class KafkaSettings:
     """Where the cluster is and how to talk to it (address, authentication, TLS).
@@ -86,7 +95,8 @@ class KafkaSettings:
     ssl_key_password: Secret | str | None = None
 
     def __post_init__(self) -> None:
-        if not self.bootstrap or " " in self.bootstrap.strip():
+        if not self.bootstrap or " " in self.bootstrap.strip() or any(
+                not _is_server(server) for server in self.bootstrap.split(",")):
             raise ConfigurationError(
                 f"bootstrap servers {self.bootstrap!r} are not valid: give host:port[,host:port]")
         if self.connect_timeout <= 0:

@@ -191,6 +191,9 @@ def parse_definition(definition: Mapping[str, Any] | str | Path) -> dict[str, An
         except OSError as exc:
             raise ConfigurationError(f"cannot read workflow file {source!r}: "
                                      f"{exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"workflow file {source!r} is not JSON text (not UTF-8 "
+                                     f"at byte {exc.start})") from exc
     try:
         loaded = json.loads(text)
     except ValueError as exc:
@@ -319,6 +322,9 @@ def _task_defs(task_defs: Any) -> dict[str, dict[str, Any]]:
         except OSError as exc:
             raise ConfigurationError(f"cannot read taskDefs file {str(task_defs)!r}: "
                                      f"{exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"taskDefs file {str(task_defs)!r} is not JSON text (not "
+                                     f"UTF-8 at byte {exc.start})") from exc
         try:
             task_defs = json.loads(text)
         except ValueError as exc:
