@@ -243,6 +243,7 @@ def replay(
                                 limit, rate, dry_run, max_replays)
     app = open_app(app_ref, bootstrap)
     target = app.get_stage(stage)
+    wait_for_cluster(app.kafka)  # an unreachable broker: its one line, without a progress bar
     verb = "would " if dry_run else ""
     with _progress() as bar:
         def on_record(outcome: dlq.Outcome, letter: dlq.DeadLetter) -> None:
