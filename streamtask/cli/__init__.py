@@ -92,6 +92,10 @@ def main() -> None:
     """Console-script entry point: run the command, and end every failure as one line."""
     terminated = _Terminated()
     signals.signal(signals.SIGTERM, terminated)
+    # The Kafka clients' own chatter (a broker still loading, a refused connection) reaches
+    # the log only where a command set one up (worker, ui); elsewhere each failure that
+    # matters ends the command as its one line, and the chatter would only bury it.
+    logging.getLogger("streamtask.kafka").addHandler(logging.NullHandler())
     command = typer.main.get_command(app)
     refuse_non_finite_numbers(command)
     click = _click_exceptions()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from streamtask.config import KafkaSettings
+from streamtask.config import load_kafka_settings
 from streamtask.dev.broker import DEFAULT_DATA_DIR, DEFAULT_PORT, LocalBroker
 from streamtask.dev.demo import run_demo, summary_line, summary_table
 from streamtask.kafka.clients import cluster_is_reachable, wait_for_cluster
@@ -39,7 +39,7 @@ def demo(
             local.up()
             broker = local
     else:  # a given broker that does not answer: one line, before any other
-        wait_for_cluster(KafkaSettings(bootstrap=bootstrap))
+        wait_for_cluster(load_kafka_settings(bootstrap=bootstrap))
     console.print(f"broker {bootstrap}: sending {uploads} uploads through 3 stages")
     try:
         result = run_demo(bootstrap, uploads, console)

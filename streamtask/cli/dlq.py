@@ -261,10 +261,11 @@ def replay(
 @contextmanager
 def _progress() -> Iterator[Progress]:
     """A progress bar on stderr; stdout lines print above it when stdout is the terminal
-    too, and go untouched to a pipe otherwise."""
+    too, and go untouched to a pipe otherwise. It goes away at the end: the summary (or
+    the error) is the last line."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), refresh_per_second=4,
-                  redirect_stdout=sys.stdout.isatty()) as progress:
+                  redirect_stdout=sys.stdout.isatty(), transient=True) as progress:
         yield progress
 
 

@@ -15,7 +15,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from streamtask.cli.options import Bootstrap, open_app
-from streamtask.config import KafkaSettings
+from streamtask.config import load_kafka_settings
 from streamtask.errors import ConfigurationError, KafkaError
 from streamtask.kafka.clients import wait_for_cluster
 from streamtask.kafka.topics import EVENTS_RETENTION_MS
@@ -38,7 +38,7 @@ def _app(reference: str, bootstrap: str | None) -> App:
     if ":" in reference:
         app = open_app(reference, bootstrap)
     else:
-        app = App(reference, kafka=KafkaSettings(bootstrap=bootstrap) if bootstrap else None)
+        app = App(reference, kafka=load_kafka_settings(bootstrap=bootstrap))
     wait_for_cluster(app.kafka)
     return app
 
