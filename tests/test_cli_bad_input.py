@@ -21,6 +21,7 @@ import sys
 import time
 import traceback
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,9 @@ def run(args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: float = 
     """``streamtask ARGS`` in a forked process: its exit code and what it printed."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python >= 3.12 warns of fork in a threaded process;
+        warnings.simplefilter("ignore", DeprecationWarning)  # the child only runs main()
+        pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         _child(args, cwd, env, out_w, err_w, (out_r, err_r))
     os.close(out_w)

@@ -53,12 +53,13 @@ def test_status_watch_stops_with_exit_0(kafka: Any, unique: str, tmp_path: Path,
                         "--bootstrap", kafka.bootstrap, tmp_path=tmp_path,
                         env={"RECORDER_APP": f"t{unique}"})
         try:
-            time.sleep(8)  # a few redraws (off a terminal, rich draws once, at the end)
+            # Off a terminal rich draws once, at the end: nothing to wait for but time (the
+            # signal may come before the first look on a loaded box; it must stop it too).
+            time.sleep(8)
             assert process.poll() is None, process.communicate()
             process.send_signal(signum)
             code, stderr = stopped(process)
             assert code == 0, stderr
-            assert "healthy" in output(tmp_path) or "work" in output(tmp_path), stderr
         finally:
             process.kill()
             process.communicate()

@@ -72,38 +72,54 @@ app.command()(signal)
 
 INTERRUPTED = 130
 """Exit code of a finite command cut short by Ctrl-C (128 + SIGINT)."""
-TERMINATED = 143
-"""Exit code of a finite command cut short by SIGTERM (128 + SIGTERM)."""
 
 
-class _Terminated:
-    """SIGTERM handler for every command that sets none of its own: it raises
-    KeyboardInterrupt, so SIGTERM unwinds exactly as Ctrl-C does, and remembers it came."""
+class _Interrupts:
+    """The handler of SIGTERM (and of SIGINT, unless the process was started ignoring it)
+    for every command that sets none of its own: it raises KeyboardInterrupt, so SIGTERM
+    unwinds exactly as Ctrl-C does, and it remembers which signal came.
+
+    What a command raises once interrupted is a consequence, not a failure to report: the
+    Kafka client can turn a KeyboardInterrupt raised inside its callbacks into a bare
+    SystemError, which read as a fatal producer error."""
 
     def __init__(self) -> None:
-        self.received = False
+        self.received: int | None = None
 
-    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
-        self.received = True
+    def install(self) -> None:
+        signals.signal(signals.SIGTERM, self)
+        if signals.getsignal(signals.SIGINT) is signals.default_int_handler:
+            signals.signal(signals.SIGINT, self)
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = signum
         raise KeyboardInterrupt
 
 
 def main() -> None:
     """Console-script entry point: run the command, and end every failure as one line."""
-    terminated = _Terminated()
-    signals.signal(signals.SIGTERM, terminated)
+    interrupts = _Interrupts()
+    interrupts.install()
     # The Kafka clients' own chatter (a broker still loading, a refused connection) reaches
     # the log only where a command set one up (worker, ui); elsewhere each failure that
     # matters ends the command as its one line, and the chatter would only bury it.
     logging.getLogger("streamtask.kafka").addHandler(logging.NullHandler())
     command = typer.main.get_command(app)
     refuse_non_finite_numbers(command)
+    code = _run(command, interrupts)
+    if code == INTERRUPTED and interrupts.received is not None:
+        code = 128 + interrupts.received
+    sys.exit(code)
+
+
+def _run(command: Any, interrupts: _Interrupts) -> int:
+    """Run the command; its exit code, every failure mapped to one line (see the module)."""
     click = _click_exceptions()
     try:
         code = command.main(standalone_mode=False)
     except click.NoArgsIsHelpError as exc:  # a bare group: its help, as before
         typer.echo(exc.format_message())
-        code = exc.exit_code
+        return int(exc.exit_code)
     except click.UsageError as exc:
         _fail(_usage_line(exc), exc.exit_code)
     except click.ClickException as exc:
@@ -111,15 +127,21 @@ def main() -> None:
     except typer.Abort:  # standard input ended while a command waited on it
         _fail("aborted: standard input ended")
     except KeyboardInterrupt:  # after the command's own clean-up ran
-        code = INTERRUPTED
-    except StreamtaskError as exc:
-        _fail(str(exc))
-    except Exception as exc:  # a bug: one line here, the traceback in the debug log
-        logging.getLogger("streamtask").debug("crashed", exc_info=True)
-        _fail(f"unexpected {describe(exc)} (a bug; --log-level DEBUG shows the traceback)")
-    if code == INTERRUPTED and terminated.received:
-        code = TERMINATED
-    sys.exit(code if isinstance(code, int) else 0)
+        return INTERRUPTED
+    except Exception as exc:
+        if interrupts.received is not None:  # the interrupt's consequence, see _Interrupts
+            return INTERRUPTED
+        _fail(_failure(exc))
+    return code if isinstance(code, int) else 0
+
+
+def _failure(exc: Exception) -> str:
+    """streamtask's own error as it is; any other (a bug) named, its traceback in the
+    debug log."""
+    if isinstance(exc, StreamtaskError):
+        return str(exc)
+    logging.getLogger("streamtask").debug("crashed", exc_info=True)
+    return f"unexpected {describe(exc)} (a bug; --log-level DEBUG shows the traceback)"
 
 
 def _click_exceptions() -> ModuleType:
