@@ -40,10 +40,6 @@ def stopped(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, s
     return process.returncode, stderr
 
 
-def output(tmp_path: Path) -> str:
-    return (tmp_path / "out.txt").read_text(errors="replace")
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_status_watch_stops_with_exit_0(kafka: Any, unique: str, tmp_path: Path,
