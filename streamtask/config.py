@@ -16,6 +16,7 @@ that passes any librdkafka setting through untouched (tuning, OAuth, ...).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -61,6 +62,15 @@ def _is_sensitive(key: str) -> bool:
     return any(word in key.lower() for word in _SENSITIVE)
 
 
+def _is_server(server: str) -> bool:
+    """``host[:port]`` (a scheme such as ``SSL://`` may lead), the port a number 1-65535."""
+    address = server.strip().rpartition("://")[2]
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        return bool(address)
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 @dataclass(frozen=True, repr=False)
 class KafkaSettings:
     """Where the cluster is and how to talk to it (address, authentication, TLS).
@@ -86,10 +96,11 @@ class KafkaSettings:
     ssl_key_password: Secret | str | None = None
 
     def __post_init__(self) -> None:
-        if not self.bootstrap or " " in self.bootstrap.strip():
+        if not self.bootstrap or " " in self.bootstrap.strip() or any(
+                not _is_server(server) for server in self.bootstrap.split(",")):
             raise ConfigurationError(
                 f"bootstrap servers {self.bootstrap!r} are not valid: give host:port[,host:port]")
-        if self.connect_timeout <= 0:
+        if not math.isfinite(self.connect_timeout) or self.connect_timeout <= 0:
             raise ConfigurationError("connect_timeout must be a positive number of seconds")
         for name in ("sasl_password", "ssl_key_password"):
             value = getattr(self, name)
@@ -228,18 +239,36 @@ def _file_values(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        document = tomllib.loads(path.read_text())
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"config file {path} is not TOML text (not UTF-8 at byte "
+                                 f"{exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from None
     table = document.get("kafka", {})
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"config file {path}: kafka must be a table ([kafka])")
     unknown = sorted(set(table) - _FILE_KEYS)
     if unknown or set(document) - {"kafka"}:
         raise ConfigurationError(
             f"config file {path}: unknown setting(s) {', '.join(unknown or sorted(document))}; "
             f"a [kafka] table may hold {', '.join(sorted(_FILE_KEYS))}")
+    for key, value in table.items():
+        wanted = _FILE_TYPES.get(key, str)
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise ConfigurationError(
+                f"config file {path}: kafka.{key} must be {_TYPE_NAMES[wanted]}, not "
+                f"{value!r}")
     return dict(table)
+
+
+_FILE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "connect_timeout": (int, float), "librdkafka": dict}
+"""Settings of a config file that are not strings."""
+_TYPE_NAMES: dict[type | tuple[type, ...], str] = {
+    str: "a string", (int, float): "a number of seconds", dict: "a table of librdkafka settings"}
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -266,10 +295,13 @@ def _resolve_password(layer: dict[str, Any]) -> dict[str, Any]:
         raise ConfigurationError("give the SASL password or a file holding it, not both "
                                  "(STREAMTASK_SASL_PASSWORD / STREAMTASK_SASL_PASSWORD_FILE)")
     try:
-        layer["sasl_password"] = Secret(Path(path).read_text().rstrip("\r\n"))
+        layer["sasl_password"] = Secret(Path(path).read_text(encoding="utf-8").rstrip("\r\n"))
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read the SASL password file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            f"the SASL password file {path} is not text (not UTF-8)") from None
     return layer
 
 

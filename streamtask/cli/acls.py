@@ -52,8 +52,11 @@ def add_user(
 ) -> None:
     """Create (or change the password of) a SCRAM-SHA-512 user, as the configured admin."""
     try:
-        password = password_file.read_text().rstrip("\r\n")
+        password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
         raise ConfigurationError(f"cannot read {password_file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{password_file} is not a text file holding a password "
+                                 "(not UTF-8)") from None
     acls.upsert_user(load_kafka_settings(bootstrap=bootstrap), user, password)
     typer.echo(f"user {user} saved (SCRAM-SHA-512)")

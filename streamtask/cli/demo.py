@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from streamtask.config import load_kafka_settings
 from streamtask.dev.broker import DEFAULT_DATA_DIR, DEFAULT_PORT, LocalBroker
 from streamtask.dev.demo import run_demo, summary_line, summary_table
-from streamtask.kafka.clients import cluster_is_reachable
+from streamtask.kafka.clients import cluster_is_reachable, wait_for_cluster
 
 
 def demo(
@@ -37,6 +38,8 @@ def demo(
                           "(first run fetches its jars from Maven Central)...")
             local.up()
             broker = local
+    else:  # a given broker that does not answer: one line, before any other
+        wait_for_cluster(load_kafka_settings(bootstrap=bootstrap))
     console.print(f"broker {bootstrap}: sending {uploads} uploads through 3 stages")
     try:
         result = run_demo(bootstrap, uploads, console)

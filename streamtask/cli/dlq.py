@@ -243,6 +243,7 @@ def replay(
                                 limit, rate, dry_run, max_replays)
     app = open_app(app_ref, bootstrap)
     target = app.get_stage(stage)
+    wait_for_cluster(app.kafka)  # an unreachable broker: its one line, without a progress bar
     verb = "would " if dry_run else ""
     with _progress() as bar:
         def on_record(outcome: dlq.Outcome, letter: dlq.DeadLetter) -> None:
@@ -260,10 +261,11 @@ def replay(
 @contextmanager
 def _progress() -> Iterator[Progress]:
     """A progress bar on stderr; stdout lines print above it when stdout is the terminal
-    too, and go untouched to a pipe otherwise."""
+    too, and go untouched to a pipe otherwise. It goes away at the end: the summary (or
+    the error) is the last line."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), refresh_per_second=4,
-                  redirect_stdout=sys.stdout.isatty()) as progress:
+                  redirect_stdout=sys.stdout.isatty(), transient=True) as progress:
         yield progress
 
 

@@ -45,7 +45,8 @@ def up(
         "--security", help="sasl-scram: SCRAM-SHA-512 logins, ACLs enforced, an admin "
                            "super user whose settings go to DATA_DIR/admin.toml; sasl-ssl: "
                            "the same over TLS, with a throwaway CA in DATA_DIR/tls.")] = "none",
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+    timeout: Annotated[float, typer.Option(
+        min=1, help="Seconds to wait for the broker.")] = 90.0,
 ) -> None:
     """Start the broker (fetching its jars from Maven Central on first use); print its address."""
     if brokers > 1 or LocalCluster.exists(data_dir):

@@ -15,8 +15,9 @@ from rich.text import Text
 from rich.tree import Tree
 
 from streamtask.cli.options import Bootstrap, open_app
-from streamtask.config import KafkaSettings
+from streamtask.config import load_kafka_settings
 from streamtask.errors import ConfigurationError, KafkaError
+from streamtask.kafka.clients import wait_for_cluster
 from streamtask.kafka.topics import EVENTS_RETENTION_MS
 from streamtask.model.app import App
 from streamtask.ops import trail
@@ -32,10 +33,14 @@ OUTCOME_STYLE = {"succeeded": "green", "failed": "yellow", "timed_out": "yellow"
 
 
 def _app(reference: str, bootstrap: str | None) -> App:
-    """The app, or (for a bare name) an app of that name: the trail needs only the name."""
+    """The app, or (for a bare name) an app of that name: the trail needs only the name.
+    Its cluster answered (else one line naming the address, not the client's log)."""
     if ":" in reference:
-        return open_app(reference, bootstrap)
-    return App(reference, kafka=KafkaSettings(bootstrap=bootstrap) if bootstrap else None)
+        app = open_app(reference, bootstrap)
+    else:
+        app = App(reference, kafka=load_kafka_settings(bootstrap=bootstrap))
+    wait_for_cluster(app.kafka)
+    return app
 
 
 def _clock(epoch_ms: int) -> str:
@@ -108,8 +113,8 @@ def ls(
     if wanted is not None and wanted not in trail.OUTCOMES:
         raise ConfigurationError(f"--outcome {outcome!r}: use one of "
                                  f"{', '.join(o.replace('_', '-') for o in trail.OUTCOMES)}")
-    app = _app(app_ref, bootstrap)
     since_ms = parse_since(since, time.time_ns() // 1_000_000)
+    app = _app(app_ref, bootstrap)
     runs = _summaries(trail.read_since(app, since_ms))
     chosen = [run for run in runs.values()
               if (stage is None or stage in run["stages"])

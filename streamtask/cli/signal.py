@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -21,7 +21,7 @@ def signal(
         help="The taskReferenceName of the WAIT, HUMAN or asyncComplete task.")],
     output: Annotated[str, typer.Option(
         "--output", "-o", help="The task's output as a JSON object.")] = "{}",
-    status: Annotated[str, typer.Option(
+    status: Annotated[Literal["COMPLETED", "FAILED"], typer.Option(
         help="COMPLETED (the run goes on) or FAILED (the run is dead-lettered).")
     ] = "COMPLETED",
     reason: Annotated[str | None, typer.Option(help="Why, when FAILED.")] = None,

@@ -17,6 +17,8 @@ from streamtask.errors import ConfigurationError
 from streamtask.model.app import App, Stage
 from streamtask.ops import status as st
 
+MAX_WINDOW = 86_400.0
+"""``--window`` at most: a day (a larger one overflowed the clock arithmetic)."""
 STUCK_EXIT = 3
 """Exit code when a stage is stuck, or has tasks waiting and no worker."""
 COLOURS = {st.Verdict.HEALTHY: "green", st.Verdict.BACKLOG_GROWING: "yellow",
@@ -61,7 +63,7 @@ def status(
     stage: Annotated[list[str] | None, typer.Option(
         "--stage", "-s", help="Only this stage (repeatable); default: every stage.")] = None,
     window: Annotated[float, typer.Option(
-        envvar="STREAMTASK_STATUS_WINDOW",
+        max=MAX_WINDOW, envvar="STREAMTASK_STATUS_WINDOW",
         help="Seconds between the two looks a verdict compares: a stage with waiting work "
              "whose committed offsets did not move in this time is stuck.")] = 5.0,
     watch: Annotated[bool, typer.Option(

@@ -12,6 +12,9 @@ from streamtask.errors import ConfigurationError
 from streamtask.kafka.clients import wait_for_cluster
 from streamtask.kafka.topics import ensure
 
+MAX_COUNT = 1_000_000
+"""``send --count`` at most: every copy's acknowledgement is held until the end."""
+
 topics_app = typer.Typer(help="Create and check an app's topics.", no_args_is_help=True)
 
 
@@ -21,7 +24,8 @@ def send(
     payload: Annotated[str, typer.Argument(
         help="The payload as JSON, e.g. '{\"photo_id\": \"p1\"}'.")],
     key: Annotated[str | None, typer.Option(help="Partition key (default: the task id).")] = None,
-    count: Annotated[int, typer.Option(min=1, help="Send this many copies.")] = 1,
+    count: Annotated[int, typer.Option(
+        min=1, max=MAX_COUNT, help="Send this many copies.")] = 1,
     delay: Annotated[float | None, typer.Option(
         min=0, help="Seconds the task(s) wait before they may run (on a retry level).")
     ] = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -23,10 +24,21 @@ def _with_bootstrap(app: App, bootstrap: str | None) -> App:
     return app
 
 
+def _check_free(host: str, port: int) -> None:
+    """One line now for a taken port or an unknown address, instead of uvicorn's log lines
+    after the console started (and an exit code of its own)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; "
+                                 "choose another --port or --host") from None
+
+
 def ui(
     target: Target,
-    port: Annotated[int, typer.Option(envvar="STREAMTASK_UI_PORT", help="Port to serve on.")]
-        = 8080,
+    port: Annotated[int, typer.Option(
+        min=1, max=65535, envvar="STREAMTASK_UI_PORT", help="Port to serve on.")] = 8080,
     host: Annotated[str, typer.Option(
         envvar="STREAMTASK_UI_HOST",
         help="Address to bind. Anything but a loopback address needs --token.")]
@@ -59,12 +71,17 @@ def ui(
     except ImportError as exc:
         raise ConfigurationError(f"the web console needs the ui extra ({exc.name} is "
                                  "missing): pip install 'streamtask[ui]'") from exc
+    _check_free(host, port)
     check_binding(host, token)
     app = _with_bootstrap(open_target(target), bootstrap)
     if workflow is None and target.endswith(".json"):
         workflow = Path(target)
     if workflow is not None and not workflow.is_file():
-        raise ConfigurationError(f"workflow file {str(workflow)!r} does not exist")
+        raise ConfigurationError(f"workflow file {str(workflow)!r} does not exist or is not a "
+                                 "file")
+    if not designer_dir.is_dir():
+        raise ConfigurationError(f"--designer-dir {str(designer_dir)!r} is not a directory: "
+                                 "create it or point at one")
     settings = ConsoleSettings(read_only=read_only, token=token,
                                designer_dir=designer_dir.resolve(), workflow=workflow,
                                status_interval=status_interval)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from streamtask.ops.metrics import MetricsServer
 
 LogFormat = Literal["text", "json"]
+MAX_CONCURRENCY = 10_000
+"""``--concurrency`` at most: each slot may be a thread (an absurd value hung the start)."""
 
 
 def _on_signals(stop: Any) -> None:
@@ -65,7 +67,7 @@ def worker(
         "--stage", "-s", help="Run only this stage (repeatable); default: all stages, each "
                               "with its own consumer group, in this one process.")] = None,
     concurrency: Annotated[int, typer.Option(
-        min=1, envvar="STREAMTASK_CONCURRENCY",
+        min=1, max=MAX_CONCURRENCY, envvar="STREAMTASK_CONCURRENCY",
         help="Tasks in flight per stage (per consumer group) in each process.")] = 8,
     processes: Annotated[int, typer.Option(
         min=1, envvar="STREAMTASK_PROCESSES",

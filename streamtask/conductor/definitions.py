@@ -74,9 +74,11 @@ def read_json(what: str, path: str | Path | None, text: str | None = None) -> An
     if text is None:
         try:
             text = Path(str(path)).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigurationError(f"cannot read {source}: {reason or exc}") from exc
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {source}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"{source} is not JSON text (not UTF-8 at byte "
+                                     f"{exc.start})") from exc
     try:
         return json.loads(text)
     except ValueError as exc:

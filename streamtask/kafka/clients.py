@@ -266,6 +266,9 @@ def delivery_error(error: confluent_kafka.KafkaError, topic: str,
     if error.code() == confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED:
         return DeliveryFailed(f"record to {topic} was not acknowledged: "
                               f"{denied(settings, 'Write', 'topic', topic)}")
+    if error.code() == confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
+        return DeliveryFailed(f"record to {topic} was not acknowledged: the topic does not "
+                              "exist; create the app's topics with `streamtask topics ensure`")
     return DeliveryFailed(f"record to {topic} was not acknowledged: {error.str()}")
 
 
