@@ -374,7 +374,7 @@ BROKER_CASES = [
          needle="dead-letter topic"),
     case("runs-unknown-run", "runs", "show", "broker_app:app", "r1", needle="no events of run r1"),
     case("signal-unknown-task", "signal", WORKFLOW, "r1", "nope",
-         needle="has no WAIT or HUMAN task 'nope'"),
+         needle="has no WAIT, HUMAN or asyncComplete task 'nope'"),
 ]
 
 
